@@ -1,0 +1,295 @@
+"""Validators for the world tables: every violation, with its row and reason, never an assert.
+
+Each validator returns a DataFrame with one row per violation (`rule`, `row`, `key`,
+`reason`); an empty frame means the table honours its contract. Asset checks turn these
+into pass/fail with the offending rows as metadata; the new-data sensor uses them to refuse
+a file with its reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_core import contracts, social
+from recsys_core.taxonomy import (
+    C_COARSE,
+    N_CITIES,
+    N_DAY_OF_WEEK,
+    N_NEIGHBORHOODS_PER_CITY,
+    N_PRICE_BANDS,
+    N_TIME_OF_DAY,
+    N_TIME_SLOTS,
+)
+
+SUM_TOLERANCE = 1e-3  # float32 vectors of up to 100 entries
+RATING_TOLERANCE = 1e-3
+COLUMNS = ["rule", "row", "key", "reason"]
+
+
+@dataclass
+class Report:
+    """Collects violations; `key` names the row in domain terms (an id or a pair)."""
+
+    table: str
+    keys: np.ndarray | None = None
+    parts: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, rule: str, bad: np.ndarray, reason: str) -> None:
+        rows = np.flatnonzero(bad)
+        if len(rows):
+            keys = self.keys[rows] if self.keys is not None else rows
+            self.parts.append(pd.DataFrame({"rule": rule, "row": rows, "key": keys.astype(str), "reason": reason}))
+
+    def add_table_level(self, rule: str, reason: str) -> None:
+        self.parts.append(pd.DataFrame({"rule": [rule], "row": [-1], "key": [""], "reason": [reason]}))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ("str", "int64", "str", "str"))})
+        return pd.concat(self.parts, ignore_index=True)
+
+
+def summarize(violations: pd.DataFrame, limit: int = 20) -> dict[str, object]:
+    """Counts per rule and the first offending rows, for asset-check metadata and error messages."""
+    return {
+        "violations": int(len(violations)),
+        "by_rule": violations["rule"].value_counts().to_dict(),
+        "first_rows": violations.head(limit).to_dict(orient="records"),
+    }
+
+
+def describe(violations: pd.DataFrame, limit: int = 5) -> str:
+    """One readable line per rule: `rule (n rows): reason; e.g. rows [..]`."""
+    lines = []
+    for rule, group in violations.groupby("rule", sort=False):
+        lines.append(
+            f"{rule} ({len(group)} rows): {group['reason'].iloc[0]}; e.g. keys {group['key'].head(limit).tolist()}"
+        )
+    return "\n".join(lines)
+
+
+def check_schema(table: pa.Table, name: str) -> pd.DataFrame:
+    """Column names and types against the contract, one violation per mismatch."""
+    report = Report(name)
+    expected = contracts.SCHEMAS[name]
+    for f in expected:
+        if f.name not in table.column_names:
+            report.add_table_level("schema", f"missing column {f.name} ({f.type})")
+        elif table.schema.field(f.name).type != f.type:
+            report.add_table_level("schema", f"column {f.name} is {table.schema.field(f.name).type}, expected {f.type}")
+    for extra in set(table.column_names) - set(expected.names):
+        report.add_table_level("schema", f"unexpected column {extra}")
+    return report.frame()
+
+
+def _null_rows(table: pa.Table, report: Report) -> None:
+    for name in table.column_names:
+        col = table.column(name)
+        if col.null_count:
+            report.add("not_null", np.asarray(col.is_null().to_numpy(zero_copy_only=False)), f"{name} is null")
+
+
+def _out_of_range(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """True where not lo <= value < hi (NaN counts as out of range)."""
+    return ~((values >= lo) & (values < hi))
+
+
+def _check_simplex(report: Report, matrix: np.ndarray, name: str) -> None:
+    report.add("finite", ~np.isfinite(matrix).all(axis=1), f"{name} has NaN or infinite entries")
+    report.add("non_negative", (matrix < 0).any(axis=1), f"{name} has negative entries")
+    report.add("sums_to_one", np.abs(np.nansum(matrix, axis=1) - 1.0) > SUM_TOLERANCE, f"{name} does not sum to 1")
+
+
+def _unique(report: Report, ids: np.ndarray, name: str) -> None:
+    report.add("unique_id", pd.Series(ids).duplicated(keep=False).to_numpy(), f"{name} is duplicated")
+
+
+def validate_users(users: pa.Table, city_id: int | None = None) -> pd.DataFrame:
+    """Contract rules for users; with city_id, every user must live in that city (its partition)."""
+    schema = check_schema(users, "users")
+    if len(schema):
+        return schema
+    ids = users.column("user_id").to_numpy(zero_copy_only=False)
+    report = Report("users", ids)
+    _null_rows(users, report)
+    _unique(report, ids, "user_id")
+    report.add("id_range", ids < 0, "user_id is negative")
+    city = users.column("home_city_id").fill_null(-1).to_numpy()
+    report.add("city_range", _out_of_range(city, 0, N_CITIES), f"home_city_id outside 0..{N_CITIES - 1}")
+    if city_id is not None:
+        report.add("partition", city != city_id, f"home_city_id is not this partition's city {city_id}")
+    nbhd = users.column("home_neighborhood_id").fill_null(-1).to_numpy()
+    report.add("neighborhood_range", _out_of_range(nbhd, 0, N_NEIGHBORHOODS_PER_CITY), "home_neighborhood_id outside 0..14")
+    for name in ("cat_pref", "fine_pref", "vibe_pref"):
+        _check_simplex(report, contracts.list_matrix(users, name), name)
+    _check_area_freqs(users, report)
+    for name in ("avg_sessions_per_week", "avg_views_per_session"):
+        v = users.column(name).fill_null(np.nan).to_numpy()
+        report.add("positive", ~(np.isfinite(v) & (v > 0)), f"{name} must be finite and > 0")
+    for name in ("avg_likes_per_session", "avg_saves_per_session", "avg_attends_per_month"):
+        v = users.column(name).fill_null(np.nan).to_numpy()
+        report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
+    return report.frame()
+
+
+def _check_area_freqs(users: pa.Table, report: Report) -> None:
+    col = users.column("area_freqs").combine_chunks()
+    lengths = np.diff(col.offsets.to_numpy())
+    rows = np.repeat(np.arange(len(col)), lengths)
+    keys = col.keys.to_numpy(zero_copy_only=False)
+    values = col.items.to_numpy(zero_copy_only=False).astype(np.float64)
+    n = len(col)
+    report.add("area_freqs_empty", lengths == 0, "area_freqs is empty")
+    bad_key = np.zeros(n, bool)
+    np.logical_or.at(bad_key, rows, (keys < 0) | (keys >= N_NEIGHBORHOODS_PER_CITY))
+    report.add("area_freqs_keys", bad_key, "area_freqs has a neighbourhood id outside 0..14")
+    bad_value = np.zeros(n, bool)
+    np.logical_or.at(bad_value, rows, ~(np.isfinite(values) & (values >= 0)))
+    report.add("area_freqs_values", bad_value, "area_freqs has a negative or non-finite weight")
+    sums = np.bincount(rows, weights=np.nan_to_num(values), minlength=n)
+    report.add("sums_to_one", (lengths > 0) & (np.abs(sums - 1.0) > SUM_TOLERANCE), "area_freqs does not sum to 1")
+
+
+def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFrame:
+    schema = check_schema(places, "places")
+    if len(schema):
+        return schema
+    ids = places.column("place_id").to_numpy(zero_copy_only=False)
+    report = Report("places", ids)
+    _null_rows(places, report)
+    _unique(report, ids, "place_id")
+    report.add("id_range", ids < 0, "place_id is negative")
+    city = places.column("city_id").fill_null(-1).to_numpy()
+    report.add("city_range", _out_of_range(city, 0, N_CITIES), f"city_id outside 0..{N_CITIES - 1}")
+    if city_id is not None:
+        report.add("partition", city != city_id, f"city_id is not this partition's city {city_id}")
+    for name, hi in (("neighborhood_id", N_NEIGHBORHOODS_PER_CITY), ("price_band", N_PRICE_BANDS), ("typical_time_slot", N_TIME_SLOTS)):
+        v = places.column(name).fill_null(-1).to_numpy()
+        report.add(f"{name}_range", _out_of_range(v, 0, hi), f"{name} outside 0..{hi - 1}")
+
+    one_hot = contracts.list_matrix(places, "category_one_hot")
+    report.add("category_one_hot_range", ~((one_hot >= 0) & (one_hot <= 1)).all(axis=1), "category_one_hot outside [0, 1]")
+    cat_col = places.column("category_ids").combine_chunks()
+    lengths = np.diff(cat_col.offsets.to_numpy())
+    cats = cat_col.values.to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(cat_col)), lengths)
+    report.add("category_ids_empty", lengths == 0, "category_ids is empty")
+    valid = (cats >= 0) & (cats < C_COARSE)
+    bad = np.zeros(len(cat_col), bool)
+    np.logical_or.at(bad, rows, ~valid)
+    report.add("category_ids_range", bad, f"category_ids outside 0..{C_COARSE - 1}")
+    listed = np.zeros_like(one_hot, dtype=bool)
+    listed[rows[valid], cats[valid]] = True
+    report.add("category_consistency", ((one_hot > 0) != listed).any(axis=1), "category_one_hot disagrees with category_ids")
+    _check_simplex(report, contracts.list_matrix(places, "fine_tag_vector"), "fine_tag_vector")
+
+    for name in ("base_popularity", "avg_daily_visits"):
+        v = places.column(name).fill_null(np.nan).to_numpy()
+        report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
+    for name in ("conversion_rate", "novelty_score"):
+        v = places.column(name).fill_null(np.nan).to_numpy()
+        report.add("unit_interval", ~((v >= 0) & (v <= 1)), f"{name} outside [0, 1]")
+    return report.frame()
+
+
+def validate_interactions(
+    interactions: pa.Table,
+    user_ids: np.ndarray,
+    place_ids: np.ndarray,
+    now: np.datetime64 | None = None,
+) -> pd.DataFrame:
+    """Contract rules plus referential integrity: users of this partition, places of any city."""
+    schema = check_schema(interactions, "interactions")
+    if len(schema):
+        return schema
+    u = interactions.column("user_id").fill_null(-1).to_numpy()
+    p = interactions.column("place_id").fill_null(-1).to_numpy()
+    report = Report("interactions", np.char.add(np.char.add(u.astype(str), ":"), p.astype(str)))
+    _null_rows(interactions, report)
+    report.add("unknown_user", ~np.isin(u, user_ids), "user_id is not a user of this city")
+    report.add("unknown_place", ~np.isin(p, place_ids), "place_id is not a known place")
+    dwell = interactions.column("dwell_time").fill_null(np.nan).to_numpy()
+    report.add("dwell_time", ~(np.isfinite(dwell) & (dwell >= 0)), "dwell_time must be finite and >= 0")
+    counts = {}
+    for name in ("num_likes", "num_saves", "num_shares"):
+        counts[name] = interactions.column(name).fill_null(-1).to_numpy()
+        report.add("non_negative", counts[name] < 0, f"{name} is negative")
+    attended = interactions.column("attended").fill_null(False).to_numpy(zero_copy_only=False)
+    rating = interactions.column("implicit_rating").fill_null(np.nan).to_numpy()
+    expected = contracts.implicit_rating(dwell, *counts.values(), attended)
+    report.add("rating_range", ~((rating >= 1) & (rating <= 5)), "implicit_rating outside [1, 5]")
+    report.add("rating_formula", ~(np.abs(rating - expected) <= RATING_TOLERANCE), "implicit_rating disagrees with the 1-5 formula")
+
+    ts = interactions.column("timestamp")
+    micros = ts.cast(pa.int64()).fill_null(0).to_numpy()
+    hour = (micros // 3_600_000_000) % 24
+    weekday = (micros // 86_400_000_000 + 3) % 7
+    tod = interactions.column("time_of_day_bucket").fill_null(-1).to_numpy()
+    dow = interactions.column("day_of_week_bucket").fill_null(-1).to_numpy()
+    report.add("time_of_day_range", _out_of_range(tod, 0, N_TIME_OF_DAY), "time_of_day_bucket outside 0..3")
+    report.add("day_of_week_range", _out_of_range(dow, 0, N_DAY_OF_WEEK), "day_of_week_bucket outside 0..1")
+    expected_tod = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
+    report.add("time_of_day_consistency", tod != expected_tod, "time_of_day_bucket disagrees with the timestamp's hour (UTC)")
+    report.add("day_of_week_consistency", dow != (weekday >= 5), "day_of_week_bucket disagrees with the timestamp's weekday")
+    if now is not None:
+        future = micros > np.datetime64(now, "us").astype(np.int64)
+        report.add("future_timestamp", future, "timestamp is in the future")
+    return report.frame()
+
+
+def validate_user_user_edges(edges: pa.Table, user_ids: np.ndarray) -> pd.DataFrame:
+    schema = check_schema(edges, "user_user_edges")
+    if len(schema):
+        return schema
+    u = edges.column("user_u").fill_null(-1).to_numpy()
+    v = edges.column("user_v").fill_null(-1).to_numpy()
+    report = Report("user_user_edges", np.char.add(np.char.add(u.astype(str), "-"), v.astype(str)))
+    _null_rows(edges, report)
+    report.add("self_edge", u == v, "user_u equals user_v")
+    report.add("ordered_pair", u > v, "user_u must be smaller than user_v")
+    report.add("unique_pair", pd.DataFrame({"u": u, "v": v}).duplicated(keep=False).to_numpy(), "pair is duplicated")
+    report.add("unknown_user", ~(np.isin(u, user_ids) & np.isin(v, user_ids)), "user is not a user of this city")
+    for name in ("interest_overlap_score", "same_neighborhood_freq"):
+        x = edges.column(name).fill_null(np.nan).to_numpy()
+        report.add("unit_interval", ~((x >= 0) & (x <= 1)), f"{name} outside [0, 1]")
+    co = edges.column("co_attendance_count").fill_null(-1).to_numpy()
+    report.add("non_negative", co < 0, "co_attendance_count is negative")
+    return report.frame()
+
+
+def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.Table) -> pd.DataFrame:
+    """Contract rules plus the label rules, recomputed from users (overlap) and interactions (co-attendance)."""
+    schema = check_schema(labels, "friend_labels")
+    if len(schema):
+        return schema
+    u = labels.column("user_u").fill_null(-1).to_numpy()
+    v = labels.column("user_v").fill_null(-1).to_numpy()
+    report = Report("friend_labels", np.char.add(np.char.add(u.astype(str), "-"), v.astype(str)))
+    _null_rows(labels, report)
+    compat = labels.column("label_compat").fill_null(-1).to_numpy()
+    attend = labels.column("label_attend").fill_null(-1).to_numpy()
+    report.add("self_pair", u == v, "user_u equals user_v")
+    report.add("ordered_pair", u > v, "user_u must be smaller than user_v")
+    report.add("unique_pair", pd.DataFrame({"u": u, "v": v}).duplicated(keep=False).to_numpy(), "pair is duplicated")
+    report.add("binary", ~np.isin(compat, [0, 1]) | ~np.isin(attend, [0, 1]), "labels must be 0 or 1")
+    report.add("attend_needs_compat", (compat == 0) & (attend != 0), "an incompatible pair cannot have label_attend = 1")
+
+    ids = pd.Index(users.column("user_id").to_numpy())
+    iu, iv = ids.get_indexer(u), ids.get_indexer(v)
+    known = (iu >= 0) & (iv >= 0)
+    report.add("unknown_user", ~known, "user is not a user of this city")
+    unit = social.unit_rows(contracts.list_matrix(users, "fine_pref"))
+    overlap = np.full(len(u), np.nan, np.float32)
+    overlap[known] = social.pair_cosine(unit, iu[known], iv[known])
+    co = social.lookup_pair_counts(social.co_attendance_counts(interactions), u, v)
+    rule = social.compatibility_label(overlap, co)
+    # Labels are checked against the rule with a small tolerance on the overlap thresholds.
+    near = np.isclose(overlap, contracts.POSITIVE_OVERLAP, atol=1e-4) | np.isclose(overlap, contracts.NEGATIVE_OVERLAP, atol=1e-4)
+    report.add("positive_rule", known & ~near & (compat == 1) & (rule != 1), "label_compat = 1 but overlap < 0.6 and co-attendance < 2")
+    report.add("negative_rule", known & ~near & (compat == 0) & (rule != 0), "label_compat = 0 but overlap >= 0.3 or they co-attended")
+    return report.frame()
