@@ -125,7 +125,7 @@ def list_matrix(table: pa.Table, column: str) -> np.ndarray:
     width = col.type.list_size
     if col.null_count:
         col = col.fill_null(pa.scalar([np.nan] * width, col.type))
-    return np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
+    return np.array(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
         len(col), width
     )
 

@@ -1,0 +1,116 @@
+"""Blocking asset checks: a table that breaks its contract does not flow downstream.
+
+Each check is a thin wrapper around a `recsys_core.validation` validator; failures carry
+the number of violations per rule and the offending rows as metadata.
+"""
+
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import torch
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, asset_check
+
+from recsys_assets.defs import graph as graph_assets
+from recsys_assets.defs import world
+from recsys_assets.io_manager import load_latest
+from recsys_assets.metadata import violations_metadata
+from recsys_assets.partitions import city_of, city_partitions
+from recsys_core import contracts, features, validation
+from recsys_core.graph import GraphBundle, graph_problems
+
+PARTITIONED = dict(blocking=True, partitions_def=city_partitions)
+
+
+def _result(violations) -> AssetCheckResult:
+    return AssetCheckResult(passed=len(violations) == 0, metadata=violations_metadata(violations))
+
+
+@asset_check(asset=world.users, **PARTITIONED, description="Schema, unique ids, ranges, preference vectors sum to 1, city.")
+def users_contract(context: AssetCheckExecutionContext, users: pa.Table) -> AssetCheckResult:
+    return _result(validation.validate_users(users, city_of(context)))
+
+
+@asset_check(asset=world.places, **PARTITIONED, description="Schema, unique ids, ranges, categories consistent, tags sum to 1.")
+def places_contract(context: AssetCheckExecutionContext, places: pa.Table) -> AssetCheckResult:
+    return _result(validation.validate_places(places, city_of(context)))
+
+
+@asset_check(
+    asset=world.interactions,
+    **PARTITIONED,
+    additional_ins={"users": AssetIn()},
+    additional_deps=[world.places],
+    description="Schema, rating formula, time buckets, no future events, users of this city, places of any city.",
+)
+def interactions_contract(
+    context: AssetCheckExecutionContext, interactions: pa.Table, users: pa.Table
+) -> AssetCheckResult:
+    # Travel events point at other cities' places, so every city's places are read here
+    # (a partitioned check's inputs are limited to its own partition).
+    all_places = load_latest(context.instance, world.places.key, list(city_partitions.get_partition_keys()))
+    return _result(
+        validation.validate_interactions(
+            interactions,
+            users.column("user_id").to_numpy(),
+            all_places.column("place_id").to_numpy(),
+            now=np.datetime64(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),
+        )
+    )
+
+
+@asset_check(
+    asset=world.user_user_edges,
+    **PARTITIONED,
+    additional_ins={"users": AssetIn()},
+    description="Schema, user_u < user_v, no self edges, unique pairs, users of this city, features in range.",
+)
+def user_user_edges_contract(user_user_edges: pa.Table, users: pa.Table) -> AssetCheckResult:
+    return _result(validation.validate_user_user_edges(user_user_edges, users.column("user_id").to_numpy()))
+
+
+@asset_check(
+    asset=world.friend_labels,
+    **PARTITIONED,
+    additional_ins={"users": AssetIn(), "interactions": AssetIn()},
+    description="Schema, ordered unique pairs, and the label rules recomputed from overlap and co-attendance.",
+)
+def friend_labels_contract(friend_labels: pa.Table, users: pa.Table, interactions: pa.Table) -> AssetCheckResult:
+    return _result(validation.validate_friend_labels(friend_labels, users, interactions))
+
+
+def _matrix_check(table: pa.Table, width: int) -> AssetCheckResult:
+    x = contracts.list_matrix(table, "x")
+    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    return AssetCheckResult(
+        passed=x.shape[1] == width and len(bad_rows) == 0,
+        metadata={"width": x.shape[1], "expected_width": width, "rows_with_nan": len(bad_rows),
+                  "first_bad_ids": table.column(0).to_numpy()[bad_rows[:20]].tolist()},
+    )
+
+
+@asset_check(asset=graph_assets.user_features, blocking=True, description="158 columns, all finite.")
+def user_features_finite(user_features: pa.Table) -> AssetCheckResult:
+    return _matrix_check(user_features, features.USER_LAYOUT.width)
+
+
+@asset_check(asset=graph_assets.place_features, blocking=True, description="114 columns, all finite.")
+def place_features_finite(place_features: pa.Table) -> AssetCheckResult:
+    return _matrix_check(place_features, features.PLACE_LAYOUT.width)
+
+
+@asset_check(
+    asset=graph_assets.hetero_graph,
+    blocking=True,
+    additional_ins={"user_features": AssetIn(), "place_features": AssetIn()},
+    description="Feature and edge dimensions, no NaN, indices in range, reverse edges, every node of the world present.",
+)
+def hetero_graph_structure(hetero_graph: GraphBundle, user_features: pa.Table, place_features: pa.Table) -> AssetCheckResult:
+    problems = graph_problems(hetero_graph)
+    data = hetero_graph.data
+    for node, table, id_col in (("user", user_features, "user_id"), ("place", place_features, "place_id")):
+        ids = np.sort(table.column(id_col).to_numpy())
+        if not torch.equal(data[node].node_id, torch.from_numpy(ids)):
+            problems.append(f"{node} nodes do not match the {node} feature table ({data[node].num_nodes} vs {len(ids)})")
+    return AssetCheckResult(passed=not problems, metadata={"problems": problems, **hetero_graph.summary()})

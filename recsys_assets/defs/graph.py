@@ -1,0 +1,44 @@
+"""Feature matrices and the heterogeneous graph, covering all cities."""
+
+
+import pyarrow as pa
+from dagster import AssetIn, MetadataValue, Output, asset
+
+from recsys_core import features
+from recsys_core.graph import GraphBundle, build_hetero_graph
+
+GRAPH = dict(group_name="graph", kinds={"pytorch", "python"}, owners=["team:ml"])
+
+
+def _layout_md(layout: features.Layout) -> MetadataValue:
+    rows = "\n".join(f"| {b['block']} | {b['start']}:{b['stop']} | {b['width']} |" for b in layout.as_table())
+    return MetadataValue.md("| block | columns | width |\n|---|---|---|\n" + rows)
+
+
+@asset(**GRAPH, description="User node features (158 columns; layout in the metadata).")
+def user_features(users: pa.Table) -> Output[pa.Table]:
+    table = features.user_feature_table(users)
+    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.USER_LAYOUT)})
+
+
+@asset(**GRAPH, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata).")
+def place_features(places: pa.Table) -> Output[pa.Table]:
+    table = features.place_feature_table(places)
+    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.PLACE_LAYOUT)})
+
+
+@asset(
+    **GRAPH,
+    description="PyG HeteroData: users, places; interacts / rev_interacts (12 edge features, one edge per "
+    "user-place pair) and social (3 features, both directions); friend labels alongside.",
+)
+def hetero_graph(
+    user_features: pa.Table,
+    place_features: pa.Table,
+    interactions: pa.Table,
+    user_user_edges: pa.Table,
+    friend_labels: pa.Table,
+) -> Output[GraphBundle]:
+    bundle = build_hetero_graph(user_features, place_features, interactions, user_user_edges, friend_labels)
+    summary = bundle.summary()
+    return Output(bundle, metadata={**summary, "summary": MetadataValue.json(summary)})

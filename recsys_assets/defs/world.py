@@ -1,0 +1,54 @@
+"""World tables, one partition per city: users, places, interactions, social edges, labels."""
+
+
+import pyarrow as pa
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Output, asset
+
+from recsys_assets.metadata import table_metadata
+from recsys_assets.partitions import city_of, city_partitions
+from recsys_assets.resources import WorldSource
+
+WORLD = dict(group_name="world", partitions_def=city_partitions, kinds={"python", "parquet"}, owners=["team:data"])
+ALL_PLACES = AssetIn("places", partition_mapping=AllPartitionMapping())
+
+
+@asset(**WORLD, description="Users living in the city: tastes, vibes, frequented neighbourhoods, activity.")
+def users(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
+    table = world.users(city_of(context))
+    return Output(table, metadata=table_metadata(table, ("home_neighborhood_id",)))
+
+
+@asset(**WORLD, description="Places in the city: categories, tags, price band, time slot, popularity.")
+def places(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
+    table = world.places(city_of(context))
+    return Output(table, metadata=table_metadata(table, ("price_band", "typical_time_slot", "base_popularity")))
+
+
+@asset(
+    **WORLD,
+    ins={"users": AssetIn(), "places": ALL_PLACES},
+    description="Events of the city's users (by home city), including travel to places in other cities.",
+)
+def interactions(context: AssetExecutionContext, world: WorldSource, users: pa.Table, places: pa.Table) -> Output[pa.Table]:
+    table = world.interactions(city_of(context), users, places)
+    return Output(table, metadata=table_metadata(table, ("attended", "implicit_rating", "time_of_day_bucket")))
+
+
+@asset(**WORLD, description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).")
+def user_user_edges(
+    context: AssetExecutionContext, world: WorldSource, users: pa.Table, interactions: pa.Table
+) -> Output[pa.Table]:
+    table = world.user_user_edges(city_of(context), users, interactions)
+    return Output(table, metadata=table_metadata(table, ("interest_overlap_score", "co_attendance_count")))
+
+
+@asset(**WORLD, description="Compatibility and attendance labels for user pairs (supervision of the friend head).")
+def friend_labels(
+    context: AssetExecutionContext,
+    world: WorldSource,
+    users: pa.Table,
+    interactions: pa.Table,
+    user_user_edges: pa.Table,
+) -> Output[pa.Table]:
+    table = world.friend_labels(city_of(context), users, interactions, user_user_edges)
+    return Output(table, metadata=table_metadata(table, ("label_compat", "label_attend")))

@@ -1,0 +1,85 @@
+"""Artifact storage: every materialization writes to its own immutable directory.
+
+Paths are `<root>/<asset>/<partition or all>/<run_id>/`, so a failed or killed run never
+touches what an earlier run produced. Downstream steps find the newest artifact through
+the `path` metadata of the latest materialization recorded in the Dagster instance.
+Tables are Parquet with the contract's schema; the graph is a dict of plain tensors
+(loaded with weights_only=True). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputContext, OutputContext
+
+from recsys_core.graph import GraphBundle, load_graph, save_graph
+
+MANIFEST = "artifact.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactIOManager(ConfigurableIOManager):
+    root: str
+
+    def _directory(self, context: OutputContext) -> Path:
+        partition = context.partition_key if context.has_partition_key else "all"
+        return Path(self.root, *context.asset_key.path, partition, context.run_id)
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        directory = self._directory(context)
+        directory.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, pa.Table):
+            main = directory / "table.parquet"
+            pq.write_table(obj, main)
+            fmt, rows = "table", obj.num_rows
+        elif isinstance(obj, GraphBundle):
+            main = save_graph(obj, directory)
+            fmt, rows = "graph", int(obj.data["user"].num_nodes + obj.data["place"].num_nodes)
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
+        sha = file_sha256(main)
+        (directory / MANIFEST).write_text(json.dumps({"format": fmt, "file": main.name, "sha256": sha}))
+        context.add_output_metadata({"path": str(directory), "sha256": sha, "bytes": main.stat().st_size})
+
+    def load_input(self, context: InputContext) -> object:
+        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        return load_latest(context.instance, context.asset_key, partitions)
+
+
+def load_artifact(directory: Path) -> object:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    if manifest["format"] == "table":
+        return pq.read_table(directory / manifest["file"])
+    return load_graph(directory)
+
+
+def load_latest(instance, asset_key: AssetKey, partitions: list[str | None]) -> object:
+    """The newest artifact of each partition; tables of several partitions are concatenated."""
+    loaded = [load_artifact(latest_artifact_path(instance, asset_key, p)) for p in partitions]
+    return loaded[0] if len(loaded) == 1 else pa.concat_tables(loaded)
+
+
+def latest_artifact_path(instance, asset_key: AssetKey, partition: str | None) -> Path:
+    """Directory of the newest materialization of an asset (partition), from the instance."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    where = f"{asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
+    if not records:
+        raise FileNotFoundError(f"{where} has not been materialized yet")
+    metadata = records[0].asset_materialization.metadata
+    if "path" not in metadata:
+        raise FileNotFoundError(f"{where}: latest materialization records no artifact path")
+    return Path(metadata["path"].value)

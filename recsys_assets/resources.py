@@ -1,0 +1,83 @@
+"""Where the world tables come from: the synthetic generator or a directory of Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster import ConfigurableResource
+
+from recsys_core import contracts
+from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.interactions import generate_interactions
+from recsys_core.synthetic.places import generate_places
+from recsys_core.synthetic.social_graph import generate_friend_labels, generate_user_user_edges
+from recsys_core.synthetic.users import generate_users
+
+
+class WorldSource(ConfigurableResource):
+    """Chooses the source of the world tables.
+
+    kind="synthetic" (default) runs the seeded generator with the given size;
+    kind="parquet" reads `<directory>/<table>.parquet` (users, places, interactions,
+    user_user_edges, optional friend_labels) in the contract's schema and takes each
+    city's rows. Either way the tables then go through the same asset checks.
+    """
+
+    kind: Literal["synthetic", "parquet"] = "synthetic"
+    n_users: int = 10_000
+    n_places: int = 10_000
+    seed: int = 42
+    directory: str = ""
+
+    def world_config(self) -> WorldConfig:
+        return WorldConfig(n_users=self.n_users, n_places=self.n_places, seed=self.seed).validate()
+
+    def _read(self, name: str, city_column: str | None, city_id: int) -> pa.Table:
+        path = Path(self.directory) / f"{name}.parquet"
+        if not path.exists():
+            if name == "friend_labels":
+                return contracts.FRIEND_LABELS.empty_table()
+            raise FileNotFoundError(f"world source directory has no {path.name} ({path})")
+        table = pq.read_table(path)
+        try:
+            table = contracts.conform(table, name)
+        except ValueError:
+            return table  # leave it as is: the schema check names what is wrong
+        if city_column is None:
+            return table
+        return table.filter(pc.equal(table.column(city_column), city_id))
+
+    def _read_for_users(self, name: str, users: pa.Table, column: str) -> pa.Table:
+        table = self._read(name, None, -1)
+        if column not in table.column_names:
+            return table
+        return table.filter(pc.is_in(table.column(column), users.column("user_id")))
+
+    def users(self, city_id: int) -> pa.Table:
+        if self.kind == "parquet":
+            return self._read("users", "home_city_id", city_id)
+        return generate_users(self.world_config(), city_id)
+
+    def places(self, city_id: int) -> pa.Table:
+        if self.kind == "parquet":
+            return self._read("places", "city_id", city_id)
+        return generate_places(self.world_config(), city_id)
+
+    def interactions(self, city_id: int, users: pa.Table, places: pa.Table) -> pa.Table:
+        if self.kind == "parquet":
+            return self._read_for_users("interactions", users, "user_id")
+        return generate_interactions(self.world_config(), city_id, users, places)
+
+    def user_user_edges(self, city_id: int, users: pa.Table, interactions: pa.Table) -> pa.Table:
+        if self.kind == "parquet":
+            return self._read_for_users("user_user_edges", users, "user_u")
+        return generate_user_user_edges(self.world_config(), users, interactions)
+
+    def friend_labels(self, city_id: int, users: pa.Table, interactions: pa.Table, edges: pa.Table) -> pa.Table:
+        if self.kind == "parquet":
+            return self._read_for_users("friend_labels", users, "user_u")
+        return generate_friend_labels(self.world_config(), city_id, users, interactions, edges)

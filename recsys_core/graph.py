@@ -1,0 +1,188 @@
+"""The heterogeneous user-place graph (PyG HeteroData) and its pickle-free file format.
+
+Node order is the order of ids: index i of `user` is the i-th smallest user_id, and
+`node_id` on each node store maps index -> id (the id <-> index mapping). Friend labels are
+supervision, not message-passing structure, so they travel beside the graph, not in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch_geometric.data import HeteroData
+
+from recsys_core import contracts, features
+
+INTERACTS = ("user", "interacts", "place")
+REV_INTERACTS = ("place", "rev_interacts", "user")
+SOCIAL = ("user", "social", "user")
+EDGE_TYPES = (INTERACTS, REV_INTERACTS, SOCIAL)
+
+
+@dataclass
+class GraphBundle:
+    """The graph plus the friend-label pairs (as node indices) that supervise the friend head."""
+
+    data: HeteroData
+    friend_pairs: torch.Tensor  # (2, L) user indices
+    friend_compat: torch.Tensor  # (L,) 0/1
+    friend_attend: torch.Tensor  # (L,) 0/1
+
+    def summary(self) -> dict[str, object]:
+        d = self.data
+        return {
+            "users": int(d["user"].num_nodes),
+            "places": int(d["place"].num_nodes),
+            "user_feature_dim": int(d["user"].x.shape[1]),
+            "place_feature_dim": int(d["place"].x.shape[1]),
+            "interaction_edges": int(d[INTERACTS].edge_index.shape[1]),
+            "interaction_edge_dim": int(d[INTERACTS].edge_attr.shape[1]),
+            "social_edges_directed": int(d[SOCIAL].edge_index.shape[1]),
+            "social_edge_dim": int(d[SOCIAL].edge_attr.shape[1]),
+            "friend_labels": int(self.friend_pairs.shape[1]),
+        }
+
+
+class UnknownIdError(ValueError):
+    """A table references an id that is not a node of the graph."""
+
+
+def _index_of(index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
+    pos = index.get_indexer(ids)
+    if (pos < 0).any():
+        missing = np.unique(ids[pos < 0])
+        raise UnknownIdError(f"{len(missing)} unknown {what} id(s), e.g. {missing[:10].tolist()}")
+    return pos.astype(np.int64)
+
+
+def build_hetero_graph(
+    user_x: pa.Table,
+    place_x: pa.Table,
+    interactions: pa.Table,
+    user_user_edges: pa.Table,
+    friend_labels: pa.Table,
+) -> GraphBundle:
+    """Assemble the graph from feature tables (id + x, see `features.feature_table`) and edge tables."""
+    user_x, place_x = user_x.sort_by("user_id"), place_x.sort_by("place_id")
+    user_ids = user_x.column("user_id").to_numpy()
+    place_ids = place_x.column("place_id").to_numpy()
+    user_pos, place_pos = pd.Index(user_ids), pd.Index(place_ids)
+
+    events = features.aggregate_interactions(
+        interactions,
+        _index_of(user_pos, interactions.column("user_id").to_numpy(), "user"),
+        _index_of(place_pos, interactions.column("place_id").to_numpy(), "place"),
+    )
+    su = _index_of(user_pos, user_user_edges.column("user_u").to_numpy(), "user")
+    sv = _index_of(user_pos, user_user_edges.column("user_v").to_numpy(), "user")
+    social_attr = features.social_edge_features(user_user_edges)
+
+    data = HeteroData()
+    for node_type, ids, table in (("user", user_ids, user_x), ("place", place_ids, place_x)):
+        data[node_type].x = torch.from_numpy(contracts.list_matrix(table, "x"))
+        data[node_type].node_id = torch.from_numpy(ids.astype(np.int64))
+        data[node_type].num_nodes = len(ids)
+
+    edge_index = torch.from_numpy(np.stack([events.user_index, events.place_index]))
+    for edge_type, index in ((INTERACTS, edge_index), (REV_INTERACTS, edge_index.flip(0))):
+        store = data[edge_type]
+        store.edge_index = index.contiguous()
+        store.edge_attr = torch.from_numpy(events.attr)
+        store.edge_count = torch.from_numpy(events.count)
+        store.edge_time = torch.from_numpy(events.last_time)
+    data[SOCIAL].edge_index = torch.from_numpy(np.stack([np.concatenate([su, sv]), np.concatenate([sv, su])]))
+    data[SOCIAL].edge_attr = torch.from_numpy(np.concatenate([social_attr, social_attr]))
+
+    lu = _index_of(user_pos, friend_labels.column("user_u").to_numpy(), "user")
+    lv = _index_of(user_pos, friend_labels.column("user_v").to_numpy(), "user")
+    return GraphBundle(
+        data=data,
+        friend_pairs=torch.from_numpy(np.stack([lu, lv])),
+        friend_compat=torch.from_numpy(friend_labels.column("label_compat").to_numpy().astype(np.int64)),
+        friend_attend=torch.from_numpy(friend_labels.column("label_attend").to_numpy().astype(np.int64)),
+    )
+
+
+def build_from_world(world: dict[str, pa.Table]) -> GraphBundle:
+    """Convenience for notebooks, tests and benchmarks: tables straight to the graph."""
+    return build_hetero_graph(
+        features.user_feature_table(world["users"]),
+        features.place_feature_table(world["places"]),
+        world["interactions"],
+        world["user_user_edges"],
+        world["friend_labels"],
+    )
+
+
+def graph_problems(bundle: GraphBundle) -> list[str]:
+    """Structural checks: dimensions, finiteness, index bounds, reverse-edge symmetry."""
+    d = bundle.data
+    problems = []
+    expected = {"user": features.USER_LAYOUT.width, "place": features.PLACE_LAYOUT.width}
+    for node, width in expected.items():
+        x = d[node].x
+        if x.shape != (d[node].num_nodes, width):
+            problems.append(f"{node}.x has shape {tuple(x.shape)}, expected ({d[node].num_nodes}, {width})")
+        if not torch.isfinite(x).all():
+            problems.append(f"{node}.x has {int((~torch.isfinite(x)).any(dim=1).sum())} rows with NaN/inf")
+    edge_dims = {INTERACTS: features.INTERACTION_EDGE_LAYOUT.width, REV_INTERACTS: features.INTERACTION_EDGE_LAYOUT.width,
+                 SOCIAL: features.SOCIAL_EDGE_LAYOUT.width}
+    for edge_type, width in edge_dims.items():
+        store = d[edge_type]
+        src, _, dst = edge_type
+        ei, ea = store.edge_index, store.edge_attr
+        if ea.shape != (ei.shape[1], width):
+            problems.append(f"{edge_type} edge_attr has shape {tuple(ea.shape)}, expected ({ei.shape[1]}, {width})")
+        if not torch.isfinite(ea).all():
+            problems.append(f"{edge_type} edge_attr has NaN/inf")
+        if ei.numel() and (ei.min() < 0 or ei[0].max() >= d[src].num_nodes or ei[1].max() >= d[dst].num_nodes):
+            problems.append(f"{edge_type} edge_index out of node range")
+    if not torch.equal(d[INTERACTS].edge_index.flip(0), d[REV_INTERACTS].edge_index):
+        problems.append("rev_interacts is not the reverse of interacts")
+    social = d[SOCIAL].edge_index
+    if social.numel() and (social[0] == social[1]).any():
+        problems.append("social edges contain self loops")
+    return problems
+
+
+def save_graph(bundle: GraphBundle, directory: Path) -> Path:
+    """Plain tensors in a dict (loadable with weights_only=True) plus readable id maps."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for node_type in bundle.data.node_types:
+        for key, value in bundle.data[node_type].items():
+            tensors[f"node/{node_type}/{key}"] = torch.as_tensor(value)
+    for edge_type in bundle.data.edge_types:
+        for key, value in bundle.data[edge_type].items():
+            tensors[f"edge/{'__'.join(edge_type)}/{key}"] = value
+    for key in ("friend_pairs", "friend_compat", "friend_attend"):
+        tensors[f"labels/{key}"] = getattr(bundle, key)
+    path = directory / "graph.pt"
+    torch.save(tensors, path)
+    for node_type in ("user", "place"):
+        pd.DataFrame(
+            {f"{node_type}_id": bundle.data[node_type].node_id.numpy(), "index": np.arange(bundle.data[node_type].num_nodes)}
+        ).to_parquet(directory / f"{node_type}_index.parquet", index=False)
+    return path
+
+
+def load_graph(directory: Path) -> GraphBundle:
+    tensors = torch.load(Path(directory) / "graph.pt", weights_only=True)
+    data = HeteroData()
+    labels = {}
+    for name, value in tensors.items():
+        kind, _, rest = name.partition("/")
+        if kind == "labels":
+            labels[rest] = value
+            continue
+        owner, key = rest.split("/")
+        if kind == "node":
+            data[owner][key] = int(value) if key == "num_nodes" else value
+        else:
+            data[tuple(owner.split("__"))][key] = value
+    return GraphBundle(data=data, **labels)
