@@ -6,6 +6,7 @@ the number of violations per rule and the offending rows as metadata.
 
 
 import datetime as dt
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,9 @@ from recsys_assets.metadata import violations_metadata
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_core import contracts, features, validation
 from recsys_core.graph import GraphBundle, graph_problems
+
+# Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them knowingly.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 PARTITIONED = dict(blocking=True, partitions_def=city_partitions)
 

@@ -18,6 +18,9 @@ from recsys_core.baselines._common import as_interactions, as_user_index
 
 logger = logging.getLogger(__name__)
 
+# Matrices whose smaller side is at most this use an exact dense SVD instead of ARPACK.
+DENSE_SVD_MAX_SIDE = 1000
+
 
 def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
     out = np.zeros(deg.shape, dtype=np.float64)
@@ -84,7 +87,7 @@ class ItemItemFilter:
         k = min(self.k, min(n_users, n_items) - 1)
         if self.alpha != 0.0 and k > 0:
             logger.info("ItemItemFilter: top-%d SVD of %d x %d normalized matrix (%d nnz)", k, n_users, n_items, Rn.nnz)
-            if min(n_users, n_items) <= 1000:
+            if min(n_users, n_items) <= DENSE_SVD_MAX_SIDE:
                 _, s, vt = np.linalg.svd(Rn.toarray().astype(np.float64), full_matrices=False)
                 s, vt = s[:k], vt[:k]
             else:

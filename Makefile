@@ -1,0 +1,44 @@
+# Everything runs from the project-local .venv; `make demo` and `make test` create it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(CURDIR)/var/dagster_home
+DEMO_USERS ?= 10000
+DEMO_PLACES ?= 10000
+
+.PHONY: install test demo materialize dagster bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, from the CPU wheel; everything else must be satisfied by it.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+$(DAGSTER_HOME):
+	mkdir -p $(DAGSTER_HOME)
+
+materialize: install $(DAGSTER_HOME)
+	$(VENV)/bin/recsys materialize --users $(DEMO_USERS) --places $(DEMO_PLACES)
+
+demo: materialize
+	@echo
+	@echo "Every asset is materialized for every city (artifacts under var/artifacts)."
+	@echo "Open the Dagster UI with:  make dagster   (then http://127.0.0.1:3000)"
+
+dagster: install $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf var bench/out
