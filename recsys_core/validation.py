@@ -279,8 +279,13 @@ def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.T
     report.add("binary", ~np.isin(compat, [0, 1]) | ~np.isin(attend, [0, 1]), "labels must be 0 or 1")
     report.add("attend_needs_compat", (compat == 0) & (attend != 0), "an incompatible pair cannot have label_attend = 1")
 
+    # First occurrence wins; duplicate user ids are the users check's to report.
     ids = pd.Index(users.column("user_id").to_numpy())
-    iu, iv = ids.get_indexer(u), ids.get_indexer(v)
+    first = ~ids.duplicated()
+    unique_ids = ids[first]
+    rows = np.flatnonzero(first)
+    iu, iv = unique_ids.get_indexer(u), unique_ids.get_indexer(v)
+    iu, iv = np.where(iu >= 0, rows[iu], -1), np.where(iv >= 0, rows[iv], -1)
     known = (iu >= 0) & (iv >= 0)
     report.add("unknown_user", ~known, "user is not a user of this city")
     unit = social.unit_rows(contracts.list_matrix(users, "fine_pref"))

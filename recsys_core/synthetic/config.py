@@ -55,6 +55,16 @@ class WorldConfig:
 
     def validate(self) -> "WorldConfig":
         problems = []
+        for name in ("n_users", "n_places", "n_cities", "seed", "weeks", "social_top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                problems.append(f"{name} must be an integer, got {value!r}")
+        if problems:
+            raise ConfigError("invalid world config: " + "; ".join(problems))
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
+        if len(self.events_per_user_range) != 2:
+            raise ConfigError(f"invalid world config: events_per_user_range must be (lo, hi), got {self.events_per_user_range!r}")
         if not 1 <= self.n_cities <= N_CITIES:
             problems.append(f"n_cities must be in 1..{N_CITIES}, got {self.n_cities}")
         if self.n_users < 10 * max(self.n_cities, 1):
@@ -64,7 +74,8 @@ class WorldConfig:
         if self.weeks < 1:
             problems.append(f"weeks must be >= 1, got {self.weeks}")
         try:
-            np.datetime64(self.start_date, "D")
+            if not isinstance(self.start_date, str) or np.isnat(np.datetime64(self.start_date, "D")):
+                raise ValueError
         except ValueError:
             problems.append(f"start_date must be YYYY-MM-DD, got {self.start_date!r}")
         p = self.preference

@@ -1,0 +1,133 @@
+"""One evaluation protocol for the model, every baseline and the oracle, on the same split.
+
+Places: full ranking over the user's home city (places of other cities are not candidates),
+training pairs excluded (and validation pairs too when scoring the test part, for every
+model alike), per-user metrics averaged overall and by engagement tier (cold / warm / hot
+users by training-pair count). Friends: ROC-AUC / PR-AUC of held-out label pairs, and the
+attendance AUC over the held-out compatible pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys_core.evaluation import metrics
+from recsys_core.graph import INTERACTS, GraphBundle
+from recsys_core.training.ranking import local_matrix
+from recsys_core.training.split import Split
+
+# (city, users, places) -> (len(users), len(places)) scores; higher is better.
+BlockScorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class PlaceTruth:
+    """Everything the place protocol needs from a graph and its split."""
+
+    users: np.ndarray
+    places: np.ndarray
+    user_city: np.ndarray
+    place_city: np.ndarray
+    seen_user: np.ndarray
+    seen_place: np.ndarray
+    held_user: np.ndarray
+    held_place: np.ndarray
+    train_counts: np.ndarray
+    place_popularity: np.ndarray
+    place_features: np.ndarray | None
+
+    @classmethod
+    def from_split(cls, bundle: GraphBundle, split: Split, part: str, user_city: np.ndarray, place_city: np.ndarray) -> "PlaceTruth":
+        ei = bundle.data[INTERACTS].edge_index.numpy()
+        seen = split.train_edges if part == "val" else np.concatenate([split.train_edges, split.val_edges])
+        held = split.val_edges if part == "val" else split.test_edges
+        n_users, n_places = int(bundle.data["user"].num_nodes), int(bundle.data["place"].num_nodes)
+        x = bundle.data["place"].x.numpy() if "x" in bundle.data["place"] else None
+        return cls(
+            users=np.arange(n_users),
+            places=np.arange(n_places),
+            user_city=user_city,
+            place_city=place_city,
+            seen_user=ei[0, seen],
+            seen_place=ei[1, seen],
+            held_user=ei[0, held],
+            held_place=ei[1, held],
+            train_counts=np.bincount(ei[0, split.train_edges], minlength=n_users),
+            place_popularity=np.bincount(ei[1, split.train_edges], minlength=n_places).astype(np.float64),
+            place_features=x[:, 8:108] if x is not None and x.shape[1] >= 108 else None,
+        )
+
+    def blocks(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        tested = np.unique(self.held_user)
+        out = []
+        for city in np.unique(self.user_city[tested]):
+            u = tested[self.user_city[tested] == city]
+            p = self.places[self.place_city == city]
+            if len(p):
+                out.append((int(city), u, p))
+        return out
+
+
+def evaluate_places(scorers: dict[str, BlockScorer], truth: PlaceTruth, ks=(5, 10, 20), ndcg_ks=(10, 20)) -> pd.DataFrame:
+    """One row per (model, tier): ranking metrics plus coverage, novelty and diversity."""
+    tiers = metrics.engagement_tiers(truth.train_counts)
+    rows = []
+    for name, scorer in scorers.items():
+        per_user: dict[str, list[np.ndarray]] = {}
+        users_seen, tops, n_items = [], [], 0
+        for city, u, p in truth.blocks():
+            exclude = local_matrix(truth.seen_user, truth.seen_place, u, p)
+            held = local_matrix(truth.held_user, truth.held_place, u, p)
+            scores = np.asarray(scorer(city, u, p), dtype=np.float64)
+            report = metrics.ranking_report(scores, exclude, held, ks=ks, ndcg_ks=ndcg_ks)
+            for key, values in report.items():
+                per_user.setdefault(key, []).append(values)
+            users_seen.append(u)
+            tops.append(p[metrics.top_k_excluding(scores, exclude, min(max(ks), len(p)))] if len(p) >= max(ks) else None)
+            n_items += len(p)
+        merged = {k: np.concatenate(v) for k, v in per_user.items()}
+        users = np.concatenate(users_seen)
+        topk = np.concatenate([t for t in tops if t is not None])
+        extras = {
+            "coverage@20": metrics.catalogue_coverage(topk, n_items),
+            "novelty@20": metrics.novelty(topk, truth.place_popularity),
+            "diversity@20": metrics.intra_list_diversity(topk, truth.place_features) if truth.place_features is not None else float("nan"),
+        }
+        for tier in ("all", "cold", "warm", "hot"):
+            mask = None if tier == "all" else tiers[users] == tier
+            summary = metrics.summarize(merged, mask)
+            rows.append({"model": name, "tier": tier, "users": int(len(users) if mask is None else mask.sum()), **summary,
+                         **(extras if tier == "all" else {})})
+    return pd.DataFrame(rows)
+
+
+def evaluate_friends(scores: dict[str, np.ndarray], compat: np.ndarray, attend: np.ndarray) -> pd.DataFrame:
+    """ROC-AUC and PR-AUC of compatibility; attendance AUC among compatible pairs.
+
+    `scores[name]` is either (n,) compatibility scores, or (n, 2) compatibility and
+    attendance scores for models that predict both.
+    """
+    rows = []
+    positive = compat == 1
+    for name, s in scores.items():
+        s = np.asarray(s, dtype=np.float64)
+        comp = s if s.ndim == 1 else s[:, 0]
+        row = {"model": name, "compat_roc_auc": metrics.roc_auc(compat, comp), "compat_pr_auc": metrics.pr_auc(compat, comp)}
+        att = comp if s.ndim == 1 else s[:, 1]
+        row["attend_auc_among_compatible"] = metrics.roc_auc(attend[positive], att[positive])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def friend_adjacency(pairs: np.ndarray, n_users: int) -> sp.csr_matrix:
+    """Symmetric 0/1 adjacency from (2, E) directed or undirected pairs."""
+    u, v = pairs
+    a = sp.csr_matrix((np.ones(len(u), np.float32), (u, v)), shape=(n_users, n_users))
+    a = a + a.T
+    a.data[:] = 1.0
+    return a.tocsr()

@@ -1,0 +1,85 @@
+"""Node encoders: raw feature rows (or ids) -> D_MODEL vectors before message passing."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.model.config import ModelConfig
+from recsys_core.taxonomy import N_PRICE_BANDS, N_TIME_SLOTS
+
+
+def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.LayerNorm(b), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class _LocationEmbedding(nn.Module):
+    """City and neighbourhood embeddings; neighbourhood ids are per city, so they are made global."""
+
+    def __init__(self, config: ModelConfig, city_dim: int = 16, neighborhood_dim: int = 32):
+        super().__init__()
+        self.n_neighborhoods = config.n_neighborhoods
+        self.city = nn.Embedding(config.n_cities, city_dim)
+        self.neighborhood = nn.Embedding(config.n_cities * config.n_neighborhoods, neighborhood_dim)
+        self.dim = city_dim + neighborhood_dim
+
+    def forward(self, city: torch.Tensor, neighborhood: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.city(city), self.neighborhood(city * self.n_neighborhoods + neighborhood)], dim=-1)
+
+
+class UserEncoder(nn.Module):
+    """City + neighbourhood embeddings, preferences, area frequencies, behaviour -> MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.location = _LocationEmbedding(config)
+        continuous = USER_LAYOUT.width - 2
+        self.mlp = mlp([self.location.dim + continuous, 2 * config.d_model, config.d_model], config.dropout)
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        city = x[:, USER_LAYOUT["city_id"]].squeeze(-1).long()
+        home = x[:, USER_LAYOUT["home_neighborhood_id"]].squeeze(-1).long()
+        return self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:]], dim=-1)))
+
+
+class PlaceEncoder(nn.Module):
+    """City, neighbourhood, price band and time slot embeddings + categories, tags, popularity -> MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.location = _LocationEmbedding(config)
+        self.price = nn.Embedding(N_PRICE_BANDS, 8)
+        self.slot = nn.Embedding(N_TIME_SLOTS, 8)
+        self.continuous = [PLACE_LAYOUT["category_one_hot"], PLACE_LAYOUT["fine_tag_vector"], PLACE_LAYOUT["popularity"]]
+        width = sum(s.stop - s.start for s in self.continuous)
+        self.mlp = mlp([self.location.dim + 16 + width, 2 * config.d_model, config.d_model], config.dropout)
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        col = lambda name: x[:, PLACE_LAYOUT[name]].squeeze(-1).long()  # noqa: E731
+        parts = [
+            self.location(col("city_id"), col("neighborhood_id")),
+            self.price(col("price_band")),
+            self.slot(col("typical_time_slot")),
+            *(x[:, s] for s in self.continuous),
+        ]
+        return self.norm(self.mlp(torch.cat(parts, dim=-1)))
+
+
+class IdEncoder(nn.Module):
+    """A learned vector per node, for data without node features."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(num, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding.weight

@@ -1,0 +1,59 @@
+"""GraphRec: encoders -> heterogeneous message passing -> place and friend heads.
+
+Place scoring has two stages that share embeddings: <z_u, z_p> retrieves candidates (it is
+what the ANN index serves) and the place head re-ranks them with the request context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_core.model.backbone import HeteroBackbone
+from recsys_core.model.config import ModelConfig
+from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder
+from recsys_core.model.heads import ContextEncoder, FriendHead, PlaceContext, PlaceHead, match_features, pair_features
+from recsys_core.model.inputs import GraphInputs
+
+
+class GraphRec(nn.Module):
+    def __init__(self, config: ModelConfig, edge_dims: dict[tuple[str, str, str], int]):
+        super().__init__()
+        self.config = config
+        self.edge_dims = dict(edge_dims)
+        if config.featureless:
+            self.encoders = nn.ModuleDict(
+                {"user": IdEncoder(config.n_users, config.d_model), "place": IdEncoder(config.n_places, config.d_model)}
+            )
+        else:
+            self.encoders = nn.ModuleDict({"user": UserEncoder(config), "place": PlaceEncoder(config)})
+        self.backbone = HeteroBackbone(config, edge_dims)
+        # Unnormalized output projections: the length of z_p can carry popularity.
+        self.project = nn.ModuleDict({t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")})
+        self.context = ContextEncoder(config)
+        self.place_head = PlaceHead(config)
+        self.friend_head = FriendHead(config)
+
+    def embed(self, inputs: GraphInputs) -> dict[str, torch.Tensor]:
+        """Final embeddings of every user and place (full-graph pass)."""
+        h = {t: self.encoders[t](inputs.x[t]) for t in ("user", "place")}
+        if self.config.n_layers:
+            h = self.backbone(h, inputs)
+        return {t: self.project[t](h[t]) for t in h}
+
+    @staticmethod
+    def retrieval_scores(z_u: torch.Tensor, z_p: torch.Tensor) -> torch.Tensor:
+        return (z_u * z_p).sum(-1)
+
+    def place_scores(
+        self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: PlaceContext, place_x: torch.Tensor
+    ) -> torch.Tensor:
+        """Re-ranking score of aligned (user, place, context) rows."""
+        correction = self.place_head(z_u, z_p, self.context(ctx), match_features(ctx, place_x))
+        return self.retrieval_scores(z_u, z_p) + correction
+
+    def friend_scores(
+        self, z_u: torch.Tensor, z_v: torch.Tensor, x_u: torch.Tensor, x_v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(compatibility logit, attendance logit) of aligned user pairs."""
+        return self.friend_head(z_u, z_v, pair_features(x_u, x_v))

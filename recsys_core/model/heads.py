@@ -1,0 +1,109 @@
+"""Task heads: the request context, the place-scoring head and the friend head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.model.config import ModelConfig
+from recsys_core.model.encoders import mlp
+from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
+
+ANY_SLOT = N_TIME_SLOTS  # "no time slot asked for"
+N_MATCH_FEATURES = 3
+N_PAIR_FEATURES = 3
+
+
+@dataclass
+class PlaceContext:
+    """What a request asks for, one row per scored pair (or one row broadcast to all)."""
+
+    city: torch.Tensor  # (B,) long
+    time_slot: torch.Tensor  # (B,) long, ANY_SLOT when unspecified
+    categories: torch.Tensor  # (B, 6) multi-hot
+    tags: torch.Tensor  # (B, 100) multi-hot
+
+    @classmethod
+    def neutral(cls, city: torch.Tensor) -> "PlaceContext":
+        n = len(city)
+        return cls(city, torch.full((n,), ANY_SLOT), torch.zeros(n, C_COARSE), torch.zeros(n, C_FINE))
+
+    def index(self, idx: torch.Tensor) -> "PlaceContext":
+        return PlaceContext(self.city[idx], self.time_slot[idx], self.categories[idx], self.tags[idx])
+
+
+class ContextEncoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.city = nn.Embedding(config.n_cities, 8)
+        self.slot = nn.Embedding(N_TIME_SLOTS + 1, 8)
+        self.wishes = nn.Linear(C_COARSE + C_FINE, 16)
+        self.out = nn.Linear(32, config.d_ctx)
+
+    def forward(self, ctx: PlaceContext) -> torch.Tensor:
+        wishes = F.relu(self.wishes(torch.cat([ctx.categories, ctx.tags], dim=-1)))
+        return self.out(torch.cat([self.city(ctx.city), self.slot(ctx.time_slot), wishes], dim=-1))
+
+
+def match_features(ctx: PlaceContext, place_x: torch.Tensor) -> torch.Tensor:
+    """How well each place fits the request: category, tag and time-slot match (0 when not asked)."""
+    if place_x.shape[1] == 0:
+        return torch.zeros(len(ctx.city), N_MATCH_FEATURES)
+    cats = place_x[:, PLACE_LAYOUT["category_one_hot"]]
+    tags = (place_x[:, PLACE_LAYOUT["fine_tag_vector"]] > 0).float()
+    slot = place_x[:, PLACE_LAYOUT["typical_time_slot"]].squeeze(-1).long()
+    cat_match = ((ctx.categories * (cats > 0)).sum(-1) > 0).float()
+    tag_match = (ctx.tags * tags).sum(-1) / ctx.tags.sum(-1).clamp_min(1.0)
+    slot_match = ((slot == ctx.time_slot) & (ctx.time_slot != ANY_SLOT)).float()
+    return torch.stack([cat_match, tag_match, slot_match], dim=-1)
+
+
+def pair_features(x_u: torch.Tensor, x_v: torch.Tensor) -> torch.Tensor:
+    """Raw-feature similarity of two users: fine-taste cosine, vibe cosine, neighbourhood overlap."""
+    if x_u.shape[1] == 0:
+        return torch.zeros(len(x_u), N_PAIR_FEATURES)
+    fine = F.cosine_similarity(x_u[:, USER_LAYOUT["fine_pref"]], x_v[:, USER_LAYOUT["fine_pref"]], dim=-1)
+    vibe = F.cosine_similarity(x_u[:, USER_LAYOUT["vibe_pref"]], x_v[:, USER_LAYOUT["vibe_pref"]], dim=-1)
+    same_city = (x_u[:, 0] == x_v[:, 0]).float()
+    area = torch.minimum(x_u[:, USER_LAYOUT["area_freqs"]], x_v[:, USER_LAYOUT["area_freqs"]]).sum(-1) * same_city
+    return torch.stack([fine, vibe, area], dim=-1)
+
+
+def _interaction(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([a, b, a * b, (a - b).abs()], dim=-1)
+
+
+class PlaceHead(nn.Module):
+    """[z_u, z_p, z_u*z_p, |z_u-z_p|, ctx, match] -> MLP -> a correction on top of <z_u, z_p>."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        width = 4 * config.d_model + config.d_ctx + N_MATCH_FEATURES
+        self.mlp = mlp([width, *config.head_hidden, 1], config.head_dropout)
+
+    def forward(self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([_interaction(z_u, z_p), ctx, match], dim=-1)).squeeze(-1)
+
+
+class FriendHead(nn.Module):
+    """Shared trunk; a compatibility logit and an attendance logit."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = config.head_hidden
+        self.trunk = mlp([4 * config.d_model + N_PAIR_FEATURES, hidden[0], hidden[0]], config.head_dropout)
+        self.compat = mlp([hidden[0], hidden[-1], 1], 0.0)
+        self.attend = mlp([hidden[0], hidden[-1], 1], 0.0)
+
+    def forward(self, z_u: torch.Tensor, z_v: torch.Tensor, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Symmetric in (u, v): the trunk sees the pair in both orders and averages.
+        shared = 0.5 * (
+            self.trunk(torch.cat([_interaction(z_u, z_v), pair], dim=-1))
+            + self.trunk(torch.cat([_interaction(z_v, z_u), pair], dim=-1))
+        )
+        shared = F.relu(shared)
+        return self.compat(shared).squeeze(-1), self.attend(shared).squeeze(-1)

@@ -1,0 +1,111 @@
+"""Train GraphRec on a graph, and the artifact that carries the result between stages.
+
+`TrainedModel` is what the `trained_model` asset stores: weights and configs (JSON), the
+training curve, and the split indices, so evaluation and serving use exactly the held-out
+parts that training never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_core.graph import GraphBundle
+from recsys_core.model.checkpoint import load_checkpoint, save_checkpoint
+from recsys_core.model.config import ModelConfig
+from recsys_core.model.graphrec import GraphRec
+from recsys_core.training.split import Split, split_indices
+from recsys_core.training.trainer import TrainConfig, TrainResult, train
+
+SPLIT_FILE = "split.pt"
+HISTORY_FILE = "history.parquet"
+
+
+@dataclass
+class TrainedModel:
+    model: GraphRec
+    split: Split
+    train_config: TrainConfig
+    history: pd.DataFrame
+    best_step: int
+    best_val_recall: float
+    stopped_because: str
+    seconds: float
+
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        path = save_checkpoint(
+            self.model,
+            directory,
+            extra={
+                "train_config": dataclasses.asdict(self.train_config),
+                "best_step": self.best_step,
+                "best_val_recall": self.best_val_recall,
+                "stopped_because": self.stopped_because,
+                "seconds": self.seconds,
+            },
+        )
+        torch.save({f.name: torch.from_numpy(getattr(self.split, f.name)) for f in dataclasses.fields(Split)}, directory / SPLIT_FILE)
+        self.history.to_parquet(directory / HISTORY_FILE, index=False)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "TrainedModel":
+        directory = Path(directory)
+        model, meta = load_checkpoint(directory)
+        arrays = torch.load(directory / SPLIT_FILE, weights_only=True)
+        return cls(
+            model=model,
+            split=Split(**{k: v.numpy() for k, v in arrays.items()}),
+            train_config=TrainConfig(**meta["train_config"]),
+            history=pd.read_parquet(directory / HISTORY_FILE),
+            best_step=int(meta["best_step"]),
+            best_val_recall=float(meta["best_val_recall"]),
+            stopped_because=str(meta["stopped_because"]),
+            seconds=float(meta["seconds"]),
+        )
+
+    def weights_are_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
+
+
+def fit(
+    bundle: GraphBundle,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    split: Split | None = None,
+    split_seed: int = 0,
+    progress=None,
+) -> TrainedModel:
+    """Split (unless given), train with early stopping, keep the best-by-validation weights."""
+    split = split or split_indices(bundle, seed=split_seed)
+    result: TrainResult = train(bundle, split, model_config, train_config, progress)
+    return TrainedModel(
+        model=result.model,
+        split=split,
+        train_config=train_config,
+        history=pd.DataFrame(result.history),
+        best_step=result.best_step,
+        best_val_recall=result.best_val_recall,
+        stopped_because=result.stopped_because,
+        seconds=result.seconds,
+    )
+
+
+def describe(trained: TrainedModel) -> dict[str, object]:
+    return {
+        "best_step": trained.best_step,
+        "best_val_recall@20": round(trained.best_val_recall, 4),
+        "stopped_because": trained.stopped_because,
+        "train_seconds": round(trained.seconds, 1),
+        "parameters": int(sum(p.numel() for p in trained.model.parameters())),
+        "model_config": json.loads(trained.model.config.to_json()),
+        "held_out": {"val_pairs": int(len(trained.split.val_edges)), "test_pairs": int(len(trained.split.test_edges))},
+        "steps": int(np.asarray(trained.history["step"]).max()) if len(trained.history) else 0,
+    }

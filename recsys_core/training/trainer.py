@@ -1,0 +1,319 @@
+"""Multi-task training of GraphRec: place ranking + friend compatibility + attendance.
+
+Every step runs one full-graph pass (the default graphs fit in memory), then scores a large
+batch of training pairs against sampled negatives. Validation Recall@20 on held-out pairs
+drives early stopping and best-checkpoint selection; the test part is never looked at here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys_core.evaluation import metrics
+from recsys_core.features import INTERACTION_EDGE_LAYOUT, PLACE_LAYOUT
+from recsys_core.graph import INTERACTS, GraphBundle
+from recsys_core.model.config import ModelConfig
+from recsys_core.model.graphrec import GraphRec
+from recsys_core.model.heads import ANY_SLOT, PlaceContext
+from recsys_core.model.inputs import GraphInputs
+from recsys_core.taxonomy import time_slot_of
+from recsys_core.training.ranking import city_blocks, local_matrix, score_city
+from recsys_core.training.split import Split, training_graph
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 300
+    batch_size: int = 8192
+    negatives: int = 32
+    in_batch_negatives: int = 512
+    head_batch: int = 2048
+    loss: str = "softmax"  # or "bpr"
+    temperature: float = 1.0
+    lr: float = 3e-3
+    lr_embeddings: float = 1e-2  # id embeddings (featureless mode) learn faster than dense layers
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0
+    warmup_steps: int = 10
+    eval_every: int = 10
+    patience: int = 5
+    eval_users: int = 1000
+    eval_rerank_depth: int = 100  # validation re-ranks fewer candidates than serving, to stay cheap
+    friend_batch: int = 4096
+    lambda_place: float = 1.0
+    lambda_friend: float = 0.5
+    lambda_attend: float = 0.3
+    engagement_weighted: bool = False
+    hard_negative_share: float = 1.0  # share of negatives from the user's city (rest: global)
+    context_dropout: float = 0.5
+    time_budget_s: float = 600.0
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    model: GraphRec
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_val_recall: float = float("nan")
+    stopped_because: str = ""
+    seconds: float = 0.0
+
+
+def engagement_weight(edge_attr: torch.Tensor) -> torch.Tensor:
+    """attended > saved > liked > viewed: 4 / 3 / 2 / 1."""
+    attended = edge_attr[:, INTERACTION_EDGE_LAYOUT["attended"]].squeeze(-1) > 0
+    saved = edge_attr[:, INTERACTION_EDGE_LAYOUT["saves"]].squeeze(-1) > 0
+    liked = edge_attr[:, INTERACTION_EDGE_LAYOUT["likes"]].squeeze(-1) > 0
+    return torch.where(attended, 4.0, torch.where(saved, 3.0, torch.where(liked, 2.0, 1.0)))
+
+
+class _Sampler:
+    """Training pairs, negatives from the user's city, friend-label batches; all seeded."""
+
+    def __init__(self, bundle: GraphBundle, split: Split, inputs: GraphInputs, config: TrainConfig):
+        self.g = torch.Generator().manual_seed(config.seed)
+        self.config = config
+        ei = bundle.data[INTERACTS].edge_index[:, torch.from_numpy(split.train_edges)]
+        self.users, self.places = ei[0], ei[1]
+        attr = bundle.data[INTERACTS].edge_attr[torch.from_numpy(split.train_edges)]
+        self.weights = engagement_weight(attr) if config.engagement_weighted else None
+        self.slot = _dominant_slot(attr)
+        place_city = inputs.city["place"]
+        order = torch.argsort(place_city, stable=True)
+        self.places_by_city = order
+        counts = torch.bincount(place_city, minlength=int(place_city.max()) + 1)
+        self.city_start = torch.cumsum(counts, 0) - counts
+        self.city_count = counts
+        self.user_city = inputs.city["user"]
+        self.labels = torch.from_numpy(split.train_labels)
+        self.n_places = inputs.num_nodes["place"]
+        # Expected number of times each place is a candidate per row: uniform same-city
+        # draws plus popularity-proportional in-batch draws.
+        uniform = config.negatives * config.hard_negative_share / counts.clamp_min(1)[place_city]
+        anywhere = config.negatives * (1 - config.hard_negative_share) / self.n_places
+        popularity = torch.bincount(self.places, minlength=self.n_places).float() / max(len(self.places), 1)
+        expected = uniform + anywhere + config.in_batch_negatives * popularity
+        self.log_q = torch.log(expected.clamp_min(1e-12))
+
+    def pairs(self) -> torch.Tensor:
+        n = len(self.users)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.config.batch_size, replacement=True, generator=self.g)
+        return torch.randint(0, n, (self.config.batch_size,), generator=self.g)
+
+    def negatives(self, users: torch.Tensor) -> torch.Tensor:
+        k = self.config.negatives
+        city = self.user_city[users]
+        count = self.city_count[city].clamp_min(1)
+        offset = (torch.rand(len(users), k, generator=self.g) * count[:, None]).long()
+        same_city = self.places_by_city[self.city_start[city][:, None] + offset]
+        anywhere = torch.randint(0, self.n_places, (len(users), k), generator=self.g)
+        hard = torch.rand(len(users), k, generator=self.g) < self.config.hard_negative_share
+        return torch.where(hard, same_city, anywhere)
+
+    def friend_batch(self) -> torch.Tensor:
+        n = len(self.labels)
+        return self.labels[torch.randint(0, n, (min(self.config.friend_batch, n),), generator=self.g)]
+
+
+def _dominant_slot(attr: torch.Tensor) -> torch.Tensor:
+    """Each pair's most frequent time slot, from its time-of-day and day-of-week shares."""
+    tod = attr[:, INTERACTION_EDGE_LAYOUT["time_of_day"]].argmax(-1)
+    weekend = attr[:, INTERACTION_EDGE_LAYOUT["day_of_week"]].argmax(-1)
+    table = torch.tensor([[time_slot_of(t, w) for w in (0, 1)] for t in range(4)])
+    return table[tod, weekend]
+
+
+def _context(sampler: _Sampler, batch: torch.Tensor, inputs: GraphInputs, users: torch.Tensor, config: TrainConfig) -> PlaceContext:
+    """The context of a training pair, randomly dropped so neutral requests are covered too.
+
+    A kept context asks for the positive place's time slot, categories and (some of) its
+    tags; negatives are scored under the same context, so the head learns to favour places
+    that fit what was asked.
+    """
+    n = len(batch)
+    city = sampler.user_city[users]
+    place_x = inputs.x["place"]
+    pos = sampler.places[batch]
+    if place_x.shape[1] == 0:
+        return PlaceContext.neutral(city)
+    ctx = PlaceContext.neutral(city)
+    keep_slot = torch.rand(n, generator=sampler.g) > config.context_dropout
+    keep_wish = torch.rand(n, generator=sampler.g) > config.context_dropout
+    ctx.time_slot = torch.where(keep_slot, sampler.slot[batch], torch.full((n,), ANY_SLOT))
+    cats = (place_x[pos][:, PLACE_LAYOUT["category_one_hot"]] > 0).float()
+    tags = (place_x[pos][:, PLACE_LAYOUT["fine_tag_vector"]] > 0).float()
+    tags = tags * (torch.rand(tags.shape, generator=sampler.g) < 0.5)
+    ctx.categories = cats * keep_wish[:, None]
+    ctx.tags = tags * keep_wish[:, None]
+    return ctx
+
+
+def _place_loss(model: GraphRec, z, inputs: GraphInputs, sampler: _Sampler, config: TrainConfig) -> torch.Tensor:
+    batch = sampler.pairs()
+    users, pos = sampler.users[batch], sampler.places[batch]
+    neg = sampler.negatives(users)
+    z_u, z_pos, z_neg = z["user"][users], z["place"][pos], z["place"][neg]
+    # Stage 1 (retrieval): dot products against same-city negatives and, optionally, other
+    # pairs' positives. Both are corrected by log Q (how often a place is drawn as a
+    # candidate) so the popularity skew of in-batch negatives does not bias the scores.
+    logq = sampler.log_q
+    pos_dot = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
+    neg_dot = torch.einsum("bd,bkd->bk", z_u, z_neg) - logq[neg]
+    candidates = [neg_dot]
+    if config.in_batch_negatives:
+        shared = torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]
+        in_batch = z_u @ z_pos[shared].T - logq[pos[shared]][None, :]
+        candidates.append(in_batch.masked_fill(pos[shared][None, :] == pos[:, None], float("-inf")))
+    retrieval = _ranking_loss(pos_dot, torch.cat(candidates, dim=1), config)
+    # Stage 2 (re-ranking head) under the pair's context, against a few of the negatives,
+    # on a slice of the batch (the head is the costly part of a step).
+    head_rows = torch.arange(min(config.head_batch, len(users)))
+    k = min(4, config.negatives)
+    u_h, pos_h, neg_h = users[head_rows], pos[head_rows], neg[head_rows, :k]
+    ctx = _context(sampler, batch[head_rows], inputs, u_h, config)
+    place_x = inputs.x["place"]
+    pos_head = model.place_scores(z_u[head_rows], z_pos[head_rows], ctx, place_x[pos_h])
+    rep = head_rows.repeat_interleave(k)
+    neg_flat = neg_h.reshape(-1)
+    neg_head = model.place_scores(z_u[rep], z["place"][neg_flat], ctx.index(rep), place_x[neg_flat]).view(-1, k)
+    head = _ranking_loss(pos_head[:, None], neg_head, config)
+    return retrieval + head
+
+
+def _ranking_loss(pos: torch.Tensor, neg: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    if config.loss == "bpr":
+        return F.softplus(neg - pos).mean()
+    logits = torch.cat([pos, neg], dim=1) / config.temperature
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+
+
+def _friend_loss(model: GraphRec, z, inputs: GraphInputs, bundle: GraphBundle, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    u, v = bundle.friend_pairs[:, idx]
+    compat, attend = model.friend_scores(z["user"][u], z["user"][v], inputs.x["user"][u], inputs.x["user"][v])
+    return (
+        F.binary_cross_entropy_with_logits(compat, bundle.friend_compat[idx].float()),
+        F.binary_cross_entropy_with_logits(attend, bundle.friend_attend[idx].float()),
+    )
+
+
+def validation_recall(
+    model: GraphRec,
+    inputs: GraphInputs,
+    bundle: GraphBundle,
+    split: Split,
+    users: np.ndarray,
+    k: int = 20,
+    rerank_depth: int = 200,
+) -> float:
+    """Mean Recall@k over `users` on validation pairs, training pairs excluded, served order."""
+    model.eval()
+    with torch.no_grad():
+        z = model.embed(inputs)
+        ei = bundle.data[INTERACTS].edge_index.numpy()
+        recalls = []
+        for city, u, p in city_blocks(inputs, users):
+            exclude = local_matrix(ei[0, split.train_edges], ei[1, split.train_edges], u, p)
+            truth = local_matrix(ei[0, split.val_edges], ei[1, split.val_edges], u, p)
+            scores = score_city(model, z, inputs, city, u, p, exclude, rerank_depth)
+            topk = metrics.top_k_excluding(scores, exclude, min(k, len(p)))
+            recalls.append(metrics.recall_at_k(topk, truth))
+    model.train()
+    values = np.concatenate(recalls) if recalls else np.array([np.nan])
+    return metrics.mean_ignoring_nan(values)
+
+
+def _optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
+    embeddings = [p for n, p in model.named_parameters() if n.startswith("encoders.") and "embedding" in n and model.config.featureless]
+    ids = {id(p) for p in embeddings}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": dense, "lr": config.lr}]
+    if embeddings:
+        groups.append({"params": embeddings, "lr": config.lr_embeddings, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def train(
+    bundle: GraphBundle, split: Split, model_config: ModelConfig, config: TrainConfig, progress=None
+) -> TrainResult:
+    """Train with early stopping on validation Recall@20; returns the best model (by validation)."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    inputs = GraphInputs.from_hetero(training_graph(bundle, split), model_config.use_social, model_config.time_decay)
+    model = GraphRec(model_config, inputs.edge_dims())
+    optimizer = _optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / config.max_steps, 1.0))),
+    )
+    sampler = _Sampler(bundle, split, inputs, config)
+    val_users = np.unique(bundle.data[INTERACTS].edge_index[0, torch.from_numpy(split.val_edges)].numpy())
+    rng = np.random.default_rng(config.seed)
+    if len(val_users) > config.eval_users:
+        val_users = np.sort(rng.choice(val_users, config.eval_users, replace=False))
+    result = TrainResult(model=model)
+    best_state, bad_evals = None, 0
+    has_labels = len(split.train_labels) > 0
+    model.train()
+    for step in range(1, config.max_steps + 1):
+        z = model.embed(inputs)
+        place_loss = _place_loss(model, z, inputs, sampler, config)
+        loss = config.lambda_place * place_loss
+        friend_loss = attend_loss = torch.tensor(0.0)
+        if has_labels and config.lambda_friend + config.lambda_attend > 0:
+            friend_loss, attend_loss = _friend_loss(model, z, inputs, bundle, sampler.friend_batch())
+            loss = loss + config.lambda_friend * friend_loss + config.lambda_attend * attend_loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        record = {"step": step, "loss": float(loss), "place_loss": float(place_loss), "friend_loss": float(friend_loss),
+                  "attend_loss": float(attend_loss), "seconds": time.perf_counter() - started}
+        out_of_time = record["seconds"] > config.time_budget_s
+        if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
+            record["val_recall@20"] = validation_recall(
+                model, inputs, bundle, split, val_users, rerank_depth=config.eval_rerank_depth
+            )
+            if not result.history or record["val_recall@20"] > result.best_val_recall or math.isnan(result.best_val_recall):
+                result.best_val_recall, result.best_step = record["val_recall@20"], step
+                best_state, bad_evals = copy.deepcopy(model.state_dict()), 0
+            else:
+                bad_evals += 1
+            rate = step / record["seconds"]
+            logger.info(
+                "step %d/%d loss %.4f val recall@20 %.4f (best %.4f @ %d) %.2f steps/s ETA %.0fs",
+                step, config.max_steps, record["loss"], record["val_recall@20"], result.best_val_recall,
+                result.best_step, rate, (config.max_steps - step) / rate,
+            )
+        result.history.append(record)
+        if progress:
+            progress(record)
+        if bad_evals >= config.patience:
+            result.stopped_because = f"early stop: no validation gain in {config.patience} evaluations"
+            break
+        if out_of_time:
+            result.stopped_because = f"time budget of {config.time_budget_s:.0f}s reached"
+            break
+    else:
+        result.stopped_because = "max_steps reached"
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def config_dict(config: TrainConfig) -> dict[str, object]:
+    return asdict(config)

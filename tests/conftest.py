@@ -1,0 +1,89 @@
+"""Shared fixtures: one small synthetic world per session, and (lazily) that world run through Dagster.
+
+World tables are immutable pyarrow tables, so sharing them between tests is safe; tests that
+corrupt a table build a modified copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.world import generate_world
+
+SMALL_WORLD = dict(n_users=800, n_places=800)
+
+
+@pytest.fixture(scope="session")
+def world_config() -> WorldConfig:
+    return WorldConfig(**SMALL_WORLD)
+
+
+@pytest.fixture(scope="session")
+def world(world_config):
+    """users, places, interactions, user_user_edges, friend_labels for all 8 cities."""
+    return generate_world(world_config)
+
+
+@dataclass
+class MaterializedWorld:
+    """The small world materialized through Dagster: every asset, every city partition."""
+
+    root: Path
+    instance: object
+    defs: object
+    places_runs: dict = field(default_factory=dict)  # city slug -> ExecuteInProcessResult
+    city_runs: dict = field(default_factory=dict)  # city slug -> ExecuteInProcessResult
+    graph_run: object = None
+
+    @property
+    def all_runs(self) -> list:
+        return [*self.places_runs.values(), *self.city_runs.values(), self.graph_run]
+
+
+CITY_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
+GRAPH_ASSETS = ["user_features", "place_features", "hetero_graph"]
+
+
+def materialize_selection(defs, instance, selection, partition_key=None, raise_on_error=True):
+    """Materialize `selection` (asset names) with every asset and check of `defs` in scope."""
+    from dagster import materialize
+
+    return materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.fixture(scope="session")
+def dagster_materialize():
+    """`materialize_selection(defs, instance, selection, partition_key=None, raise_on_error=True)`."""
+    return materialize_selection
+
+
+@pytest.fixture(scope="session")
+def materialized_world(tmp_path_factory) -> MaterializedWorld:
+    """Places for every city first (interactions read every city's places for travel), then the
+    per-city tables, then the unpartitioned features and graph, all in one ephemeral instance."""
+    from dagster import DagsterInstance
+
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.resources import WorldSource
+    from recsys_core.taxonomy import CITY_SLUGS
+
+    root = tmp_path_factory.mktemp("artifacts")
+    defs = build_definitions(str(root), WorldSource(**SMALL_WORLD))
+    run = MaterializedWorld(root=root, instance=DagsterInstance.ephemeral(), defs=defs)
+    for slug in CITY_SLUGS:
+        run.places_runs[slug] = materialize_selection(defs, run.instance, ["places"], slug)
+    for slug in CITY_SLUGS:
+        run.city_runs[slug] = materialize_selection(defs, run.instance, CITY_ASSETS, slug)
+    run.graph_run = materialize_selection(defs, run.instance, GRAPH_ASSETS)
+    return run
