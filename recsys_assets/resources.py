@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 
 from recsys_core import contracts
+from recsys_core.model.config import ModelConfig
+from recsys_core.training.trainer import TrainConfig
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.interactions import generate_interactions
 from recsys_core.synthetic.places import generate_places
@@ -81,3 +83,33 @@ class WorldSource(ConfigurableResource):
         if self.kind == "parquet":
             return self._read_for_users("friend_labels", users, "user_u")
         return generate_friend_labels(self.world_config(), city_id, users, interactions, edges)
+
+
+class TrainingSettings(ConfigurableResource):
+    """Model and training knobs exposed to the UI and to tests (small values make a fast run)."""
+
+    max_steps: int = 200
+    time_budget_s: float = 240.0
+    eval_every: int = 20
+    batch_size: int = 8192
+    d_model: int = 128
+    n_layers: int = 2
+    backbone: Literal["sage", "gat"] = "sage"
+    time_decay: bool = False
+    engagement_weighted: bool = False
+    seed: int = 0
+    oracle: bool = True  # compare with the generator's true preferences (synthetic worlds only)
+
+    def model_config(self, **overrides) -> ModelConfig:
+        settings = dict(d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay)
+        return ModelConfig(**{**settings, **overrides})
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            max_steps=self.max_steps,
+            time_budget_s=self.time_budget_s,
+            eval_every=self.eval_every,
+            batch_size=self.batch_size,
+            engagement_weighted=self.engagement_weighted,
+            seed=self.seed,
+        )

@@ -6,9 +6,11 @@ scored by `protocol.evaluate_places` / `evaluate_friends` on the same held-out p
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,16 +34,34 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Comparison:
+    """Per-part tables: `places` rows are (part, model, tier), `friends` rows are (part, model)."""
+
     places: pd.DataFrame
     friends: pd.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def headline(self, model: str = "graphrec") -> dict[str, float]:
-        overall = self.places[self.places["tier"] == "all"].set_index("model")
-        out = {f"{m}_recall@20": float(overall.loc[m, "recall@20"]) for m in overall.index}
-        friends = self.friends.set_index("model")
-        out.update({f"{m}_compat_auc": float(friends.loc[m, "compat_roc_auc"]) for m in friends.index})
-        return out
+    def place_metric(self, part: str, model: str, metric: str = "recall@20", tier: str = "all") -> float:
+        rows = self.places[(self.places["part"] == part) & (self.places["model"] == model) & (self.places["tier"] == tier)]
+        return float(rows[metric].iloc[0]) if len(rows) else float("nan")
+
+    def friend_metric(self, part: str, model: str, metric: str = "compat_roc_auc") -> float:
+        rows = self.friends[(self.friends["part"] == part) & (self.friends["model"] == model)]
+        return float(rows[metric].iloc[0]) if len(rows) else float("nan")
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.places.to_parquet(directory / "places.parquet", index=False)
+        self.friends.to_parquet(directory / "friends.parquet", index=False)
+        (directory / "seconds.json").write_text(json.dumps(self.seconds))
+        return directory / "places.parquet"
+
+    @classmethod
+    def load(cls, directory: Path) -> "Comparison":
+        return cls(
+            places=pd.read_parquet(directory / "places.parquet"),
+            friends=pd.read_parquet(directory / "friends.parquet"),
+            seconds=json.loads((directory / "seconds.json").read_text()),
+        )
 
 
 @dataclass
@@ -54,15 +74,12 @@ class WorldTruth:
     weights: PreferenceWeights = field(default_factory=PreferenceWeights)
 
 
-def _graphrec_scorer(model: GraphRec, inputs: GraphInputs, truth: protocol.PlaceTruth):
-    with torch.no_grad():
-        z = model.embed(inputs)
-
+def _graphrec_scorer(model: GraphRec, z: dict[str, torch.Tensor], inputs: GraphInputs, truth: protocol.PlaceTruth):
     def score(city, users, places):
         exclude = local_matrix(truth.seen_user, truth.seen_place, users, places)
         return score_city(model, z, inputs, city, users, places, exclude)
 
-    return score, z
+    return score
 
 
 def _baseline_scorer(model):
@@ -88,9 +105,9 @@ def compare(
     bundle: GraphBundle,
     split: Split,
     models: dict[str, GraphRec],
-    part: str = "test",
+    parts: tuple[str, ...] = ("val", "test"),
     world: WorldTruth | None = None,
-    baseline_epochs: int = 20,
+    baseline_budget_s: float = 90.0,
     seed: int = 0,
 ) -> Comparison:
     """Evaluate `models` (name -> trained GraphRec) against popularity, MF-BPR, LightGCN, the
@@ -100,7 +117,6 @@ def compare(
     train_graph = training_graph(bundle, split)
     inputs = GraphInputs.from_hetero(train_graph, any_model.config.use_social, any_model.config.time_decay)
     user_city, place_city = inputs.city["user"].numpy(), inputs.city["place"].numpy()
-    truth = protocol.PlaceTruth.from_split(bundle, split, part, user_city, place_city)
     n_users, n_places = inputs.num_nodes["user"], inputs.num_nodes["place"]
     ei = bundle.data[INTERACTS].edge_index.numpy()
     train = sp.csr_matrix(
@@ -108,29 +124,32 @@ def compare(
         shape=(n_users, n_places),
     )
 
-    scorers, embeddings = {}, {}
-    for name, model in models.items():
-        scorers[name], embeddings[name] = _graphrec_scorer(model, inputs, truth)
+    with torch.no_grad():
+        embeddings = {name: model.embed(inputs) for name, model in models.items()}
     fitted = {
         "popularity": baselines.Popularity(),
-        "mf_bpr": baselines.MatrixFactorizationBPR(epochs=baseline_epochs, seed=seed),
-        "lightgcn": baselines.LightGCN(epochs=baseline_epochs, seed=seed),
-        "item_item_filter": baselines.ItemItemFilter(),
+        "mf_bpr": baselines.MatrixFactorizationBPR(seed=seed, time_budget_s=baseline_budget_s),
+        "lightgcn": baselines.LightGCN(seed=seed, time_budget_s=baseline_budget_s),
+        "item_item_filter": baselines.ItemItemFilter(seed=seed),
     }
     for name, model in fitted.items():
         started = time.perf_counter()
         model.fit(train)
         seconds[f"fit_{name}"] = round(time.perf_counter() - started, 1)
-        scorers[name] = _baseline_scorer(model)
         logger.info("fitted %s in %.1fs", name, seconds[f"fit_{name}"])
-    if world is not None:
-        scorers["oracle"] = _oracle_scorer(world, bundle.data["user"].node_id.numpy(), bundle.data["place"].node_id.numpy())
-    started = time.perf_counter()
-    places = protocol.evaluate_places(scorers, truth)
-    seconds["evaluate_places"] = round(time.perf_counter() - started, 1)
-
-    friends = _compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world)
-    return Comparison(places=places, friends=friends, seconds=seconds)
+    places, friends = [], []
+    for part in parts:
+        truth = protocol.PlaceTruth.from_split(bundle, split, part, user_city, place_city)
+        scorers = {name: _graphrec_scorer(model, embeddings[name], inputs, truth) for name, model in models.items()}
+        scorers.update({name: _baseline_scorer(model) for name, model in fitted.items()})
+        if world is not None:
+            node_ids = bundle.data["user"].node_id.numpy(), bundle.data["place"].node_id.numpy()
+            scorers["oracle"] = _oracle_scorer(world, *node_ids)
+        started = time.perf_counter()
+        places.append(protocol.evaluate_places(scorers, truth).assign(part=part))
+        friends.append(_compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world).assign(part=part))
+        seconds[f"evaluate_{part}"] = round(time.perf_counter() - started, 1)
+    return Comparison(places=pd.concat(places, ignore_index=True), friends=pd.concat(friends, ignore_index=True), seconds=seconds)
 
 
 def _compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world) -> pd.DataFrame:
@@ -167,15 +186,16 @@ def _compare_friends(bundle, split, part, models, embeddings, inputs, train_grap
     return protocol.evaluate_friends(scores, compat, attend)
 
 
-def summary_markdown(comparison: Comparison) -> str:
-    """The tables a person reads: places by tier, then friends."""
+def summary_markdown(comparison: Comparison, part: str = "test") -> str:
+    """The tables a person reads: places by tier, then friends, for one part."""
     cols = ["model", "tier", "users", "recall@5", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit@20",
             "coverage@20", "novelty@20", "diversity@20"]
-    places = comparison.places[[c for c in cols if c in comparison.places.columns]]
+    places = comparison.places[comparison.places["part"] == part]
+    friends = comparison.friends[comparison.friends["part"] == part].drop(columns="part")
     return (
-        "### Places (held-out test pairs, full ranking within the home city)\n\n"
-        + places.to_markdown(index=False, floatfmt=".4f")
-        + "\n\n### Friends (held-out label pairs)\n\n"
-        + comparison.friends.to_markdown(index=False, floatfmt=".4f")
+        f"### Places ({part} pairs, full ranking within the home city)\n\n"
+        + places[[c for c in cols if c in places.columns]].to_markdown(index=False, floatfmt=".4f")
+        + f"\n\n### Friends ({part} label pairs)\n\n"
+        + friends.to_markdown(index=False, floatfmt=".4f")
     )
 

@@ -33,20 +33,26 @@ class _LocationEmbedding(nn.Module):
         return torch.cat([self.city(city), self.neighborhood(city * self.n_neighborhoods + neighborhood)], dim=-1)
 
 
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length: taste vectors compared by cosine become linear to match."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
 class UserEncoder(nn.Module):
     """City + neighbourhood embeddings, preferences, area frequencies, behaviour -> MLP."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.location = _LocationEmbedding(config)
-        continuous = USER_LAYOUT.width - 2
+        continuous = USER_LAYOUT.width - 2 + (USER_LAYOUT["fine_pref"].stop - USER_LAYOUT["fine_pref"].start)
         self.mlp = mlp([self.location.dim + continuous, 2 * config.d_model, config.d_model], config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         city = x[:, USER_LAYOUT["city_id"]].squeeze(-1).long()
         home = x[:, USER_LAYOUT["home_neighborhood_id"]].squeeze(-1).long()
-        return self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:]], dim=-1)))
+        fine = unit(x[:, USER_LAYOUT["fine_pref"]])
+        return self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:], fine], dim=-1)))
 
 
 class PlaceEncoder(nn.Module):
@@ -58,7 +64,7 @@ class PlaceEncoder(nn.Module):
         self.price = nn.Embedding(N_PRICE_BANDS, 8)
         self.slot = nn.Embedding(N_TIME_SLOTS, 8)
         self.continuous = [PLACE_LAYOUT["category_one_hot"], PLACE_LAYOUT["fine_tag_vector"], PLACE_LAYOUT["popularity"]]
-        width = sum(s.stop - s.start for s in self.continuous)
+        width = sum(s.stop - s.start for s in self.continuous) + PLACE_LAYOUT["fine_tag_vector"].stop - PLACE_LAYOUT["fine_tag_vector"].start
         self.mlp = mlp([self.location.dim + 16 + width, 2 * config.d_model, config.d_model], config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
@@ -69,6 +75,7 @@ class PlaceEncoder(nn.Module):
             self.price(col("price_band")),
             self.slot(col("typical_time_slot")),
             *(x[:, s] for s in self.continuous),
+            unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
         ]
         return self.norm(self.mlp(torch.cat(parts, dim=-1)))
 

@@ -30,6 +30,11 @@ class GraphRec(nn.Module):
         self.backbone = HeteroBackbone(config, edge_dims)
         # Unnormalized output projections: the length of z_p can carry popularity.
         self.project = nn.ModuleDict({t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")})
+        for layer in self.project.values():
+            # Start with small dot products (as MF does): large random logits at init
+            # saturate the softmax and slow learning down by an order of magnitude.
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
         self.context = ContextEncoder(config)
         self.place_head = PlaceHead(config)
         self.friend_head = FriendHead(config)

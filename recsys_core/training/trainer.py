@@ -34,10 +34,11 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     max_steps: int = 300
-    batch_size: int = 8192
-    negatives: int = 32
-    in_batch_negatives: int = 512
+    batch_size: int = 32768
+    city_pool: int = 512  # shared same-city negatives per step
+    in_batch_negatives: int = 1024
     head_batch: int = 2048
+    head_negatives: int = 4
     loss: str = "softmax"  # or "bpr"
     temperature: float = 1.0
     lr: float = 3e-3
@@ -45,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     warmup_steps: int = 10
+    lr_decay_on_plateau: float = 0.5
     eval_every: int = 10
     patience: int = 5
     eval_users: int = 1000
@@ -54,7 +56,7 @@ class TrainConfig:
     lambda_friend: float = 0.5
     lambda_attend: float = 0.3
     engagement_weighted: bool = False
-    hard_negative_share: float = 1.0  # share of negatives from the user's city (rest: global)
+    hard_negative_share: float = 1.0  # head negatives: share from the user's city (rest: anywhere)
     context_dropout: float = 0.5
     time_budget_s: float = 600.0
     seed: int = 0
@@ -98,12 +100,11 @@ class _Sampler:
         self.user_city = inputs.city["user"]
         self.labels = torch.from_numpy(split.train_labels)
         self.n_places = inputs.num_nodes["place"]
-        # Expected number of times each place is a candidate per row: uniform same-city
-        # draws plus popularity-proportional in-batch draws.
-        uniform = config.negatives * config.hard_negative_share / counts.clamp_min(1)[place_city]
-        anywhere = config.negatives * (1 - config.hard_negative_share) / self.n_places
+        # Expected number of times each place is a candidate of a row: uniform same-city
+        # pool draws plus popularity-proportional in-batch draws.
+        uniform = config.city_pool / counts.clamp_min(1)[place_city]
         popularity = torch.bincount(self.places, minlength=self.n_places).float() / max(len(self.places), 1)
-        expected = uniform + anywhere + config.in_batch_negatives * popularity
+        expected = uniform + config.in_batch_negatives * popularity
         self.log_q = torch.log(expected.clamp_min(1e-12))
 
     def pairs(self) -> torch.Tensor:
@@ -112,8 +113,13 @@ class _Sampler:
             return torch.multinomial(self.weights, self.config.batch_size, replacement=True, generator=self.g)
         return torch.randint(0, n, (self.config.batch_size,), generator=self.g)
 
-    def negatives(self, users: torch.Tensor) -> torch.Tensor:
-        k = self.config.negatives
+    def city_pool(self, city: int) -> torch.Tensor:
+        """A shared random sample of the city's places (with replacement)."""
+        count = max(int(self.city_count[city]), 1)
+        offset = torch.randint(0, count, (self.config.city_pool,), generator=self.g)
+        return self.places_by_city[self.city_start[city] + offset]
+
+    def negatives(self, users: torch.Tensor, k: int) -> torch.Tensor:
         city = self.user_city[users]
         count = self.city_count[city].clamp_min(1)
         offset = (torch.rand(len(users), k, generator=self.g) * count[:, None]).long()
@@ -160,32 +166,46 @@ def _context(sampler: _Sampler, batch: torch.Tensor, inputs: GraphInputs, users:
     return ctx
 
 
+def _retrieval_loss(z, users: torch.Tensor, pos: torch.Tensor, sampler: "_Sampler", config: TrainConfig) -> torch.Tensor:
+    """Sampled softmax of <z_u, z_p> against a shared pool of same-city places (+ in-batch positives).
+
+    Negatives are shared per city, so scoring them is one matrix product per city instead of
+    a (batch x negatives) gather. Every candidate's score is corrected by log Q (its expected
+    count among the candidates) so popularity-skewed in-batch negatives do not bias scores.
+    """
+    z_u, z_pos = z["user"][users], z["place"][pos]
+    logq = sampler.log_q
+    pos_score = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
+    shared = torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]
+    in_batch = z_u @ z["place"][pos[shared]].T - logq[pos[shared]][None, :]
+    in_batch = in_batch.masked_fill(pos[shared][None, :] == pos[:, None], float("-inf"))
+    city = sampler.user_city[users]
+    losses = []
+    for c in torch.unique(city):
+        rows = torch.nonzero(city == c).squeeze(-1)
+        pool = sampler.city_pool(int(c))
+        pool_scores = z_u[rows] @ z["place"][pool].T - logq[pool][None, :]
+        pool_scores = pool_scores.masked_fill(pool[None, :] == pos[rows][:, None], float("-inf"))
+        negatives = torch.cat([pool_scores, in_batch[rows]], dim=1)
+        losses.append(_ranking_loss(pos_score[rows], negatives, config) * len(rows))
+    return torch.stack(losses).sum() / len(users)
+
+
 def _place_loss(model: GraphRec, z, inputs: GraphInputs, sampler: _Sampler, config: TrainConfig) -> torch.Tensor:
     batch = sampler.pairs()
     users, pos = sampler.users[batch], sampler.places[batch]
-    neg = sampler.negatives(users)
-    z_u, z_pos, z_neg = z["user"][users], z["place"][pos], z["place"][neg]
-    # Stage 1 (retrieval): dot products against same-city negatives and, optionally, other
-    # pairs' positives. Both are corrected by log Q (how often a place is drawn as a
-    # candidate) so the popularity skew of in-batch negatives does not bias the scores.
-    logq = sampler.log_q
-    pos_dot = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
-    neg_dot = torch.einsum("bd,bkd->bk", z_u, z_neg) - logq[neg]
-    candidates = [neg_dot]
-    if config.in_batch_negatives:
-        shared = torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]
-        in_batch = z_u @ z_pos[shared].T - logq[pos[shared]][None, :]
-        candidates.append(in_batch.masked_fill(pos[shared][None, :] == pos[:, None], float("-inf")))
-    retrieval = _ranking_loss(pos_dot, torch.cat(candidates, dim=1), config)
-    # Stage 2 (re-ranking head) under the pair's context, against a few of the negatives,
-    # on a slice of the batch (the head is the costly part of a step).
-    head_rows = torch.arange(min(config.head_batch, len(users)))
-    k = min(4, config.negatives)
-    u_h, pos_h, neg_h = users[head_rows], pos[head_rows], neg[head_rows, :k]
-    ctx = _context(sampler, batch[head_rows], inputs, u_h, config)
+    retrieval = _retrieval_loss(z, users, pos, sampler, config)
+    # Stage 2 (re-ranking head) under the pair's context against same-city negatives, on a
+    # slice of the batch (the head is the costly part of a step).
+    rows = torch.arange(min(config.head_batch, len(users)))
+    k = config.head_negatives
+    u_h, pos_h = users[rows], pos[rows]
+    neg_h = sampler.negatives(u_h, k)
+    ctx = _context(sampler, batch[rows], inputs, u_h, config)
     place_x = inputs.x["place"]
-    pos_head = model.place_scores(z_u[head_rows], z_pos[head_rows], ctx, place_x[pos_h])
-    rep = head_rows.repeat_interleave(k)
+    z_u = z["user"][u_h]
+    pos_head = model.place_scores(z_u, z["place"][pos_h], ctx, place_x[pos_h])
+    rep = rows.repeat_interleave(k)
     neg_flat = neg_h.reshape(-1)
     neg_head = model.place_scores(z_u[rep], z["place"][neg_flat], ctx.index(rep), place_x[neg_flat]).view(-1, k)
     head = _ranking_loss(pos_head[:, None], neg_head, config)
@@ -253,10 +273,9 @@ def train(
     inputs = GraphInputs.from_hetero(training_graph(bundle, split), model_config.use_social, model_config.time_decay)
     model = GraphRec(model_config, inputs.edge_dims())
     optimizer = _optimizer(model, config)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / config.max_steps, 1.0))),
-    )
+    # Linear warm-up, then a constant rate that halves whenever validation stops improving:
+    # a fixed decay schedule starves short CPU runs long before they converge.
+    peak_lr = [group["lr"] for group in optimizer.param_groups]
     sampler = _Sampler(bundle, split, inputs, config)
     val_users = np.unique(bundle.data[INTERACTS].edge_index[0, torch.from_numpy(split.val_edges)].numpy())
     rng = np.random.default_rng(config.seed)
@@ -267,6 +286,9 @@ def train(
     has_labels = len(split.train_labels) > 0
     model.train()
     for step in range(1, config.max_steps + 1):
+        if step <= config.warmup_steps:
+            for group, peak in zip(optimizer.param_groups, peak_lr):
+                group["lr"] = peak * step / config.warmup_steps
         z = model.embed(inputs)
         place_loss = _place_loss(model, z, inputs, sampler, config)
         loss = config.lambda_place * place_loss
@@ -278,7 +300,6 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        schedule.step()
         record = {"step": step, "loss": float(loss), "place_loss": float(place_loss), "friend_loss": float(friend_loss),
                   "attend_loss": float(attend_loss), "seconds": time.perf_counter() - started}
         out_of_time = record["seconds"] > config.time_budget_s
@@ -291,6 +312,8 @@ def train(
                 best_state, bad_evals = copy.deepcopy(model.state_dict()), 0
             else:
                 bad_evals += 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.lr_decay_on_plateau
             rate = step / record["seconds"]
             logger.info(
                 "step %d/%d loss %.4f val recall@20 %.4f (best %.4f @ %d) %.2f steps/s ETA %.0fs",
