@@ -7,7 +7,7 @@ import json
 
 from bench.common import RESULTS, run_isolated, write_section
 
-SECTIONS = {"foundation": "bench.foundation"}
+SECTIONS = {"foundation": "bench.foundation", "model": "bench.model"}
 
 
 def main() -> None:

@@ -7,21 +7,26 @@ from pathlib import Path
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from recsys_assets.defs import checks, graph, world
+from recsys_assets.defs import checks, graph, model, world
 from recsys_assets.io_manager import ArtifactIOManager
-from recsys_assets.resources import WorldSource
+from recsys_assets.resources import TrainingSettings, WorldSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = os.environ.get("RECSYS_ARTIFACTS", str(PROJECT_ROOT / "var" / "artifacts"))
 
 
-def build_definitions(artifact_root: str = ARTIFACT_ROOT, world_source: WorldSource | None = None) -> Definitions:
+def build_definitions(
+    artifact_root: str = ARTIFACT_ROOT,
+    world_source: WorldSource | None = None,
+    training: TrainingSettings | None = None,
+) -> Definitions:
     return Definitions(
-        assets=load_assets_from_modules([world, graph]),
+        assets=load_assets_from_modules([world, graph, model]),
         asset_checks=load_asset_checks_from_modules([checks]),
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
             "world": world_source or WorldSource(),
+            "training": training or TrainingSettings(),
         },
     )
 

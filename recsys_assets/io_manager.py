@@ -17,7 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputContext, OutputContext
 
+from recsys_core.evaluation.compare import Comparison
 from recsys_core.graph import GraphBundle, load_graph, save_graph
+from recsys_core.training.pipeline import TrainedModel
 
 MANIFEST = "artifact.json"
 
@@ -43,10 +45,16 @@ class ArtifactIOManager(ConfigurableIOManager):
         if isinstance(obj, pa.Table):
             main = directory / "table.parquet"
             pq.write_table(obj, main)
-            fmt, rows = "table", obj.num_rows
+            fmt = "table"
         elif isinstance(obj, GraphBundle):
             main = save_graph(obj, directory)
-            fmt, rows = "graph", int(obj.data["user"].num_nodes + obj.data["place"].num_nodes)
+            fmt = "graph"
+        elif isinstance(obj, TrainedModel):
+            main = obj.save(directory)
+            fmt = "model"
+        elif isinstance(obj, Comparison):
+            main = obj.save(directory)
+            fmt = "evaluation"
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
         sha = file_sha256(main)
@@ -58,11 +66,17 @@ class ArtifactIOManager(ConfigurableIOManager):
         return load_latest(context.instance, context.asset_key, partitions)
 
 
+LOADERS = {
+    "table": lambda directory, manifest: pq.read_table(directory / manifest["file"]),
+    "graph": lambda directory, manifest: load_graph(directory),
+    "model": lambda directory, manifest: TrainedModel.load(directory),
+    "evaluation": lambda directory, manifest: Comparison.load(directory),
+}
+
+
 def load_artifact(directory: Path) -> object:
     manifest = json.loads((directory / MANIFEST).read_text())
-    if manifest["format"] == "table":
-        return pq.read_table(directory / manifest["file"])
-    return load_graph(directory)
+    return LOADERS[manifest["format"]](directory, manifest)
 
 
 def load_latest(instance, asset_key: AssetKey, partitions: list[str | None]) -> object:

@@ -99,8 +99,9 @@ class TrainingSettings(ConfigurableResource):
     engagement_weighted: bool = False
     seed: int = 0
     oracle: bool = True  # compare with the generator's true preferences (synthetic worlds only)
+    baseline_budget_s: float = 90.0  # per trained baseline (MF-BPR, LightGCN)
 
-    def model_config(self, **overrides) -> ModelConfig:
+    def graphrec_config(self, **overrides) -> ModelConfig:
         settings = dict(d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay)
         return ModelConfig(**{**settings, **overrides})
 

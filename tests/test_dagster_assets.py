@@ -35,6 +35,10 @@ GRAPH_CHECKS = {
     "place_features_finite": "place_features",
     "hetero_graph_structure": "hetero_graph",
 }
+MODEL_CHECKS = {
+    "trained_model_weights_finite": "trained_model",
+    "model_beats_baselines": "model_evaluation",
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -90,7 +94,7 @@ def city_slice(world, slug: str) -> dict[str, pa.Table]:
 def test_definitions_load():
     Definitions.validate_loadable(project_defs)
     keys = {key.to_user_string() for key in project_defs.resolve_all_asset_keys()}
-    assert keys == set(WORLD_ASSETS + GRAPH_ASSETS)
+    assert keys == set(WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"])
 
 
 @pytest.mark.parametrize("asset", WORLD_ASSETS)
@@ -108,7 +112,7 @@ def test_graph_assets_cover_all_cities_unpartitioned(asset):
 
 def test_definitions_have_the_expected_blocking_checks():
     specs = [spec for checks in project_defs.asset_checks for spec in checks.check_specs]
-    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {**WORLD_CHECKS, **GRAPH_CHECKS}
+    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {**WORLD_CHECKS, **GRAPH_CHECKS, **MODEL_CHECKS}
     assert all(spec.blocking for spec in specs)
 
 
@@ -282,3 +286,34 @@ def test_clean_city_of_the_same_parquet_world_materializes_fully(corrupted_parqu
     assert run.success
     assert materialized_assets(run) == set(CITY_ASSETS)
     assert all(e.passed for e in check_evaluations(run))
+
+
+# --------------------------------------------------------------------------- model stage
+
+
+def test_model_stage_trains_evaluates_and_runs_its_checks(materialized_world):
+    run = materialized_world.model_run
+    assert {"trained_model", "model_evaluation"} <= materialized_assets(run)
+    assert evaluation(run, "trained_model_weights_finite").passed
+    gate = evaluation(run, "model_beats_baselines")
+    # A 12-step model may or may not clear the gate; either way the figures it judged are recorded.
+    assert {"val_recall@20_graphrec", "val_recall@20_required", "val_friend_auc_graphrec"} <= set(gate.metadata)
+
+
+def test_model_evaluation_artifact_compares_every_model_on_both_parts(materialized_world):
+    comparison = load_latest(materialized_world.instance, AssetKey("model_evaluation"), [None])
+    models = set(comparison.places["model"])
+    assert {"graphrec", "two_tower", "popularity", "mf_bpr", "lightgcn", "item_item_filter", "oracle"} <= models
+    assert set(comparison.places["part"]) == {"val", "test"}
+    assert set(comparison.places["tier"]) == {"all", "cold", "warm", "hot"}
+    # The oracle knows the true preferences: on any world it beats popularity.
+    assert comparison.place_metric("test", "oracle") > comparison.place_metric("test", "popularity")
+
+
+def test_trained_model_artifact_loads_without_pickle(materialized_world):
+    directory = latest_artifact_path(materialized_world.instance, AssetKey("trained_model"), None)
+    state = torch.load(directory / "model.pt", weights_only=True)
+    assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+    trained = load_artifact(directory)
+    assert trained.weights_are_finite()
+    assert len(trained.split.test_edges) > 0

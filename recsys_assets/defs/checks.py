@@ -14,12 +14,15 @@ import torch
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, asset_check
 
 from recsys_assets.defs import graph as graph_assets
+from recsys_assets.defs import model as model_assets
 from recsys_assets.defs import world
 from recsys_assets.io_manager import load_latest
 from recsys_assets.metadata import violations_metadata
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_core import contracts, features, validation
+from recsys_core.evaluation.compare import Comparison, quality_gate
 from recsys_core.graph import GraphBundle, graph_problems
+from recsys_core.training.pipeline import TrainedModel
 
 # Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them knowingly.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
@@ -118,3 +121,20 @@ def hetero_graph_structure(hetero_graph: GraphBundle, user_features: pa.Table, p
         if not torch.equal(data[node].node_id, torch.from_numpy(ids)):
             problems.append(f"{node} nodes do not match the {node} feature table ({data[node].num_nodes} vs {len(ids)})")
     return AssetCheckResult(passed=not problems, metadata={"problems": problems, **hetero_graph.summary()})
+
+
+@asset_check(asset=model_assets.trained_model, blocking=True, description="Every weight is finite.")
+def trained_model_weights_finite(trained_model: TrainedModel) -> AssetCheckResult:
+    bad = [name for name, p in trained_model.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    return AssetCheckResult(passed=not bad, metadata={"non_finite_tensors": bad})
+
+
+@asset_check(
+    asset=model_assets.model_evaluation,
+    blocking=True,
+    description="On validation: GraphRec Recall@20 >= 1.05 x max(popularity, MF-BPR), and friend ROC-AUC above "
+    "common neighbours, Adamic-Adar and feature cosine.",
+)
+def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
+    passed, figures = quality_gate(model_evaluation)
+    return AssetCheckResult(passed=passed, metadata=figures)

@@ -42,7 +42,7 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
 
 @asset(**MODEL, description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights.")
 def trained_model(hetero_graph: GraphBundle, training: TrainingSettings) -> Output[TrainedModel]:
-    trained = fit(hetero_graph, training.model_config(), training.train_config(), split_seed=training.seed)
+    trained = fit(hetero_graph, training.graphrec_config(), training.train_config(), split_seed=training.seed)
     info = describe(trained)
     return Output(
         trained,
@@ -76,12 +76,12 @@ def model_evaluation(
     training: TrainingSettings,
 ) -> Output[Comparison]:
     two_tower = fit(
-        hetero_graph, training.model_config(n_layers=0), training.train_config(), split=trained_model.split
+        hetero_graph, training.graphrec_config(n_layers=0), training.train_config(), split=trained_model.split
     ).model
     world = WorldTruth(users, places, interactions) if training.oracle else None
     comparison = compare(
         hetero_graph, trained_model.split, {"graphrec": trained_model.model, "two_tower": two_tower}, world=world,
-        seed=training.seed,
+        seed=training.seed, baseline_budget_s=training.baseline_budget_s,
     )
     headline = {
         f"test {m} recall@20": comparison.place_metric("test", m)

@@ -199,3 +199,25 @@ def summary_markdown(comparison: Comparison, part: str = "test") -> str:
         + friends.to_markdown(index=False, floatfmt=".4f")
     )
 
+
+
+PLACE_MARGIN = 0.05  # GraphRec must beat the strongest simple baseline by 5 % (relative)
+FRIEND_HEURISTICS = ("common_neighbours", "adamic_adar", "feature_cosine")
+
+
+def quality_gate(comparison: Comparison, model: str = "graphrec", part: str = "val") -> tuple[bool, dict[str, float]]:
+    """Does `model` clear the bar to be published? Recall@20 >= (1 + margin) x max(popularity,
+    MF-BPR) and friend ROC-AUC above every link heuristic, on the validation part."""
+    ours = comparison.place_metric(part, model)
+    floor = max(comparison.place_metric(part, "popularity"), comparison.place_metric(part, "mf_bpr"))
+    friend = comparison.friend_metric(part, model)
+    heuristics = [comparison.friend_metric(part, m) for m in FRIEND_HEURISTICS]
+    best_heuristic = max((h for h in heuristics if not np.isnan(h)), default=float("nan"))
+    places_ok = bool(ours >= (1 + PLACE_MARGIN) * floor)
+    friends_ok = bool(np.isnan(best_heuristic) or friend > best_heuristic)
+    return places_ok and friends_ok, {
+        f"{part}_recall@20_{model}": ours,
+        f"{part}_recall@20_required": (1 + PLACE_MARGIN) * floor,
+        f"{part}_friend_auc_{model}": friend,
+        f"{part}_friend_auc_best_heuristic": best_heuristic,
+    }

@@ -88,11 +88,14 @@ def evaluate_places(scorers: dict[str, BlockScorer], truth: PlaceTruth, ks=(5, 1
             for key, values in report.items():
                 per_user.setdefault(key, []).append(values)
             users_seen.append(u)
-            tops.append(p[metrics.top_k_excluding(scores, exclude, min(max(ks), len(p)))] if len(p) >= max(ks) else None)
+            depth = min(max(ks), len(p))
+            top = np.full((len(u), max(ks)), -1, dtype=np.int64)  # -1 pads lists of small cities
+            top[:, :depth] = p[metrics.top_k_excluding(scores, exclude, depth)]
+            tops.append(top)
             n_items += len(p)
         merged = {k: np.concatenate(v) for k, v in per_user.items()}
         users = np.concatenate(users_seen)
-        topk = np.concatenate([t for t in tops if t is not None])
+        topk = np.concatenate(tops)
         extras = {
             "coverage@20": metrics.catalogue_coverage(topk, n_items),
             "novelty@20": metrics.novelty(topk, truth.place_popularity),

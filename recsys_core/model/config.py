@@ -28,6 +28,17 @@ class ModelConfig:
     # Extra edge-weight input: exp(-days since the pair's last event / 30).
     time_decay: bool = False
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.backbone not in ("sage", "gat"):
+            problems.append(f"backbone must be 'sage' or 'gat', got {self.backbone!r}")
+        if self.backbone == "gat" and self.d_model % self.gat_heads:
+            problems.append(f"d_model ({self.d_model}) must be divisible by gat_heads ({self.gat_heads})")
+        if self.featureless and (self.n_users < 1 or self.n_places < 1):
+            problems.append("featureless mode needs n_users and n_places")
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

@@ -46,7 +46,8 @@ def score_city(
     chunk: int = 256,
 ) -> np.ndarray:
     """(len(users), len(places)) scores in served order; `exclude` is (users x places) local."""
-    scores = (z["user"][users] @ z["place"][places].T).numpy()
+    # float64: the re-rank offset must not swallow the differences between head scores.
+    scores = (z["user"][users] @ z["place"][places].T).numpy().astype(np.float64)
     if exclude is not None and exclude.nnz:
         scores[exclude.nonzero()] = -np.inf
     depth = min(rerank_depth, len(places))
@@ -60,7 +61,8 @@ def score_city(
         u = torch.from_numpy(np.repeat(users[rows], depth))
         p = torch.from_numpy(places[cand.ravel()])
         ctx = PlaceContext.neutral(torch.full((len(u),), city, dtype=torch.long))
-        head = model.place_scores(z["user"][u], z["place"][p], ctx, place_x[p]).numpy().reshape(len(rows), depth)
+        head = model.place_scores(z["user"][u], z["place"][p], ctx, place_x[p]).numpy().astype(np.float64)
+        head = head.reshape(len(rows), depth)
         valid = np.isfinite(np.take_along_axis(scores[rows], cand, axis=1))
         block = scores[rows]
         np.put_along_axis(block, cand, np.where(valid, head + RERANK_OFFSET, -np.inf), axis=1)

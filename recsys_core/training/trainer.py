@@ -72,6 +72,11 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Row gather whose backward is deterministic (advanced indexing's is not with threads)."""
+    return table.index_select(0, index)
+
+
 def engagement_weight(edge_attr: torch.Tensor) -> torch.Tensor:
     """attended > saved > liked > viewed: 4 / 3 / 2 / 1."""
     attended = edge_attr[:, INTERACTION_EDGE_LAYOUT["attended"]].squeeze(-1) > 0
@@ -86,11 +91,12 @@ class _Sampler:
     def __init__(self, bundle: GraphBundle, split: Split, inputs: GraphInputs, config: TrainConfig):
         self.g = torch.Generator().manual_seed(config.seed)
         self.config = config
-        ei = bundle.data[INTERACTS].edge_index[:, torch.from_numpy(split.train_edges)]
-        self.users, self.places = ei[0], ei[1]
-        attr = bundle.data[INTERACTS].edge_attr[torch.from_numpy(split.train_edges)]
-        self.weights = engagement_weight(attr) if config.engagement_weighted else None
-        self.slot = _dominant_slot(attr)
+        store = bundle.data[INTERACTS]
+        train_edges = torch.from_numpy(split.train_edges)
+        self.users, self.places = store.edge_index[0, train_edges], store.edge_index[1, train_edges]
+        attr = store.edge_attr[train_edges] if "edge_attr" in store else None
+        self.weights = engagement_weight(attr) if config.engagement_weighted and attr is not None else None
+        self.slot = _dominant_slot(attr) if attr is not None else torch.full((len(train_edges),), ANY_SLOT)
         place_city = inputs.city["place"]
         order = torch.argsort(place_city, stable=True)
         self.places_by_city = order
@@ -173,18 +179,18 @@ def _retrieval_loss(z, users: torch.Tensor, pos: torch.Tensor, sampler: "_Sample
     a (batch x negatives) gather. Every candidate's score is corrected by log Q (its expected
     count among the candidates) so popularity-skewed in-batch negatives do not bias scores.
     """
-    z_u, z_pos = z["user"][users], z["place"][pos]
+    z_u, z_pos = gather(z["user"], users), gather(z["place"], pos)
     logq = sampler.log_q
     pos_score = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
     shared = torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]
-    in_batch = z_u @ z["place"][pos[shared]].T - logq[pos[shared]][None, :]
+    in_batch = z_u @ gather(z["place"], pos[shared]).T - logq[pos[shared]][None, :]
     in_batch = in_batch.masked_fill(pos[shared][None, :] == pos[:, None], float("-inf"))
     city = sampler.user_city[users]
     losses = []
     for c in torch.unique(city):
         rows = torch.nonzero(city == c).squeeze(-1)
         pool = sampler.city_pool(int(c))
-        pool_scores = z_u[rows] @ z["place"][pool].T - logq[pool][None, :]
+        pool_scores = gather(z_u, rows) @ gather(z["place"], pool).T - logq[pool][None, :]
         pool_scores = pool_scores.masked_fill(pool[None, :] == pos[rows][:, None], float("-inf"))
         negatives = torch.cat([pool_scores, in_batch[rows]], dim=1)
         losses.append(_ranking_loss(pos_score[rows], negatives, config) * len(rows))
@@ -203,11 +209,12 @@ def _place_loss(model: GraphRec, z, inputs: GraphInputs, sampler: _Sampler, conf
     neg_h = sampler.negatives(u_h, k)
     ctx = _context(sampler, batch[rows], inputs, u_h, config)
     place_x = inputs.x["place"]
-    z_u = z["user"][u_h]
-    pos_head = model.place_scores(z_u, z["place"][pos_h], ctx, place_x[pos_h])
+    z_u = gather(z["user"], u_h)
+    pos_head = model.place_scores(z_u, gather(z["place"], pos_h), ctx, place_x[pos_h])
     rep = rows.repeat_interleave(k)
     neg_flat = neg_h.reshape(-1)
-    neg_head = model.place_scores(z_u[rep], z["place"][neg_flat], ctx.index(rep), place_x[neg_flat]).view(-1, k)
+    neg_head = model.place_scores(gather(z_u, rep), gather(z["place"], neg_flat), ctx.index(rep), place_x[neg_flat])
+    neg_head = neg_head.view(-1, k)
     head = _ranking_loss(pos_head[:, None], neg_head, config)
     return retrieval + head
 
@@ -221,7 +228,7 @@ def _ranking_loss(pos: torch.Tensor, neg: torch.Tensor, config: TrainConfig) -> 
 
 def _friend_loss(model: GraphRec, z, inputs: GraphInputs, bundle: GraphBundle, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     u, v = bundle.friend_pairs[:, idx]
-    compat, attend = model.friend_scores(z["user"][u], z["user"][v], inputs.x["user"][u], inputs.x["user"][v])
+    compat, attend = model.friend_scores(gather(z["user"], u), gather(z["user"], v), inputs.x["user"][u], inputs.x["user"][v])
     return (
         F.binary_cross_entropy_with_logits(compat, bundle.friend_compat[idx].float()),
         F.binary_cross_entropy_with_logits(attend, bundle.friend_attend[idx].float()),
@@ -238,6 +245,7 @@ def validation_recall(
     rerank_depth: int = 200,
 ) -> float:
     """Mean Recall@k over `users` on validation pairs, training pairs excluded, served order."""
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         z = model.embed(inputs)
@@ -249,7 +257,7 @@ def validation_recall(
             scores = score_city(model, z, inputs, city, u, p, exclude, rerank_depth)
             topk = metrics.top_k_excluding(scores, exclude, min(k, len(p)))
             recalls.append(metrics.recall_at_k(topk, truth))
-    model.train()
+    model.train(was_training)
     values = np.concatenate(recalls) if recalls else np.array([np.nan])
     return metrics.mean_ignoring_nan(values)
 
@@ -300,8 +308,8 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        record = {"step": step, "loss": float(loss), "place_loss": float(place_loss), "friend_loss": float(friend_loss),
-                  "attend_loss": float(attend_loss), "seconds": time.perf_counter() - started}
+        record = {"step": step, "loss": loss.item(), "place_loss": place_loss.item(), "friend_loss": friend_loss.item(),
+                  "attend_loss": attend_loss.item(), "seconds": time.perf_counter() - started}
         out_of_time = record["seconds"] > config.time_budget_s
         if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
             record["val_recall@20"] = validation_recall(
