@@ -93,3 +93,14 @@ def materialized_world(tmp_path_factory) -> MaterializedWorld:
     # The quality gate may fail on a 12-step model; that is reported, not raised.
     run.model_run = materialize_selection(defs, run.instance, MODEL_ASSETS, raise_on_error=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """Small graphs run fastest on one thread, and far faster than two when the CPU is contended."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

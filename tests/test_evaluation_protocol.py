@@ -15,19 +15,8 @@ from recsys_core.training.pipeline import fit
 from recsys_core.training.split import split_indices, training_graph
 from recsys_core.training.trainer import TrainConfig, validation_recall
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-    pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar"),
-]
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Small graphs run fastest on one thread, and far faster than two when the CPU is contended."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # --------------------------------------------------------------------------- a hand-built truth
 #
@@ -250,7 +239,6 @@ def test_compare_scores_graphrec_like_the_trainers_validation(bundle, split, tra
     finally:
         trained_model.eval()
     assert comparison.place_metric("val", "graphrec") == pytest.approx(recall, abs=1e-9)
-
 
 
 def _comparison(recall: dict[str, float], auc: dict[str, float]):

@@ -33,16 +33,8 @@ from recsys_core.model.inputs import GraphInputs
 from recsys_core.model.sparse import Relation, weighted_mean
 from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Small graphs run fastest on one thread, and far faster than two when the CPU is contended."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 D = 16
 SMALL = dict(d_model=D, head_hidden=(32, 16), d_ctx=8)

@@ -25,19 +25,7 @@ from recsys_core.training.ranking import city_blocks, local_matrix, score_city
 from recsys_core.training.split import Split, split_indices, training_graph
 from recsys_core.training.trainer import TrainConfig, train, validation_recall
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state"),
-    pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar"),
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    """Small graphs run fastest on one thread, and far faster than two when the CPU is contended."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 MODEL = ModelConfig(d_model=32, head_hidden=(64, 32), d_ctx=8)
