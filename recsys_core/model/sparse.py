@@ -9,7 +9,12 @@ the gradient for the edge weights is one SDDMM (`torch.sparse.sampled_addmm`).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+
+# CSR kernels are used deliberately (and covered by gradcheck tests); the beta notice is noise.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 class Relation:

@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -345,6 +345,3 @@ def train(
     result.seconds = time.perf_counter() - started
     return result
 
-
-def config_dict(config: TrainConfig) -> dict[str, object]:
-    return asdict(config)
