@@ -16,7 +16,7 @@ from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, build_from_world
 from recsys_core.model.backbone import EdgeAwareConv, HeteroBackbone
 from recsys_core.model.config import ModelConfig
-from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder
+from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder, WideTaste
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import (
     ANY_SLOT,
@@ -129,6 +129,36 @@ def test_id_encoder_returns_one_learned_row_per_node():
     assert out.shape == (13, D)
     projection_loss({"x": out}).backward()
     assert_all_parameters_get_gradients(encoder)
+
+
+def test_wide_taste_path_can_express_the_generators_preference_score_exactly(world, bundle):
+    """The linear path's coordinates line up with the oracle: with hand-set weights its dot
+    product is the true preference score for every same-city pair (the ranking that matters)."""
+    from recsys_core.synthetic.config import PreferenceWeights
+    from recsys_core.synthetic.preference import Tastes, Traits, preference_scores
+
+    w = PreferenceWeights()
+    n_fine, n_cat, n_area = C_FINE, C_COARSE, USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start
+    width = n_fine + n_cat + n_area + 1  # + one coordinate carrying popularity
+    wide = WideTaste(ModelConfig(d_model=width))
+    with torch.no_grad():
+        wide.user.weight.zero_()
+        wide.user.bias.zero_()
+        wide.place.weight.zero_()
+        wide.place.bias.zero_()
+        scale = torch.cat([torch.full((n_fine,), w.interest), torch.full((n_cat,), w.category), torch.full((n_area,), w.location)])
+        wide.user.weight[: width - 1].copy_(torch.diag(scale))
+        wide.user.bias[width - 1] = 1.0
+        wide.place.weight[: width - 1, : width - 1].copy_(torch.eye(width - 1))
+        wide.place.weight[width - 1, width - 1] = w.popularity  # first popularity column: log1p(base) / 5
+        z = wide({"user": bundle.data["user"].x, "place": bundle.data["place"].x})
+    scores = (z["user"] @ z["place"].T).numpy()
+    truth = preference_scores(
+        Tastes.from_table(world["users"].sort_by("user_id")), Traits.from_table(world["places"].sort_by("place_id")), w
+    )
+    same_city = bundle.data["user"].x[:, 0].numpy()[:, None] == bundle.data["place"].x[:, 0].numpy()[None, :]
+    assert same_city.sum() > 1000
+    assert abs(scores[same_city] - truth[same_city]).max() < 1e-4
 
 
 # --------------------------------------------------------------------------- sparse weighted mean

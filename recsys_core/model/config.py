@@ -27,6 +27,8 @@ class ModelConfig:
     use_social: bool = True
     # Extra edge-weight input: exp(-days since the pair's last event / 30).
     time_decay: bool = False
+    # Linear taste path added to the output embeddings (see encoders.WideTaste).
+    wide: bool = True
 
     def __post_init__(self) -> None:
         problems = []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.model.config import ModelConfig
-from recsys_core.taxonomy import N_PRICE_BANDS, N_TIME_SLOTS
+from recsys_core.taxonomy import C_COARSE, C_FINE, N_PRICE_BANDS, N_TIME_SLOTS
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -78,6 +79,45 @@ class PlaceEncoder(nn.Module):
             unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
         ]
         return self.norm(self.mlp(torch.cat(parts, dim=-1)))
+
+
+def user_taste_inputs(x: torch.Tensor) -> torch.Tensor:
+    """What a user wants, in the same coordinates as `place_taste_inputs` describes a place."""
+    return torch.cat([unit(x[:, USER_LAYOUT["fine_pref"]]), x[:, USER_LAYOUT["cat_pref"]], x[:, USER_LAYOUT["area_freqs"]]], dim=-1)
+
+
+def place_taste_inputs(x: torch.Tensor) -> torch.Tensor:
+    """What a place offers: unit tag vector, categories, neighbourhood one-hot, popularity."""
+    neighborhood = x[:, PLACE_LAYOUT["neighborhood_id"]].squeeze(-1).long()
+    local = F.one_hot(neighborhood, USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start).float()
+    return torch.cat(
+        [unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]), x[:, PLACE_LAYOUT["category_one_hot"]], local, x[:, PLACE_LAYOUT["popularity"]]],
+        dim=-1,
+    )
+
+
+class WideTaste(nn.Module):
+    """A linear path from taste features straight to the output embedding (wide & deep).
+
+    <W_u t_u + b_u, W_p t_p + b_p> is a low-rank bilinear form of the raw tastes: it can
+    express "fine-taste cosine + category match + frequented neighbourhood + popularity"
+    exactly, which deep LayerNorm/ReLU towers only approximate after many steps. The GNN
+    path adds what the features do not say (who actually goes where, friends' places).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        n_area = USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start
+        user_width = C_FINE + C_COARSE + n_area
+        place_width = C_FINE + C_COARSE + n_area + (PLACE_LAYOUT["popularity"].stop - PLACE_LAYOUT["popularity"].start)
+        self.user = nn.Linear(user_width, config.d_model)
+        self.place = nn.Linear(place_width, config.d_model)
+        for layer in (self.user, self.place):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"user": self.user(user_taste_inputs(x["user"])), "place": self.place(place_taste_inputs(x["place"]))}
 
 
 class IdEncoder(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 
 from recsys_core.model.backbone import HeteroBackbone
 from recsys_core.model.config import ModelConfig
-from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder
+from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder, WideTaste
 from recsys_core.model.heads import ContextEncoder, FriendHead, PlaceContext, PlaceHead, match_features, pair_features
 from recsys_core.model.inputs import GraphInputs
 
@@ -35,6 +35,7 @@ class GraphRec(nn.Module):
             # saturate the softmax and slow learning down by an order of magnitude.
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+        self.wide = WideTaste(config) if config.wide and not config.featureless else None
         self.context = ContextEncoder(config)
         self.place_head = PlaceHead(config)
         self.friend_head = FriendHead(config)
@@ -44,7 +45,11 @@ class GraphRec(nn.Module):
         h = {t: self.encoders[t](inputs.x[t]) for t in ("user", "place")}
         if self.config.n_layers:
             h = self.backbone(h, inputs)
-        return {t: self.project[t](h[t]) for t in h}
+        z = {t: self.project[t](h[t]) for t in h}
+        if self.wide is not None:
+            wide = self.wide(inputs.x)
+            z = {t: z[t] + wide[t] for t in z}
+        return z
 
     @staticmethod
     def retrieval_scores(z_u: torch.Tensor, z_p: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ class TrainConfig:
     temperature: float = 1.0
     lr: float = 3e-3
     lr_embeddings: float = 1e-2  # id embeddings (featureless mode) learn faster than dense layers
+    lr_wide: float = 3e-2  # the linear taste path: one bilinear form, safe to move fast
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     warmup_steps: int = 10
@@ -179,21 +180,25 @@ def _retrieval_loss(z, users: torch.Tensor, pos: torch.Tensor, sampler: "_Sample
     a (batch x negatives) gather. Every candidate's score is corrected by log Q (its expected
     count among the candidates) so popularity-skewed in-batch negatives do not bias scores.
     """
-    z_u, z_pos = gather(z["user"], users), gather(z["place"], pos)
-    logq = sampler.log_q
-    pos_score = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
-    shared = torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]
-    in_batch = z_u @ gather(z["place"], pos[shared]).T - logq[pos[shared]][None, :]
-    in_batch = in_batch.masked_fill(pos[shared][None, :] == pos[:, None], float("-inf"))
+    # Rows sorted by city so each city's block is a contiguous split: slicing a big logit
+    # matrix by index would make backward allocate and zero it once per city.
     city = sampler.user_city[users]
+    order = torch.argsort(city, stable=True)
+    users, pos, city = users[order], pos[order], city[order]
+    logq = sampler.log_q
+    z_u, z_pos = gather(z["user"], users), gather(z["place"], pos)
+    pos_score = (z_u * z_pos).sum(-1, keepdim=True) - logq[pos][:, None]
+    shared = pos[torch.randperm(len(pos), generator=sampler.g)[: config.in_batch_negatives]]
+    z_shared = gather(z["place"], shared)
+    cities, counts = torch.unique_consecutive(city, return_counts=True)
+    sizes = counts.tolist()
     losses = []
-    for c in torch.unique(city):
-        rows = torch.nonzero(city == c).squeeze(-1)
-        pool = sampler.city_pool(int(c))
-        pool_scores = gather(z_u, rows) @ gather(z["place"], pool).T - logq[pool][None, :]
-        pool_scores = pool_scores.masked_fill(pool[None, :] == pos[rows][:, None], float("-inf"))
-        negatives = torch.cat([pool_scores, in_batch[rows]], dim=1)
-        losses.append(_ranking_loss(pos_score[rows], negatives, config) * len(rows))
+    for c, z_rows, pos_rows, pos_scores in zip(cities.tolist(), z_u.split(sizes), pos.split(sizes), pos_score.split(sizes)):
+        pool = sampler.city_pool(c)
+        candidates = torch.cat([pool, shared])
+        scores = z_rows @ torch.cat([gather(z["place"], pool), z_shared]).T - logq[candidates][None, :]
+        scores = scores.masked_fill(candidates[None, :] == pos_rows[:, None], float("-inf"))
+        losses.append(_ranking_loss(pos_scores, scores, config) * len(pos_rows))
     return torch.stack(losses).sum() / len(users)
 
 
@@ -263,12 +268,15 @@ def validation_recall(
 
 
 def _optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
-    embeddings = [p for n, p in model.named_parameters() if n.startswith("encoders.") and "embedding" in n and model.config.featureless]
-    ids = {id(p) for p in embeddings}
-    dense = [p for p in model.parameters() if id(p) not in ids]
-    groups = [{"params": dense, "lr": config.lr}]
+    """Dense layers, id embeddings and the linear taste path each get their own learning rate."""
+    embeddings = list(model.encoders.parameters()) if model.config.featureless else []
+    wide = list(model.wide.parameters()) if model.wide is not None else []
+    special = {id(p) for p in embeddings + wide}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in special], "lr": config.lr}]
     if embeddings:
         groups.append({"params": embeddings, "lr": config.lr_embeddings, "weight_decay": 0.0})
+    if wide:
+        groups.append({"params": wide, "lr": config.lr_wide, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
