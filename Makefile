@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/var/dagster_home
 DEMO_USERS ?= 10000
 DEMO_PLACES ?= 10000
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install test demo materialize dagster bench clean
+.PHONY: install test demo materialize serve dagster bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +31,15 @@ $(DAGSTER_HOME):
 materialize: install $(DAGSTER_HOME)
 	$(VENV)/bin/recsys materialize --users $(DEMO_USERS) --places $(DEMO_PLACES)
 
+serve: install
+	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT)
+
 demo: materialize
 	@echo
 	@echo "Every asset is materialized for every city (artifacts under var/artifacts)."
-	@echo "Open the Dagster UI with:  make dagster   (then http://127.0.0.1:3000)"
+	@echo "Starting the service on http://$(HOST):$(PORT)  (API docs: /schema, try /recommend/places?user_id=1)"
+	@echo "Dagster UI in another shell:  make dagster   (then http://127.0.0.1:3000)"
+	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT)
 
 dagster: install $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

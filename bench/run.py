@@ -7,7 +7,7 @@ import json
 
 from bench.common import RESULTS, run_isolated, write_section
 
-SECTIONS = {"foundation": "bench.foundation", "model": "bench.model"}
+SECTIONS = {"foundation": "bench.foundation", "model": "bench.model", "serving": "bench.serving"}
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""The `recsys` command: generate a world, materialize the pipeline, (later) serve and benchmark."""
+"""The `recsys` command: generate a world, materialize the pipeline, serve recommendations.
+
+This is the composition root: `serve` imports the service lazily, so the Dagster code
+never depends on the web layer (and vice versa)."""
 
 import argparse
 import logging
@@ -42,6 +45,12 @@ def _materialize(args: argparse.Namespace) -> None:
     print(f"materialized; DAGSTER_HOME={home}")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from serving.cli import serve
+
+    serve(args.host, args.port, args.manifest, args.poll_interval)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     mat = sub.add_parser("materialize", help="materialize every asset for every city in the project's Dagster instance")
     mat.add_argument("--world-dir", help="read the world from Parquet files here instead of generating it")
     mat.add_argument("--cities", nargs="*", help="city partitions (default: all)")
+    srv = sub.add_parser("serve", help="run the recommendation service (Litestar on uvicorn)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--manifest", help="serving manifest to follow (default: var/artifacts/serving/manifest.json)")
+    srv.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks for a newer manifest")
     for p in (gen, mat):
         p.add_argument("--users", type=int, default=10_000)
         p.add_argument("--places", type=int, default=10_000)
@@ -58,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    handlers = {"generate": _generate, "materialize": _materialize}
+    handlers = {"generate": _generate, "materialize": _materialize, "serve": _serve}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from recsys_assets.defs import checks, graph, model, world
+from recsys_assets.defs import checks, graph, model, serving, world
 from recsys_assets.io_manager import ArtifactIOManager
-from recsys_assets.resources import TrainingSettings, WorldSource
+from recsys_assets.resources import ServingSettings, TrainingSettings, WorldSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = os.environ.get("RECSYS_ARTIFACTS", str(PROJECT_ROOT / "var" / "artifacts"))
@@ -19,14 +19,16 @@ def build_definitions(
     artifact_root: str = ARTIFACT_ROOT,
     world_source: WorldSource | None = None,
     training: TrainingSettings | None = None,
+    serving_settings: ServingSettings | None = None,
 ) -> Definitions:
     return Definitions(
-        assets=load_assets_from_modules([world, graph, model]),
+        assets=load_assets_from_modules([world, graph, model, serving]),
         asset_checks=load_asset_checks_from_modules([checks]),
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
             "world": world_source or WorldSource(),
             "training": training or TrainingSettings(),
+            "serving": serving_settings or ServingSettings(artifact_root=artifact_root),
         },
     )
 

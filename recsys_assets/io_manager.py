@@ -9,7 +9,6 @@ Tables are Parquet with the contract's schema; the graph is a dict of plain tens
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,17 +18,11 @@ from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputCo
 
 from recsys_core.evaluation.compare import Comparison
 from recsys_core.graph import GraphBundle, load_graph, save_graph
+from recsys_core.manifest import MANIFEST_FILE, ServingManifest, file_sha256
+from recsys_core.retrieval.index import CityIndex
 from recsys_core.training.pipeline import TrainedModel
 
 MANIFEST = "artifact.json"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactIOManager(ConfigurableIOManager):
@@ -55,6 +48,12 @@ class ArtifactIOManager(ConfigurableIOManager):
         elif isinstance(obj, Comparison):
             main = obj.save(directory)
             fmt = "evaluation"
+        elif isinstance(obj, CityIndex):
+            main = obj.save(directory)
+            fmt = "index"
+        elif isinstance(obj, ServingManifest):
+            main = obj.write(directory / MANIFEST_FILE)
+            fmt = "manifest"
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
         sha = file_sha256(main)
@@ -71,6 +70,8 @@ LOADERS = {
     "graph": lambda directory, manifest: load_graph(directory),
     "model": lambda directory, manifest: TrainedModel.load(directory),
     "evaluation": lambda directory, manifest: Comparison.load(directory),
+    "index": lambda directory, manifest: CityIndex.load(directory),
+    "manifest": lambda directory, manifest: ServingManifest.read(directory / manifest["file"]),
 }
 
 

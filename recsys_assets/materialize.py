@@ -2,7 +2,8 @@
 
 Cities are separate runs (one partition each), in dependency order: every city's places
 first (travel events need them all), then each city's users and interaction tables, then
-the all-city assets. This is what `make demo` and `recsys materialize` run; the Dagster UI
+the all-city assets (graph, model, evaluation, embeddings), then each city's indices, and
+last the serving manifest, which only a fully successful pipeline reaches. This is what `make demo` and `recsys materialize` run; the Dagster UI
 shows the same runs.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from dagster import AssetSelection, DagsterInstance, Definitions, materialize
 
-from recsys_assets.defs import world
+from recsys_assets.defs import serving, world
 from recsys_assets.partitions import city_partitions
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,11 @@ def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequen
     every_asset = list(defs.assets) + list(defs.asset_checks)
     steps = [(name, sel, city) for name, sel in PER_CITY_STAGES for city in cities]
     partitioned = AssetSelection.assets(*[k for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned])
-    steps.append(("all-city assets", AssetSelection.all() - partitioned, None))
+    manifest = AssetSelection.assets(serving.serving_manifest)
+    steps.append(("all-city assets", AssetSelection.all() - partitioned - manifest, None))
+    indices = AssetSelection.assets(serving.place_index, serving.user_index)
+    steps += [("indices", indices, city) for city in cities]
+    steps.append(("serving manifest", manifest, None))
     started = time.perf_counter()
     for i, (name, selection, city) in enumerate(steps, start=1):
         result = materialize(

@@ -1,4 +1,4 @@
-"""Where the world tables come from: the synthetic generator or a directory of Parquet files."""
+"""Resources: the world source (synthetic or Parquet), training settings, serving settings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 
 from recsys_core import contracts
+from recsys_core.manifest import live_manifest_path
+from recsys_core.retrieval.index import EXACT_MAX_ROWS
 from recsys_core.model.config import ModelConfig
 from recsys_core.training.trainer import TrainConfig
 from recsys_core.synthetic.config import WorldConfig
@@ -114,3 +116,15 @@ class TrainingSettings(ConfigurableResource):
             engagement_weighted=self.engagement_weighted,
             seed=self.seed,
         )
+
+
+class ServingSettings(ConfigurableResource):
+    """How serving artifacts are built and where the live manifest is published."""
+
+    artifact_root: str
+    exact_max_rows: int = EXACT_MAX_ROWS  # larger cities get an HNSW index
+    ann_recall_sample: int = 200  # queries the recall check draws per city
+    social_edges_are_friendships: bool = False  # True for data with explicit friendships (LastFM)
+
+    def live_manifest_path(self) -> Path:
+        return live_manifest_path(self.artifact_root)

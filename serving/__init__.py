@@ -1,0 +1,1 @@
+"""The Litestar recommendation service: reads the serving manifest, serves from memory."""

@@ -39,6 +39,13 @@ class MaterializedWorld:
     city_runs: dict = field(default_factory=dict)  # city slug -> ExecuteInProcessResult
     graph_run: object = None
     model_run: object = None
+    serving_runs: list = field(default_factory=list)
+
+    @property
+    def manifest_path(self) -> Path:
+        from recsys_core.manifest import live_manifest_path
+
+        return live_manifest_path(self.root)
 
     @property
     def all_runs(self) -> list:
@@ -48,6 +55,7 @@ class MaterializedWorld:
 CITY_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
 GRAPH_ASSETS = ["user_features", "place_features", "hetero_graph"]
 MODEL_ASSETS = ["trained_model", "model_evaluation"]
+INDEX_ASSETS = ["place_index", "user_index"]
 # A few steps and seconds: enough to exercise every stage, not to reach good quality.
 SMALL_TRAINING = dict(max_steps=12, eval_every=6, batch_size=2048, time_budget_s=60.0, baseline_budget_s=3.0)
 
@@ -93,6 +101,29 @@ def materialized_world(tmp_path_factory) -> MaterializedWorld:
     # The quality gate may fail on a 12-step model; that is reported, not raised.
     run.model_run = materialize_selection(defs, run.instance, MODEL_ASSETS, raise_on_error=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def served_world(materialized_world) -> MaterializedWorld:
+    """The materialized world plus embeddings, every city's indices and the live serving manifest."""
+    from recsys_core.taxonomy import CITY_SLUGS
+
+    run = materialized_world
+    if not run.manifest_path.exists():
+        run.serving_runs.append(materialize_selection(run.defs, run.instance, ["user_embeddings", "place_embeddings"]))
+        for slug in CITY_SLUGS:
+            run.serving_runs.append(materialize_selection(run.defs, run.instance, INDEX_ASSETS, slug))
+        run.serving_runs.append(materialize_selection(run.defs, run.instance, ["serving_manifest"]))
+    return run
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(served_world):
+    """The served world's artifacts loaded the way the service loads them."""
+    from recsys_core.manifest import ServingManifest
+    from recsys_core.recommend.artifacts import ServingArtifacts
+
+    return ServingArtifacts.load(ServingManifest.read(served_world.manifest_path))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, asset_check
 
@@ -18,10 +19,13 @@ from recsys_assets.defs import model as model_assets
 from recsys_assets.defs import world
 from recsys_assets.io_manager import load_latest
 from recsys_assets.metadata import violations_metadata
+from recsys_assets.resources import ServingSettings
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate
 from recsys_core.graph import GraphBundle, graph_problems
+from recsys_core.retrieval.embeddings import embedding_matrix, embedding_problems
+from recsys_core.retrieval.index import CityIndex, recall_vs_exact
 from recsys_core.training.pipeline import TrainedModel
 
 # Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them knowingly.
@@ -138,3 +142,58 @@ def trained_model_weights_finite(trained_model: TrainedModel) -> AssetCheckResul
 def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
     passed, figures = quality_gate(model_evaluation)
     return AssetCheckResult(passed=passed, metadata=figures)
+
+
+def _embedding_check(table: pa.Table, id_column: str, graph: GraphBundle, node: str, model: TrainedModel) -> AssetCheckResult:
+    problems = embedding_problems(table, id_column, graph.data[node].node_id.numpy(), model.model.config.d_model)
+    return AssetCheckResult(passed=not problems, metadata={"problems": problems, "rows": table.num_rows})
+
+
+EMBEDDING_INS = dict(blocking=True, additional_ins={"hetero_graph": AssetIn(), "trained_model": AssetIn()})
+
+
+@asset_check(asset="user_embeddings", **EMBEDDING_INS, description="Model width, all finite, one row per graph user.")
+def user_embeddings_complete(user_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel) -> AssetCheckResult:
+    return _embedding_check(user_embeddings, "user_id", hetero_graph, "user", trained_model)
+
+
+@asset_check(asset="place_embeddings", **EMBEDDING_INS, description="Model width, all finite, one row per graph place.")
+def place_embeddings_complete(place_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel) -> AssetCheckResult:
+    return _embedding_check(place_embeddings, "place_id", hetero_graph, "place", trained_model)
+
+
+def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str, sample: int) -> AssetCheckResult:
+    city = city_of(context)
+    rows = embeddings.filter(pc.equal(embeddings.column("city_id"), city))
+    vectors = embedding_matrix(rows)
+    ids = rows.column(id_column).to_numpy()
+    problems = []
+    if len(index) != rows.num_rows:
+        problems.append(f"index holds {len(index)} rows, the city has {rows.num_rows}")
+    if not np.array_equal(np.sort(index.ids), np.sort(ids)):
+        problems.append("id map differs from the city's embedding ids")
+    recall = float("nan")
+    if len(vectors) and not problems:
+        picked = np.random.default_rng(city).choice(len(vectors), min(sample, len(vectors)), replace=False)
+        recall = recall_vs_exact(index, vectors, vectors[picked], k=50)
+        if recall < 0.99:
+            problems.append(f"ANN recall@50 vs exact search {recall:.4f} < 0.99")
+    return AssetCheckResult(
+        passed=not problems, metadata={"problems": problems, "kind": index.kind, "rows": len(index), "recall@50_vs_exact": recall}
+    )
+
+
+@asset_check(
+    asset="place_index", **PARTITIONED, additional_ins={"place_embeddings": AssetIn()},
+    description="Size equals the city's place count; ANN recall@50 vs exact search >= 0.99 on a sample.",
+)
+def place_index_recall(context: AssetCheckExecutionContext, place_index: CityIndex, place_embeddings: pa.Table, serving: ServingSettings) -> AssetCheckResult:
+    return _index_check(context, place_index, place_embeddings, "place_id", serving.ann_recall_sample)
+
+
+@asset_check(
+    asset="user_index", **PARTITIONED, additional_ins={"user_embeddings": AssetIn()},
+    description="Size equals the city's user count; ANN recall@50 vs exact search >= 0.99 on a sample.",
+)
+def user_index_recall(context: AssetCheckExecutionContext, user_index: CityIndex, user_embeddings: pa.Table, serving: ServingSettings) -> AssetCheckResult:
+    return _index_check(context, user_index, user_embeddings, "user_id", serving.ann_recall_sample)

@@ -1,0 +1,114 @@
+"""Benchmark: the real service process on loopback, driven by a separate load-generator process.
+
+Targets (issue 4): /recommend/places with top_k=10 and explanations at a steady 200 req/s,
+single uvicorn worker, 2 cores: p50 <= 3 ms, p99 <= 20 ms; saturation throughput of places
+and people; start-to-ready <= 10 s on the default world; resident memory.
+
+Artifacts come from the default world and a briefly trained model (latency does not depend
+on how well the model ranks), published with `recsys_core.retrieval.publish`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys_core.graph import build_from_world
+from recsys_core.model.config import ModelConfig
+from recsys_core.retrieval.publish import publish
+from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.world import generate_world
+from recsys_core.taxonomy import FINE_TAGS
+from recsys_core.training.pipeline import fit
+from recsys_core.training.trainer import TrainConfig
+
+RATE, DURATION_S, SATURATION_S = 200.0, 30.0, 15.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _wait_ready(base: str, timeout_s: float = 120.0) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("service never became ready")
+
+
+def _load(port: int, targets: list[str], work: Path, name: str, rate: float | None = None, duration: float = DURATION_S) -> dict:
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(targets))
+    args = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--targets", str(path), "--duration", str(duration)]
+    args += ["--rate", str(rate)] if rate else ["--concurrency", "8"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    world = generate_world(WorldConfig())
+    bundle = build_from_world(world)
+    trained = fit(bundle, ModelConfig(), TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0))
+    work = Path(tempfile.mkdtemp(prefix="recsys-bench-serving-"))
+    manifest = publish(trained.model, bundle, work / "artifacts", version="bench")
+    rng = np.random.default_rng(0)
+    users = rng.choice(bundle.data["user"].node_id.numpy(), 2000, replace=False)
+    places = [f"/recommend/places?user_id={u}&top_k=10" for u in users]
+    places_ctx = [f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}&desired_tags={FINE_TAGS[rng.integers(100)]}" for u in users]
+    people = [f"/recommend/people?user_id={u}&top_k=10" for u in users]
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        ready_s = _wait_ready(base)
+        rss_ready = _rss_mib(server.pid)
+        _load(port, places, work, "warmup", rate=100.0, duration=5.0)
+        figures = {
+            "start_to_ready_s": round(ready_s, 2),
+            "rss_mib_ready": round(rss_ready, 1),
+            "places_at_200rps": _load(port, places, work, "places", rate=RATE),
+            "places_with_context_at_200rps": _load(port, places_ctx, work, "places_ctx", rate=RATE),
+            "people_at_200rps": _load(port, people, work, "people", rate=RATE),
+            "places_saturation": _load(port, places, work, "places_sat", duration=SATURATION_S),
+            "people_saturation": _load(port, people, work, "people_sat", duration=SATURATION_S),
+            "rss_mib_after_load": round(_rss_mib(server.pid), 1),
+            "targets": {"places_p50_ms": 3, "places_p99_ms": 20, "start_to_ready_s": 10},
+            "setup": "default world (10k users, 10k places), 1 uvicorn worker, load generator in its own process, loopback",
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Serving artifacts: embeddings, per-city ANN indices and the manifest the service follows.
+
+The manifest is the last asset: it only materializes when every upstream check passed,
+and it is published by an atomic rename, so the service never sees a half-built state.
+"""
+
+
+import datetime as dt
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckKey,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from recsys_assets.io_manager import MANIFEST, latest_artifact_path
+from recsys_assets.partitions import city_of, city_partitions
+from recsys_assets.resources import ServingSettings
+from recsys_core.graph import GraphBundle
+from recsys_core.manifest import ArtifactRef, ServingManifest
+from recsys_core.retrieval.embeddings import embedding_matrix, export_embeddings
+from recsys_core.retrieval.index import CityIndex, build_city_index
+from recsys_core.taxonomy import CITY_SLUGS, city_id_from_slug
+from recsys_core.training.pipeline import TrainedModel
+
+SERVING = dict(group_name="serving", owners=["team:ml"])
+
+
+@multi_asset(
+    outs={
+        "user_embeddings": AssetOut(**SERVING, kinds={"parquet"}, description="user_id, city_id, float32 embedding, influential past places."),
+        "place_embeddings": AssetOut(**SERVING, kinds={"parquet"}, description="place_id, city_id, float32 embedding."),
+    },
+)
+def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
+    """One full-graph pass of the trained encoders + backbone (held-out pairs included)."""
+    tables = export_embeddings(trained_model.model, hetero_graph)
+    for name, table in (("user_embeddings", tables.users), ("place_embeddings", tables.places)):
+        yield Output(table, output_name=name, metadata={"rows": table.num_rows, "dim": table.schema.field("embedding").type.list_size})
+
+
+def _city_index(context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings) -> Output[CityIndex]:
+    city = city_of(context)
+    rows = table.filter(pc.equal(table.column("city_id"), city))
+    index = build_city_index(rows.column(id_column).to_numpy(), embedding_matrix(rows), settings.exact_max_rows)
+    return Output(index, metadata={"rows": len(index), "kind": index.kind, "city_id": city})
+
+
+@asset(**SERVING, kinds={"faiss"}, partitions_def=city_partitions, description="FAISS inner-product index of the city's places.")
+def place_index(context: AssetExecutionContext, place_embeddings: pa.Table, serving: ServingSettings) -> Output[CityIndex]:
+    return _city_index(context, place_embeddings, "place_id", serving)
+
+
+@asset(**SERVING, kinds={"faiss"}, partitions_def=city_partitions, description="FAISS inner-product index of the city's users.")
+def user_index(context: AssetExecutionContext, user_embeddings: pa.Table, serving: ServingSettings) -> Output[CityIndex]:
+    return _city_index(context, user_embeddings, "user_id", serving)
+
+
+def _ref(context: AssetExecutionContext, key, partition: str | None = None) -> ArtifactRef:
+    directory = latest_artifact_path(context.instance, key, partition)
+    stored = json.loads((directory / MANIFEST).read_text())
+    return ArtifactRef(path=str(directory.resolve()), file=stored["file"], sha256=stored["sha256"])
+
+
+def _key(name: str) -> AssetKey:
+    return AssetKey(name)
+
+
+# Checks of earlier runs that must have passed on the artifacts a manifest names
+# (checks in the same run block by themselves).
+GATES = (
+    ("hetero_graph", "hetero_graph_structure"),
+    ("trained_model", "trained_model_weights_finite"),
+    ("model_evaluation", "model_beats_baselines"),
+    ("user_embeddings", "user_embeddings_complete"),
+    ("place_embeddings", "place_embeddings_complete"),
+)
+
+
+class UncheckedArtifact(RuntimeError):
+    """An upstream artifact whose latest check did not pass: it must not be served."""
+
+
+def _require_passed_checks(context: AssetExecutionContext) -> None:
+    failed = []
+    for asset_name, check_name in GATES:
+        record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(_key(asset_name), check_name))
+        evaluation = record.evaluation if record else None
+        if evaluation is None or not evaluation.passed:
+            failed.append(f"{asset_name}.{check_name}: " + ("never ran" if evaluation is None else f"failed {dict(evaluation.metadata)}"))
+    if failed:
+        raise UncheckedArtifact("not publishing a serving manifest; the live one stays: " + "; ".join(failed))
+
+
+ALL_CITIES = AllPartitionMapping()
+
+
+@asset(
+    **SERVING,
+    kinds={"json"},
+    deps=[
+        "trained_model",
+        "model_evaluation",  # its blocking quality gate must pass before a model is served
+        "hetero_graph",
+        "user_embeddings",
+        "place_embeddings",
+        AssetDep("place_index", partition_mapping=ALL_CITIES),
+        AssetDep("user_index", partition_mapping=ALL_CITIES),
+    ],
+    description="The exact artifacts the service loads (paths, sha256, model version), published atomically.",
+)
+def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -> Output[ServingManifest]:
+    _require_passed_checks(context)
+    model = _ref(context, _key("trained_model"))
+    now = dt.datetime.now(dt.timezone.utc)
+    manifest = ServingManifest(
+        version=f"{now:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}",
+        created_at=now.isoformat(),
+        model_version=f"graphrec-{model.sha256[:12]}",
+        model=model,
+        graph=_ref(context, _key("hetero_graph")),
+        user_embeddings=_ref(context, _key("user_embeddings")),
+        place_embeddings=_ref(context, _key("place_embeddings")),
+        place_indices={str(city_id_from_slug(s)): _ref(context, _key("place_index"), s) for s in CITY_SLUGS},
+        user_indices={str(city_id_from_slug(s)): _ref(context, _key("user_index"), s) for s in CITY_SLUGS},
+        social_edges_are_friendships=serving.social_edges_are_friendships,
+    )
+    live = manifest.write(serving.live_manifest_path())
+    context.log.info("published serving manifest %s (%s) at %s", manifest.version, manifest.model_version, live)
+    return Output(
+        manifest,
+        metadata={
+            "live_manifest": str(live),
+            "model_version": manifest.model_version,
+            "version": manifest.version,
+            "manifest": MetadataValue.json(json.loads(manifest.to_json())),
+        },
+    )

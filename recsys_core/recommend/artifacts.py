@@ -1,0 +1,146 @@
+"""Everything the service scores with, loaded once from a serving manifest into memory.
+
+After `load` returns, no request touches the disk: embeddings, features, the per-city
+indices, who-has-been-where and the model heads all live in this object. A new manifest
+gives a new object; the old one keeps serving the requests that already hold it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+
+from recsys_core.explain import place_name
+from recsys_core.graph import INTERACTS, SOCIAL, load_graph
+from recsys_core.manifest import ManifestError, ServingManifest
+from recsys_core.model.checkpoint import load_checkpoint
+from recsys_core.model.graphrec import GraphRec
+from recsys_core.retrieval.embeddings import embedding_matrix
+from recsys_core.retrieval.index import CityIndex
+
+logger = logging.getLogger(__name__)
+
+
+def _align(table_ids: np.ndarray, graph_ids: np.ndarray, what: str) -> np.ndarray:
+    """Row of the table for each graph node; every node must have exactly one row."""
+    order = np.argsort(table_ids)
+    pos = np.searchsorted(table_ids[order], graph_ids)
+    pos = np.minimum(pos, len(order) - 1)
+    if len(table_ids) != len(graph_ids) or not np.array_equal(table_ids[order][pos], graph_ids):
+        raise ManifestError(f"{what} do not cover the graph's nodes one to one")
+    return order[pos]
+
+
+@dataclass
+class ServingArtifacts:
+    manifest: ServingManifest
+    model: GraphRec
+    user_ids: np.ndarray  # sorted, index = node index
+    place_ids: np.ndarray
+    z_user: torch.Tensor
+    z_place: torch.Tensor
+    x_user: torch.Tensor
+    x_place: torch.Tensor
+    user_city: np.ndarray
+    place_city: np.ndarray
+    seen: sp.csr_matrix  # user x place: interacted before
+    friends: sp.csr_matrix  # user x user: social edges
+    influences: list[np.ndarray]  # per user: place indices that weighed most
+    popularity: np.ndarray  # per place: log1p(interacting users), the cold-start prior
+    place_names: list[str]
+    place_indices: dict[int, CityIndex]
+    user_indices: dict[int, CityIndex]
+    # Per user: mean and std of <z_u, z_p> over the home city's places, to say how much
+    # a given place stands out for them (the target-place term of attendance).
+    score_mean: np.ndarray
+    score_std: np.ndarray
+    loaded_in_s: float = 0.0
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest.model_version
+
+    @property
+    def cities(self) -> list[int]:
+        return sorted(self.place_indices)
+
+    def user_index(self, user_id: int) -> int | None:
+        i = int(np.searchsorted(self.user_ids, user_id))
+        return i if i < len(self.user_ids) and self.user_ids[i] == user_id else None
+
+    def place_index(self, place_id: int) -> int | None:
+        i = int(np.searchsorted(self.place_ids, place_id))
+        return i if i < len(self.place_ids) and self.place_ids[i] == place_id else None
+
+    def places_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.place_ids, ids)
+
+    def users_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.user_ids, ids)
+
+    @classmethod
+    def load(cls, manifest: ServingManifest, verify: bool = True) -> "ServingArtifacts":
+        started = time.perf_counter()
+        if verify:
+            manifest.verify()
+        model, _ = load_checkpoint(manifest.model.directory)
+        bundle = load_graph(manifest.graph.directory)
+        data = bundle.data
+        user_ids, place_ids = data["user"].node_id.numpy(), data["place"].node_id.numpy()
+        if not (np.all(np.diff(user_ids) > 0) and np.all(np.diff(place_ids) > 0)):
+            raise ManifestError("graph node ids must be sorted and unique")
+        users = pq.read_table(Path(manifest.user_embeddings.path, manifest.user_embeddings.file))
+        places = pq.read_table(Path(manifest.place_embeddings.path, manifest.place_embeddings.file))
+        u_rows = _align(users.column("user_id").to_numpy(), user_ids, "user embeddings")
+        p_rows = _align(places.column("place_id").to_numpy(), place_ids, "place embeddings")
+        z_user = torch.from_numpy(embedding_matrix(users)[u_rows].copy())
+        z_place = torch.from_numpy(embedding_matrix(places)[p_rows].copy())
+        influence_ids = users.column("influential_place_ids").to_pylist()
+        influences = [np.searchsorted(place_ids, np.asarray(influence_ids[r], np.int64)) for r in u_rows]
+        n_users, n_places = len(user_ids), len(place_ids)
+        ei = data[INTERACTS].edge_index.numpy()
+        seen = sp.csr_matrix((np.ones(ei.shape[1], np.float32), (ei[0], ei[1])), shape=(n_users, n_places))
+        if SOCIAL in data.edge_types:
+            se = data[SOCIAL].edge_index.numpy()
+            friends = sp.csr_matrix((np.ones(se.shape[1], np.float32), (se[0], se[1])), shape=(n_users, n_users))
+        else:
+            friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
+        x_user = data["user"].x if "x" in data["user"] else torch.zeros(n_users, 0)
+        x_place = data["place"].x if "x" in data["place"] else torch.zeros(n_places, 0)
+        user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
+        place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
+        place_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.place_indices.items()}
+        user_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.user_indices.items()}
+        mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
+        names = [place_name(row) for row in x_place.numpy()] if x_place.shape[1] else [f"place {i}" for i in place_ids]
+        artifacts = cls(
+            manifest=manifest, model=model.eval(), user_ids=user_ids, place_ids=place_ids,
+            z_user=z_user, z_place=z_place, x_user=x_user.float(), x_place=x_place.float(),
+            user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
+            popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=names,
+            place_indices=place_indices, user_indices=user_indices, score_mean=mean, score_std=std,
+        )
+        artifacts.loaded_in_s = time.perf_counter() - started
+        logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)
+        return artifacts
+
+
+@torch.no_grad()
+def _home_city_score_stats(z_user, z_place, user_city, place_city) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.zeros(len(z_user), np.float32)
+    std = np.ones(len(z_user), np.float32)
+    for city in np.unique(user_city):
+        u, p = np.flatnonzero(user_city == city), np.flatnonzero(place_city == city)
+        if len(p) < 2:
+            continue
+        scores = z_user[u] @ z_place[p].T
+        mean[u] = scores.mean(1).numpy()
+        std[u] = scores.std(1).clamp_min(1e-6).numpy()
+    return mean, std

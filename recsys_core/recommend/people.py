@@ -1,0 +1,87 @@
+"""People recommendations: who in the city a user would get along with, and who would come along.
+
+Candidates come from the city's user index (<z_u, z_v>), the user themself and (where the
+data's social edges are real friendships) existing friends left out. The friend head gives
+compatibility and attendance; a target place scales attendance by how much that place
+stands out for the candidate, and activity tags by how much the candidate is into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recsys_core.explain import Wishes, explain_person
+from recsys_core.features import USER_LAYOUT
+from recsys_core.recommend.artifacts import ServingArtifacts
+from recsys_core.recommend.places import resolve_city
+from recsys_core.recommend.queries import CANDIDATES, NotFound, PeopleQuery, check_top_k
+
+COMPAT_WEIGHT = 0.7  # combined = 0.7 compatibility + 0.3 attendance (the specification's alpha)
+
+
+@dataclass(frozen=True)
+class PersonResult:
+    user_id: int
+    compat_score: float
+    attend_prob: float
+    combined_score: float
+    explanations: list[str]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonResult]:
+    check_top_k(query.top_k)
+    user = art.user_index(query.user_id)
+    if user is None:
+        raise NotFound("user_id", f"unknown user {query.user_id}")
+    target = None
+    if query.target_place_id is not None:
+        target = art.place_index(query.target_place_id)
+        if target is None:
+            raise NotFound("target_place_id", f"unknown place {query.target_place_id}")
+    city = resolve_city(art, query.city_id, user)
+    index = art.user_indices[city]
+    excluded = {user}
+    if art.manifest.social_edges_are_friendships:
+        excluded.update(art.friends.indices[art.friends.indptr[user] : art.friends.indptr[user + 1]].tolist())
+    _, found = index.search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(excluded))
+    candidates = art.users_of(found[0][found[0] >= 0])
+    candidates = candidates[~np.isin(candidates, list(excluded))]
+    if not len(candidates):
+        return []
+    compat, attend = _friend_scores(art, user, candidates)
+    if target is not None:
+        fit = (art.z_user[candidates] @ art.z_place[target]).numpy()
+        attend = attend * _sigmoid((fit - art.score_mean[candidates]) / art.score_std[candidates])
+    combined = COMPAT_WEIGHT * compat + (1 - COMPAT_WEIGHT) * attend
+    if query.activity_tags and art.x_user.shape[1]:
+        taste = art.x_user[candidates][:, USER_LAYOUT["fine_pref"]].numpy()
+        into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
+        combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
+    order = np.argsort(-combined, kind="stable")[: query.top_k]
+    wishes = Wishes(tags=query.activity_tags, target_place_name=art.place_names[target] if target is not None else None)
+    return [_result(art, user, int(candidates[i]), compat[i], attend[i], combined[i], wishes, target) for i in order]
+
+
+@torch.no_grad()
+def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = torch.from_numpy(candidates)
+    u = torch.full_like(v, user)
+    compat, attend = art.model.friend_scores(art.z_user[u], art.z_user[v], art.x_user[u], art.x_user[v])
+    return _sigmoid(compat.numpy()), _sigmoid(attend.numpy())
+
+
+def _result(art, user, other, compat, attend, combined, wishes, target) -> PersonResult:
+    if art.x_user.shape[1]:
+        target_x = art.x_place[target].numpy() if target is not None else None
+        reasons = explain_person(art.x_user[user].numpy(), art.x_user[other].numpy(), wishes, target_x)
+    else:
+        shared = np.intersect1d(art.influences[user], art.influences[other])
+        reasons = [f"You both love {art.place_names[shared[0]]}"] if len(shared) else ["Goes to the same places as people you get along with"]
+    return PersonResult(int(art.user_ids[other]), float(compat), float(attend), float(combined), reasons)

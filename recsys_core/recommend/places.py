@@ -1,0 +1,122 @@
+"""Place recommendations: ANN retrieval in the city, re-ranking by the place head under the
+request context, explanations; popularity and profile fallbacks for cold users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recsys_core.explain import Wishes, explain_place
+from recsys_core.features import PLACE_LAYOUT
+from recsys_core.model.heads import ANY_SLOT, PlaceContext
+from recsys_core.recommend.artifacts import ServingArtifacts
+from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
+from recsys_core.social import unit_rows
+from recsys_core.taxonomy import C_COARSE, C_FINE
+
+COLD_BLEND = 0.5  # weight of city popularity for a known user without history
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    place_id: int
+    name: str
+    score: float
+    explanations: list[str]
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / max(float(values.std()), 1e-6)
+
+
+def resolve_city(art: ServingArtifacts, city_id: int | None, user: int | None) -> int:
+    if city_id is None:
+        if user is None:
+            raise RequestError("city_id", "is required for a user without history")
+        return int(art.user_city[user])
+    if city_id not in art.place_indices:
+        raise RequestError("city_id", f"unknown city {city_id}; served cities: {art.cities}")
+    return city_id
+
+
+def _context(query: PlaceQuery, city: int, n: int) -> PlaceContext:
+    cats = torch.zeros(n, C_COARSE)
+    tags = torch.zeros(n, C_FINE)
+    if query.desired_categories:
+        cats[:, list(query.desired_categories)] = 1.0
+    if query.desired_tags:
+        tags[:, list(query.desired_tags)] = 1.0
+    slot = ANY_SLOT if query.time_slot is None else query.time_slot
+    return PlaceContext(torch.full((n,), city), torch.full((n,), slot), cats, tags)
+
+
+def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray) -> np.ndarray:
+    """Content-based score of a profile-only request: tag cosine + category match + popularity."""
+    x = art.x_place[places].numpy()
+    wanted = np.zeros(C_FINE, np.float32)
+    wanted[list(query.desired_tags)] = 1.0
+    tags = unit_rows(x[:, PLACE_LAYOUT["fine_tag_vector"]]) @ (wanted / max(np.linalg.norm(wanted), 1e-6))
+    cats = (x[:, PLACE_LAYOUT["category_one_hot"]][:, list(query.desired_categories)] > 0).any(axis=1) if query.desired_categories else 0.0
+    slot = (x[:, PLACE_LAYOUT["typical_time_slot"]][:, 0] == query.time_slot) if query.time_slot is not None else 0.0
+    return tags + 0.5 * cats + 0.2 * slot + 0.1 * _zscore(art.popularity[places])
+
+
+@torch.no_grad()
+def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: PlaceQuery, city: int) -> np.ndarray:
+    p = torch.from_numpy(places)
+    z_u = art.z_user[user].expand(len(p), -1)
+    return art.model.place_scores(z_u, art.z_place[p], _context(query, city, len(p)), art.x_place[p]).numpy()
+
+
+def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResult]:
+    check_top_k(query.top_k)
+    check_time_slot(query.time_slot)
+    user = art.user_index(query.user_id)
+    if user is None and not query.has_profile:
+        raise NotFound(
+            "user_id",
+            f"unknown user {query.user_id}; send desired_tags or desired_categories (and city_id) for profile-based recommendations",
+        )
+    city = resolve_city(art, query.city_id, user)
+    index = art.place_indices[city]
+    if user is None:
+        places = np.searchsorted(art.place_ids, index.ids)
+        scores = _profile_scores(art, query, places)
+        cold = True
+    else:
+        seen = art.seen.indices[art.seen.indptr[user] : art.seen.indptr[user + 1]]
+        _, found = index.search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(seen))
+        places = np.setdiff1d(art.places_of(found[0][found[0] >= 0]), seen, assume_unique=True)
+        cold = len(seen) == 0
+        if cold:  # no history: blend the city's most popular places with the feature-based profile
+            city_places = np.searchsorted(art.place_ids, index.ids)
+            popular = city_places[np.argsort(-art.popularity[city_places], kind="stable")[:CANDIDATES]]
+            places = np.union1d(places, popular)
+        scores = _head_scores(art, user, places, query, city)
+        if cold:
+            scores = (1 - COLD_BLEND) * _zscore(scores) + COLD_BLEND * _zscore(art.popularity[places])
+    order = np.argsort(-scores, kind="stable")[: query.top_k]
+    wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
+    return [_result(art, user, int(places[i]), float(scores[i]), wishes, cold) for i in order]
+
+
+def _result(art: ServingArtifacts, user: int | None, place: int, score: float, wishes: Wishes, cold: bool) -> PlaceResult:
+    place_x = art.x_place[place].numpy()
+    if place_x.shape[0] == 0:  # interaction-only data: only the history can explain
+        return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, _history_reasons(art, user))
+    user_x = art.x_user[user].numpy() if user is not None and art.x_user.shape[1] else None
+    influences = []
+    if user is not None:
+        tags = PLACE_LAYOUT["fine_tag_vector"]
+        influences = [(art.place_names[i], art.x_place[i, tags].numpy()) for i in art.influences[user] if i != place]
+    reasons = explain_place(user_x, place_x, wishes, influences, popular_in_city=cold)
+    return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, reasons)
+
+
+def _history_reasons(art: ServingArtifacts, user: int | None) -> list[str]:
+    if user is None or not len(art.influences[user]):
+        return ["Popular with people in this city"]
+    return [f"People who like {art.place_names[art.influences[user][0]]} also go here"]
+

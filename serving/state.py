@@ -1,0 +1,76 @@
+"""The artifacts being served, and hot reload: a newer manifest is loaded in the background
+and swapped in with one reference assignment.
+
+A request takes `holder.current` once at its start and keeps using that object, so
+requests in flight finish on the version they started with; the old artifacts are freed
+when the last of them returns. A manifest that fails to load (missing file, hash
+mismatch) is logged and reported by /version; the current version keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys_core.manifest import ManifestError, ServingManifest
+from recsys_core.recommend.artifacts import ServingArtifacts
+
+logger = logging.getLogger("serving.reload")
+
+
+@dataclass
+class Served:
+    artifacts: ServingArtifacts
+    loaded_at: str
+
+
+class ArtifactHolder:
+    def __init__(self, manifest_path: Path, poll_interval_s: float = 2.0):
+        self.manifest_path = Path(manifest_path)
+        self.poll_interval_s = poll_interval_s
+        self.current: Served | None = None
+        self.reloads = 0
+        self.last_error: str | None = None
+        self._seen_text: str | None = None
+
+    def _read_if_changed(self) -> ServingManifest | None:
+        try:
+            text = self.manifest_path.read_text()
+        except FileNotFoundError:
+            self.last_error = f"no serving manifest at {self.manifest_path} yet (run `make materialize`)"
+            return None
+        if text == self._seen_text:
+            return None
+        self._seen_text = text
+        return ServingManifest.from_json(text)
+
+    def load_if_changed(self) -> bool:
+        """Blocking: load a new manifest if there is one; True when a new version is live."""
+        try:
+            manifest = self._read_if_changed()
+            if manifest is None or (self.current and manifest.version == self.current.artifacts.manifest.version):
+                return False
+            artifacts = ServingArtifacts.load(manifest)
+        except (ManifestError, OSError, ValueError, RuntimeError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            logger.error("serving manifest %s not loaded, keeping the current version: %s", self.manifest_path, exc)
+            return False
+        previous = self.current
+        self.current = Served(artifacts, dt.datetime.now(dt.timezone.utc).isoformat())  # the atomic swap
+        self.last_error = None
+        if previous is not None:
+            self.reloads += 1
+        logger.info(
+            "serving %s (%s), loaded in %.1fs%s", manifest.version, manifest.model_version, artifacts.loaded_in_s,
+            f", replacing {previous.artifacts.manifest.version}" if previous else "",
+        )
+        return True
+
+    async def watch(self) -> None:
+        """Poll the manifest; loading runs in a worker thread so requests keep flowing."""
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            await asyncio.to_thread(self.load_if_changed)
