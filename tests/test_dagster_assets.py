@@ -39,6 +39,13 @@ MODEL_CHECKS = {
     "trained_model_weights_finite": "trained_model",
     "model_beats_baselines": "model_evaluation",
 }
+SERVING_ASSETS = ["user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest"]
+SERVING_CHECKS = {
+    "user_embeddings_complete": "user_embeddings",
+    "place_embeddings_complete": "place_embeddings",
+    "place_index_recall": "place_index",
+    "user_index_recall": "user_index",
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -94,7 +101,7 @@ def city_slice(world, slug: str) -> dict[str, pa.Table]:
 def test_definitions_load():
     Definitions.validate_loadable(project_defs)
     keys = {key.to_user_string() for key in project_defs.resolve_all_asset_keys()}
-    assert keys == set(WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"])
+    assert keys == set(WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"] + SERVING_ASSETS)
 
 
 @pytest.mark.parametrize("asset", WORLD_ASSETS)
@@ -112,7 +119,7 @@ def test_graph_assets_cover_all_cities_unpartitioned(asset):
 
 def test_definitions_have_the_expected_blocking_checks():
     specs = [spec for checks in project_defs.asset_checks for spec in checks.check_specs]
-    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {**WORLD_CHECKS, **GRAPH_CHECKS, **MODEL_CHECKS}
+    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {**WORLD_CHECKS, **GRAPH_CHECKS, **MODEL_CHECKS, **SERVING_CHECKS}
     assert all(spec.blocking for spec in specs)
 
 

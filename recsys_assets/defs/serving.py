@@ -91,13 +91,17 @@ class UncheckedArtifact(RuntimeError):
     """An upstream artifact whose latest check did not pass: it must not be served."""
 
 
+def _plain(metadata) -> dict[str, object]:
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
 def _require_passed_checks(context: AssetExecutionContext) -> None:
     failed = []
     for asset_name, check_name in GATES:
         record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(_key(asset_name), check_name))
         evaluation = record.evaluation if record else None
         if evaluation is None or not evaluation.passed:
-            failed.append(f"{asset_name}.{check_name}: " + ("never ran" if evaluation is None else f"failed {dict(evaluation.metadata)}"))
+            failed.append(f"{asset_name}.{check_name}: " + ("never ran" if evaluation is None else f"failed {_plain(evaluation.metadata)}"))
     if failed:
         raise UncheckedArtifact("not publishing a serving manifest; the live one stays: " + "; ".join(failed))
 

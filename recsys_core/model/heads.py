@@ -90,7 +90,12 @@ class PlaceHead(nn.Module):
 
 
 class FriendHead(nn.Module):
-    """Shared trunk; a compatibility logit and an attendance logit."""
+    """Shared trunk; a compatibility logit and an attendance logit.
+
+    The raw pair features (taste cosine, vibe cosine, shared neighbourhoods) also reach both
+    logits linearly: a wide path that is right from the first steps, which the deep trunk
+    then corrects, instead of having to rediscover a cosine among 500 inputs.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -98,6 +103,10 @@ class FriendHead(nn.Module):
         self.trunk = mlp([4 * config.d_model + N_PAIR_FEATURES, hidden[0], hidden[0]], config.head_dropout)
         self.compat = mlp([hidden[0], hidden[-1], 1], 0.0)
         self.attend = mlp([hidden[0], hidden[-1], 1], 0.0)
+        self.wide = nn.Linear(N_PAIR_FEATURES, 2)
+        for out in (self.compat[-1], self.attend[-1]):  # the deep correction starts near zero
+            nn.init.normal_(out.weight, std=0.01)
+            nn.init.zeros_(out.bias)
 
     def forward(self, z_u: torch.Tensor, z_v: torch.Tensor, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Symmetric in (u, v): the trunk sees the pair in both orders and averages.
@@ -106,4 +115,5 @@ class FriendHead(nn.Module):
             + self.trunk(torch.cat([_interaction(z_v, z_u), pair], dim=-1))
         )
         shared = F.relu(shared)
-        return self.compat(shared).squeeze(-1), self.attend(shared).squeeze(-1)
+        wide = self.wide(pair)
+        return self.compat(shared).squeeze(-1) + wide[:, 0], self.attend(shared).squeeze(-1) + wide[:, 1]

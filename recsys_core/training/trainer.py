@@ -43,7 +43,7 @@ class TrainConfig:
     temperature: float = 1.0
     lr: float = 3e-3
     lr_embeddings: float = 1e-2  # id embeddings (featureless mode) learn faster than dense layers
-    lr_wide: float = 3e-2  # the linear taste path: one bilinear form, safe to move fast
+    lr_wide: float = 3e-2  # the linear feature paths (taste, pair features): safe to move fast
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     warmup_steps: int = 10
@@ -270,7 +270,7 @@ def validation_recall(
 def _optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
     """Dense layers, id embeddings and the linear taste path each get their own learning rate."""
     embeddings = list(model.encoders.parameters()) if model.config.featureless else []
-    wide = list(model.wide.parameters()) if model.wide is not None else []
+    wide = [p for name, p in model.named_parameters() if "wide." in name]  # the linear feature paths
     special = {id(p) for p in embeddings + wide}
     groups = [{"params": [p for p in model.parameters() if id(p) not in special], "lr": config.lr}]
     if embeddings:

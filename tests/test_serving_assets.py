@@ -1,0 +1,57 @@
+"""The serving stage in Dagster: embeddings, per-city indices and their checks, and the manifest gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from recsys_assets.definitions import defs as project_defs
+from recsys_core.manifest import ServingManifest
+from recsys_core.retrieval.index import CityIndex
+from recsys_core.taxonomy import CITY_SLUGS
+
+
+@pytest.mark.parametrize("asset", ["place_index", "user_index"])
+def test_indices_are_partitioned_by_city(asset):
+    partitions = project_defs.resolve_asset_graph().get(AssetKey(asset)).partitions_def
+    assert partitions.get_partition_keys() == list(CITY_SLUGS)
+
+
+def test_serving_stage_materializes_with_every_check_passing(served_world):
+    assert served_world.serving_runs and all(run.success for run in served_world.serving_runs)
+    evaluations = [e for run in served_world.serving_runs for e in run.get_asset_check_evaluations()]
+    names = {e.asset_check_key.name for e in evaluations}
+    assert {"user_embeddings_complete", "place_embeddings_complete", "place_index_recall", "user_index_recall"} <= names
+    assert all(e.passed for e in evaluations)
+    recalls = [e.metadata["recall@50_vs_exact"].value for e in evaluations if e.asset_check_key.name.endswith("_recall")]
+    assert len(recalls) == 2 * len(CITY_SLUGS) and min(recalls) >= 0.99
+
+
+def test_manifest_names_every_city_index_with_the_city_row_counts(served_world, serving_artifacts):
+    manifest = ServingManifest.read(served_world.manifest_path)
+    manifest.verify()
+    assert sorted(manifest.place_indices) == sorted(manifest.user_indices) == [str(i) for i in range(len(CITY_SLUGS))]
+    for city, ref in manifest.place_indices.items():
+        index = CityIndex.load(ref.directory)
+        assert len(index) == int((serving_artifacts.place_city == int(city)).sum())
+        assert np.isin(index.ids, serving_artifacts.place_ids[serving_artifacts.place_city == int(city)]).all()
+    assert manifest.model_version == f"graphrec-{manifest.model.sha256[:12]}"
+
+
+def test_manifest_is_not_published_when_upstream_checks_never_passed(served_world, tmp_path):
+    """A fresh instance knows the artifacts' paths but has no passing check on record: no manifest."""
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.resources import ServingSettings
+
+    defs = build_definitions(str(served_world.root), serving_settings=ServingSettings(artifact_root=str(tmp_path)))
+    from dagster import materialize
+
+    instance = DagsterInstance.ephemeral()
+    result = materialize([*defs.assets, *defs.asset_checks], selection=["serving_manifest"], instance=instance,
+                         resources=defs.resources, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message)
+    assert "not publishing a serving manifest" in message and "never ran" in message
+    assert not (tmp_path / "serving" / "manifest.json").exists()
