@@ -10,6 +10,7 @@ User features are therefore 158 wide, not 148. `USER_LAYOUT` / `PLACE_LAYOUT` /
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -28,13 +29,16 @@ class Layout:
     def width(self) -> int:
         return sum(size for _, size in self.blocks)
 
-    def __getitem__(self, name: str) -> slice:
-        start = 0
+    @cached_property
+    def _slices(self) -> dict[str, slice]:
+        slices, start = {}, 0
         for block, size in self.blocks:
-            if block == name:
-                return slice(start, start + size)
+            slices[block] = slice(start, start + size)
             start += size
-        raise KeyError(name)
+        return slices
+
+    def __getitem__(self, name: str) -> slice:
+        return self._slices[name]  # looked up per request in serving: a dict, not a scan
 
     def as_table(self) -> list[dict[str, object]]:
         return [{"block": b, "start": self[b].start, "stop": self[b].stop, "width": s} for b, s in self.blocks]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from recsys_core.recommend.artifacts import ServingArtifacts
@@ -25,6 +28,11 @@ from serving.schemas import (
 from serving.state import ArtifactHolder, Served
 
 LIST_HELP = "ids or names; repeat the parameter or separate with commas"
+UserId = Annotated[int, QueryParameter(ge=0)]
+TopK = Annotated[int, QueryParameter(ge=1, le=100, description="1..100")]
+Vocabulary = Annotated[list[str] | None, QueryParameter(description=LIST_HELP)]
+Current = NamedDependency[Served]
+Holder = NamedDependency[ArtifactHolder]
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -71,19 +79,19 @@ class PlacesController(Controller):
     @get(sync_to_thread=False, summary="Places a user will like, re-ranked for the request context")
     def get_places(
         self,
-        serving: Served,
-        user_id: int = Parameter(ge=0),
-        city_id: int | None = None,
-        time_slot: int | None = Parameter(default=None, description="0..5: morning .. weekend_night"),
-        desired_categories: list[str] | None = Parameter(default=None, description=LIST_HELP),
-        desired_tags: list[str] | None = Parameter(default=None, description=LIST_HELP),
-        top_k: int = Parameter(default=10, ge=1, le=100),
+        serving: Current,
+        user_id: UserId,
+        city_id: FromQuery[int | None] = None,
+        time_slot: Annotated[int | None, QueryParameter(description="0..5: morning .. weekend_night")] = None,
+        desired_categories: Vocabulary = None,
+        desired_tags: Vocabulary = None,
+        top_k: TopK = 10,
     ) -> PlaceResponse:
         body = PlaceRequest(user_id, city_id, time_slot, _split(desired_categories), _split(desired_tags), top_k)
         return _places(serving.artifacts, body)
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body")
-    def post_places(self, serving: Served, data: PlaceRequest) -> PlaceResponse:
+    def post_places(self, serving: Current, data: JSONBody[PlaceRequest]) -> PlaceResponse:
         return _places(serving.artifacts, data)
 
 
@@ -94,17 +102,17 @@ class PeopleController(Controller):
     @get(sync_to_thread=False, summary="People a user would get along with / who would come along to a place")
     def get_people(
         self,
-        serving: Served,
-        user_id: int = Parameter(ge=0),
-        city_id: int | None = None,
-        target_place_id: int | None = None,
-        activity_tags: list[str] | None = Parameter(default=None, description=LIST_HELP),
-        top_k: int = Parameter(default=10, ge=1, le=100),
+        serving: Current,
+        user_id: UserId,
+        city_id: FromQuery[int | None] = None,
+        target_place_id: FromQuery[int | None] = None,
+        activity_tags: Vocabulary = None,
+        top_k: TopK = 10,
     ) -> PeopleResponse:
         return _people(serving.artifacts, PeopleRequest(user_id, city_id, target_place_id, _split(activity_tags), top_k))
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body")
-    def post_people(self, serving: Served, data: PeopleRequest) -> PeopleResponse:
+    def post_people(self, serving: Current, data: JSONBody[PeopleRequest]) -> PeopleResponse:
         return _people(serving.artifacts, data)
 
 
@@ -116,14 +124,14 @@ class OpsController(Controller):
         return Health("ok")
 
     @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before")
-    def ready(self, holder: ArtifactHolder) -> Ready:
+    def ready(self, holder: Holder) -> Ready:
         current = holder.current
         if current is None:
             raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=holder.last_error or "loading artifacts")
         return Ready(True, current.artifacts.manifest.version)
 
     @get("/version", sync_to_thread=False, summary="The manifest being served")
-    def version(self, serving: Served, holder: ArtifactHolder) -> VersionInfo:
+    def version(self, serving: Current, holder: Holder) -> VersionInfo:
         m = serving.artifacts.manifest
         return VersionInfo(
             version=m.version,

@@ -128,7 +128,7 @@ def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -
     model = _ref(context, _key("trained_model"))
     now = dt.datetime.now(dt.timezone.utc)
     manifest = ServingManifest(
-        version=f"{now:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}",
+        version=f"{now:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}",
         created_at=now.isoformat(),
         model_version=f"graphrec-{model.sha256[:12]}",
         model=model,

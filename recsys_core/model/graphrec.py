@@ -62,6 +62,10 @@ class GraphRec(nn.Module):
         correction = self.place_head(z_u, z_p, self.context(ctx), match_features(ctx, place_x))
         return self.retrieval_scores(z_u, z_p) + correction
 
+    def serving_blocks(self) -> dict[str, torch.Tensor]:
+        """Request-independent pieces of the place head, computed once per loaded model."""
+        return self.place_head.first_layer_blocks(self.config.d_model, self.config.d_ctx)
+
     def friend_scores(
         self, z_u: torch.Tensor, z_v: torch.Tensor, x_u: torch.Tensor, x_v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

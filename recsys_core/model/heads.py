@@ -88,6 +88,13 @@ class PlaceHead(nn.Module):
     def forward(self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([_interaction(z_u, z_p), ctx, match], dim=-1)).squeeze(-1)
 
+    def first_layer_blocks(self, d: int, d_ctx: int) -> dict[str, torch.Tensor]:
+        """The first layer's weight split by input block, each transposed and contiguous (serving)."""
+        w = self.mlp[0].weight.detach()
+        cuts = {"user": (0, d), "place": (d, 2 * d), "product": (2 * d, 3 * d), "distance": (3 * d, 4 * d),
+                "ctx": (4 * d, 4 * d + d_ctx), "match": (4 * d + d_ctx, w.shape[1])}
+        return {name: w[:, a:b].T.contiguous() for name, (a, b) in cuts.items()}
+
 
 class FriendHead(nn.Module):
     """Shared trunk; a compatibility logit and an attendance logit.
@@ -110,10 +117,8 @@ class FriendHead(nn.Module):
 
     def forward(self, z_u: torch.Tensor, z_v: torch.Tensor, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Symmetric in (u, v): the trunk sees the pair in both orders and averages.
-        shared = 0.5 * (
-            self.trunk(torch.cat([_interaction(z_u, z_v), pair], dim=-1))
-            + self.trunk(torch.cat([_interaction(z_v, z_u), pair], dim=-1))
-        )
+        both = self.trunk(torch.cat([torch.cat([_interaction(z_u, z_v), pair], -1), torch.cat([_interaction(z_v, z_u), pair], -1)]))
+        shared = 0.5 * (both[: len(z_u)] + both[len(z_u) :])
         shared = F.relu(shared)
         wide = self.wide(pair)
         return self.compat(shared).squeeze(-1) + wide[:, 0], self.attend(shared).squeeze(-1) + wide[:, 1]

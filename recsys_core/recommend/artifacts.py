@@ -22,6 +22,7 @@ from recsys_core.graph import INTERACTS, SOCIAL, load_graph
 from recsys_core.manifest import ManifestError, ServingManifest
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.graphrec import GraphRec
+from recsys_core.recommend.fast_head import FastPlaceHead
 from recsys_core.retrieval.embeddings import embedding_matrix
 from recsys_core.retrieval.index import CityIndex
 
@@ -61,6 +62,10 @@ class ServingArtifacts:
     # a given place stands out for them (the target-place term of attendance).
     score_mean: np.ndarray
     score_std: np.ndarray
+    place_head: FastPlaceHead  # the place head's inference path, in numpy
+    z_user_np: np.ndarray
+    x_user_np: np.ndarray  # numpy views of the features, for explanations
+    x_place_np: np.ndarray
     loaded_in_s: float = 0.0
 
     @property
@@ -126,6 +131,7 @@ class ServingArtifacts:
             user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=names,
             place_indices=place_indices, user_indices=user_indices, score_mean=mean, score_std=std,
+            place_head=FastPlaceHead(model, z_place, x_place.float().numpy()), z_user_np=z_user.numpy(), x_user_np=x_user.float().numpy(), x_place_np=x_place.float().numpy(),
         )
         artifacts.loaded_in_s = time.perf_counter() - started
         logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)

@@ -61,7 +61,7 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
         attend = attend * _sigmoid((fit - art.score_mean[candidates]) / art.score_std[candidates])
     combined = COMPAT_WEIGHT * compat + (1 - COMPAT_WEIGHT) * attend
     if query.activity_tags and art.x_user.shape[1]:
-        taste = art.x_user[candidates][:, USER_LAYOUT["fine_pref"]].numpy()
+        taste = art.x_user_np[candidates][:, USER_LAYOUT["fine_pref"]]
         into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
         combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
     order = np.argsort(-combined, kind="stable")[: query.top_k]
@@ -79,8 +79,8 @@ def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> 
 
 def _result(art, user, other, compat, attend, combined, wishes, target) -> PersonResult:
     if art.x_user.shape[1]:
-        target_x = art.x_place[target].numpy() if target is not None else None
-        reasons = explain_person(art.x_user[user].numpy(), art.x_user[other].numpy(), wishes, target_x)
+        target_x = art.x_place_np[target] if target is not None else None
+        reasons = explain_person(art.x_user_np[user], art.x_user_np[other], wishes, target_x)
     else:
         shared = np.intersect1d(art.influences[user], art.influences[other])
         reasons = [f"You both love {art.place_names[shared[0]]}"] if len(shared) else ["Goes to the same places as people you get along with"]

@@ -6,15 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from recsys_core.explain import Wishes, explain_place
 from recsys_core.features import PLACE_LAYOUT
-from recsys_core.model.heads import ANY_SLOT, PlaceContext
+from recsys_core.model.heads import ANY_SLOT
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
 from recsys_core.social import unit_rows
-from recsys_core.taxonomy import C_COARSE, C_FINE
+from recsys_core.taxonomy import C_FINE
 
 COLD_BLEND = 0.5  # weight of city popularity for a known user without history
 
@@ -41,20 +40,9 @@ def resolve_city(art: ServingArtifacts, city_id: int | None, user: int | None) -
     return city_id
 
 
-def _context(query: PlaceQuery, city: int, n: int) -> PlaceContext:
-    cats = torch.zeros(n, C_COARSE)
-    tags = torch.zeros(n, C_FINE)
-    if query.desired_categories:
-        cats[:, list(query.desired_categories)] = 1.0
-    if query.desired_tags:
-        tags[:, list(query.desired_tags)] = 1.0
-    slot = ANY_SLOT if query.time_slot is None else query.time_slot
-    return PlaceContext(torch.full((n,), city), torch.full((n,), slot), cats, tags)
-
-
 def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray) -> np.ndarray:
     """Content-based score of a profile-only request: tag cosine + category match + popularity."""
-    x = art.x_place[places].numpy()
+    x = art.x_place_np[places]
     wanted = np.zeros(C_FINE, np.float32)
     wanted[list(query.desired_tags)] = 1.0
     tags = unit_rows(x[:, PLACE_LAYOUT["fine_tag_vector"]]) @ (wanted / max(np.linalg.norm(wanted), 1e-6))
@@ -63,11 +51,9 @@ def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray
     return tags + 0.5 * cats + 0.2 * slot + 0.1 * _zscore(art.popularity[places])
 
 
-@torch.no_grad()
 def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: PlaceQuery, city: int) -> np.ndarray:
-    p = torch.from_numpy(places)
-    z_u = art.z_user[user].expand(len(p), -1)
-    return art.model.place_scores(z_u, art.z_place[p], _context(query, city, len(p)), art.x_place[p]).numpy()
+    slot = ANY_SLOT if query.time_slot is None else query.time_slot
+    return art.place_head.scores(art.z_user_np[user], places, city, slot, query.desired_categories, query.desired_tags)
 
 
 def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResult]:
@@ -99,19 +85,25 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
             scores = (1 - COLD_BLEND) * _zscore(scores) + COLD_BLEND * _zscore(art.popularity[places])
     order = np.argsort(-scores, kind="stable")[: query.top_k]
     wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
-    return [_result(art, user, int(places[i]), float(scores[i]), wishes, cold) for i in order]
+    influences = _influences(art, user)
+    return [_result(art, user, int(places[i]), float(scores[i]), wishes, influences, cold) for i in order]
 
 
-def _result(art: ServingArtifacts, user: int | None, place: int, score: float, wishes: Wishes, cold: bool) -> PlaceResult:
-    place_x = art.x_place[place].numpy()
+def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str, np.ndarray]]:
+    """(place index, name, tag vector) of the past visits that weighed most for this user."""
+    if user is None or not art.x_place_np.shape[1]:
+        return []
+    tags = PLACE_LAYOUT["fine_tag_vector"]
+    return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
+
+
+def _result(art: ServingArtifacts, user, place: int, score: float, wishes: Wishes, influences, cold: bool) -> PlaceResult:
+    place_x = art.x_place_np[place]
     if place_x.shape[0] == 0:  # interaction-only data: only the history can explain
         return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, _history_reasons(art, user))
-    user_x = art.x_user[user].numpy() if user is not None and art.x_user.shape[1] else None
-    influences = []
-    if user is not None:
-        tags = PLACE_LAYOUT["fine_tag_vector"]
-        influences = [(art.place_names[i], art.x_place[i, tags].numpy()) for i in art.influences[user] if i != place]
-    reasons = explain_place(user_x, place_x, wishes, influences, popular_in_city=cold)
+    user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
+    others = [(name, tags) for i, name, tags in influences if i != place]
+    reasons = explain_place(user_x, place_x, wishes, others, popular_in_city=cold)
     return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, reasons)
 
 
@@ -119,4 +111,3 @@ def _history_reasons(art: ServingArtifacts, user: int | None) -> list[str]:
     if user is None or not len(art.influences[user]):
         return ["Popular with people in this city"]
     return [f"People who like {art.place_names[art.influences[user][0]]} also go here"]
-
