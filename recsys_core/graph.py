@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from torch_geometric.data import HeteroData
 
 from recsys_core import contracts, features
 
@@ -22,6 +22,9 @@ INTERACTS = ("user", "interacts", "place")
 REV_INTERACTS = ("place", "rev_interacts", "user")
 SOCIAL = ("user", "social", "user")
 EDGE_TYPES = (INTERACTS, REV_INTERACTS, SOCIAL)
+
+if TYPE_CHECKING:  # PyG is imported where a HeteroData is built: the service never needs it
+    from torch_geometric.data import HeteroData
 
 
 @dataclass
@@ -81,6 +84,8 @@ def build_hetero_graph(
     su = _index_of(user_pos, user_user_edges.column("user_u").to_numpy(), "user")
     sv = _index_of(user_pos, user_user_edges.column("user_v").to_numpy(), "user")
     social_attr = features.social_edge_features(user_user_edges)
+
+    from torch_geometric.data import HeteroData
 
     data = HeteroData()
     for node_type, ids, table in (("user", user_ids, user_x), ("place", place_ids, place_x)):
@@ -171,8 +176,17 @@ def save_graph(bundle: GraphBundle, directory: Path) -> Path:
     return path
 
 
+def load_graph_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    """The saved graph as its flat tensor dict ("node/user/x", "edge/user__interacts__place/edge_index", ...)."""
+    return torch.load(Path(directory) / "graph.pt", weights_only=True)
+
+
 def load_graph(directory: Path) -> GraphBundle:
-    tensors = torch.load(Path(directory) / "graph.pt", weights_only=True)
+    from torch_geometric.data import HeteroData
+
+    from torch_geometric.data import HeteroData
+
+    tensors = load_graph_tensors(directory)
     data = HeteroData()
     labels = {}
     for name, value in tensors.items():

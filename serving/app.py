@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import AsyncIterator
 
+import faiss
 import torch
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
@@ -37,6 +38,7 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0) 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         torch.set_num_threads(1)  # one request is a few small matmuls: threads only add latency
+        faiss.omp_set_num_threads(1)
         await asyncio.to_thread(holder.load_if_changed)
         watcher = asyncio.create_task(holder.watch())
         try:

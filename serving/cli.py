@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+import os
 
-import uvicorn
+# One request is a handful of small matrix products: BLAS/OpenMP worker threads only add
+# hand-off latency and fight the event loop for the cores. Set before numpy/faiss load.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from serving.app import create_app, default_manifest_path
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import uvicorn  # noqa: E402
+
+from serving.app import create_app, default_manifest_path  # noqa: E402
 
 
 def serve(host: str, port: int, manifest: str | None, poll_interval_s: float = 2.0) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GATConv
 
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.inputs import GraphInputs
@@ -45,6 +44,8 @@ class EdgeAwareConv(nn.Module):
 class GATRelation(nn.Module):
     def __init__(self, d: int, edge_dim: int, heads: int):
         super().__init__()
+        from torch_geometric.nn import GATConv  # imported only when a GAT backbone is built
+
         self.conv = GATConv((d, d), d // heads, heads=heads, edge_dim=edge_dim, add_self_loops=False)
 
     def forward(self, h_src, h_dst, inputs: GraphInputs, edge_type: EdgeType) -> tuple[torch.Tensor, torch.Tensor]:

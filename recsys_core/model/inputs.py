@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch_geometric.data import HeteroData
 
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL
 from recsys_core.model.sparse import Relation
+
+if TYPE_CHECKING:
+    from torch_geometric.data import HeteroData
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 DECAY_DAYS = 30.0

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys_core.explain import place_name
-from recsys_core.graph import INTERACTS, SOCIAL, load_graph
+from recsys_core.graph import INTERACTS, SOCIAL, load_graph_tensors
 from recsys_core.manifest import ManifestError, ServingManifest
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.graphrec import GraphRec
@@ -96,9 +96,8 @@ class ServingArtifacts:
         if verify:
             manifest.verify()
         model, _ = load_checkpoint(manifest.model.directory)
-        bundle = load_graph(manifest.graph.directory)
-        data = bundle.data
-        user_ids, place_ids = data["user"].node_id.numpy(), data["place"].node_id.numpy()
+        graph = load_graph_tensors(manifest.graph.directory)  # plain tensors: no PyG import in the service
+        user_ids, place_ids = graph["node/user/node_id"].numpy(), graph["node/place/node_id"].numpy()
         if not (np.all(np.diff(user_ids) > 0) and np.all(np.diff(place_ids) > 0)):
             raise ManifestError("graph node ids must be sorted and unique")
         users = pq.read_table(Path(manifest.user_embeddings.path, manifest.user_embeddings.file))
@@ -110,15 +109,16 @@ class ServingArtifacts:
         influence_ids = users.column("influential_place_ids").to_pylist()
         influences = [np.searchsorted(place_ids, np.asarray(influence_ids[r], np.int64)) for r in u_rows]
         n_users, n_places = len(user_ids), len(place_ids)
-        ei = data[INTERACTS].edge_index.numpy()
+        ei = graph[f"edge/{'__'.join(INTERACTS)}/edge_index"].numpy()
         seen = sp.csr_matrix((np.ones(ei.shape[1], np.float32), (ei[0], ei[1])), shape=(n_users, n_places))
-        if SOCIAL in data.edge_types:
-            se = data[SOCIAL].edge_index.numpy()
+        social = graph.get(f"edge/{'__'.join(SOCIAL)}/edge_index")
+        if social is not None:
+            se = social.numpy()
             friends = sp.csr_matrix((np.ones(se.shape[1], np.float32), (se[0], se[1])), shape=(n_users, n_users))
         else:
             friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
-        x_user = data["user"].x if "x" in data["user"] else torch.zeros(n_users, 0)
-        x_place = data["place"].x if "x" in data["place"] else torch.zeros(n_places, 0)
+        x_user = graph.get("node/user/x", torch.zeros(n_users, 0))
+        x_place = graph.get("node/place/x", torch.zeros(n_places, 0))
         user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
         place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
         place_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.place_indices.items()}
