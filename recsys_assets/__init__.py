@@ -1,5 +1,5 @@
-"""Dagster project of the recommendation engine (thin wrappers around recsys_core)."""
+"""Dagster project of the recommendation engine (thin wrappers around recsys_core).
 
-from recsys_assets.definitions import defs
-
-__all__ = ["defs"]
+The code location is `recsys_assets.definitions:defs`. Nothing is imported here, so the
+`recsys` CLI (and `recsys serve`) start without loading Dagster.
+"""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from dagster import AssetKey, Definitions, DagsterInstance, StaticPartitionsDefinition
 
-from recsys_assets import defs as project_defs
+from recsys_assets.definitions import defs as project_defs
 from recsys_assets.definitions import build_definitions
 from recsys_assets.io_manager import latest_artifact_path, load_artifact, load_latest
 from recsys_assets.resources import WorldSource
