@@ -60,6 +60,70 @@ class _Reasons:
             self.items.append(text)
 
 
+def _top_rows(values: np.ndarray, minimum: float, k: int = 2) -> list[list[int]]:
+    """`_top` for every row of a matrix, with one sort."""
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    keep = np.take_along_axis(values, order, axis=1) > minimum
+    return [[int(i) for i, ok in zip(row, oks) if ok] for row, oks in zip(order, keep)]
+
+
+def explain_places(
+    user_x: np.ndarray | None,
+    places_x: np.ndarray,
+    wishes: Wishes = Wishes(),
+    influences: list[tuple[int, str, np.ndarray]] = (),
+    popular_in_city: bool = False,
+    place_index: np.ndarray | None = None,
+) -> list[list[str]]:
+    """Why each row of `places_x` suits the user (`user_x` None: a profile-only request).
+
+    The array work runs once for all the places of a response (a serving hot path); the
+    strings are assembled per place. `influences` are (place index, name, tag vector) of the
+    user's most influential past visits; `place_index` lets a place not cite itself.
+    """
+    n = len(places_x)
+    tags = places_x[:, PLACE_LAYOUT["fine_tag_vector"]]
+    has_tag = tags > 0
+    slots = places_x[:, PLACE_LAYOUT["typical_time_slot"]][:, 0].astype(int)
+    cities = places_x[:, PLACE_LAYOUT["city_id"]][:, 0].astype(int)
+    nbhds = places_x[:, PLACE_LAYOUT["neighborhood_id"]][:, 0].astype(int)
+    place_cats = places_x[:, PLACE_LAYOUT["category_one_hot"]] > 0
+    asked = [[t for t in wishes.tags if row[t]] for row in has_tag]
+    if user_x is not None:
+        shared = _top_rows(user_x[USER_LAYOUT["fine_pref"]][None, :] * has_tag, TAG_MIN)
+        top_cat = _top_rows(user_x[USER_LAYOUT["cat_pref"]][None, :] * place_cats, CATEGORY_MIN, k=1)
+        area = user_x[USER_LAYOUT["area_freqs"]][nbhds] * (cities == user_x[USER_LAYOUT["city_id"]][0])
+        if influences:
+            overlap = np.stack([past for _, _, past in influences])[:, None, :] * tags[None, :, :]  # (past, place, tag)
+            common = overlap.argmax(-1)
+            common_ok = np.take_along_axis(overlap, common[..., None], -1)[..., 0] > 0
+    out = []
+    for j in range(n):
+        reasons = _Reasons()
+        if asked[j]:
+            reasons.add(f"Has the {_words([FINE_TAGS[t] for t in asked[j][:2]])} you asked for")
+        if wishes.time_slot is not None and slots[j] == wishes.time_slot:
+            reasons.add(f"At its best in the {TIME_SLOTS[slots[j]].replace('_', ' ')}, when you want to go")
+        if user_x is not None:
+            if shared[j]:
+                reasons.add(f"Matches your interest in {_words([FINE_TAGS[t] for t in shared[j]])}")
+            for i, (past, name, _) in enumerate(influences):
+                if common_ok[i, j] and (place_index is None or past != place_index[j]):
+                    reasons.add(f"Like {name}, which you went to ({FINE_TAGS[common[i, j]].replace('_', ' ')})")
+                    break
+            if top_cat[j]:
+                reasons.add(f"You enjoy {COARSE_CATEGORIES[top_cat[j][0]]} spots")
+            if area[j] > AREA_MIN:
+                reasons.add(f"In {neighborhood_name(cities[j], nbhds[j])}, where you often go out")
+        cats_asked = [c for c in wishes.categories if place_cats[j, c]]
+        if cats_asked:
+            reasons.add(f"A {COARSE_CATEGORIES[cats_asked[0]]} spot, as you asked")
+        if popular_in_city or not reasons.items:
+            reasons.add("Popular with people in this city")
+        out.append(reasons.items)
+    return out
+
+
 def explain_place(
     user_x: np.ndarray | None,
     place_x: np.ndarray,
@@ -67,38 +131,9 @@ def explain_place(
     influences: list[tuple[str, np.ndarray]] = (),
     popular_in_city: bool = False,
 ) -> list[str]:
-    """Why `place_x` suits the user (`user_x` None: a profile-only request)."""
-    reasons = _Reasons()
-    tags = place_x[PLACE_LAYOUT["fine_tag_vector"]]
-    asked = [t for t in wishes.tags if tags[t] > 0]
-    if asked:
-        reasons.add(f"Has the {_words([FINE_TAGS[t] for t in asked[:2]])} you asked for")
-    slot = int(place_x[PLACE_LAYOUT["typical_time_slot"]][0])
-    if wishes.time_slot is not None and slot == wishes.time_slot:
-        reasons.add(f"At its best in the {TIME_SLOTS[slot].replace('_', ' ')}, when you want to go")
-    if user_x is not None:
-        shared = _top(user_x[USER_LAYOUT["fine_pref"]] * (tags > 0), TAG_MIN)
-        if shared:
-            reasons.add(f"Matches your interest in {_words([FINE_TAGS[t] for t in shared])}")
-        for name, past_tags in influences:
-            common = _top(past_tags * tags, 0.0, k=1)
-            if common:
-                reasons.add(f"Like {name}, which you went to ({FINE_TAGS[common[0]].replace('_', ' ')})")
-                break
-        cats = user_x[USER_LAYOUT["cat_pref"]] * (place_x[PLACE_LAYOUT["category_one_hot"]] > 0)
-        top_cat = _top(cats, CATEGORY_MIN, k=1)
-        if top_cat:
-            reasons.add(f"You enjoy {COARSE_CATEGORIES[top_cat[0]]} spots")
-        same_city = user_x[USER_LAYOUT["city_id"]][0] == place_x[PLACE_LAYOUT["city_id"]][0]
-        nbhd = int(place_x[PLACE_LAYOUT["neighborhood_id"]][0])
-        if same_city and user_x[USER_LAYOUT["area_freqs"]][nbhd] > AREA_MIN:
-            reasons.add(f"In {neighborhood_name(int(place_x[PLACE_LAYOUT['city_id']][0]), nbhd)}, where you often go out")
-    cats_asked = [c for c in wishes.categories if place_x[PLACE_LAYOUT["category_one_hot"]][c] > 0]
-    if cats_asked:
-        reasons.add(f"A {COARSE_CATEGORIES[cats_asked[0]]} spot, as you asked")
-    if popular_in_city or not reasons.items:
-        reasons.add("Popular with people in this city")
-    return reasons.items
+    """Why `place_x` suits the user: `explain_places` for one place."""
+    past = [(-1, name, tags) for name, tags in influences]
+    return explain_places(user_x, place_x[None, :], wishes, past, popular_in_city)[0]
 
 
 def explain_person(

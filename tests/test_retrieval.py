@@ -190,3 +190,43 @@ def test_place_name_quotes_the_strongest_tags_and_the_neighbourhood():
     jazz, wine = FINE_TAGS.index("jazz"), FINE_TAGS.index("wine_tasting")
     name = place_name(_place([jazz, wine], city=0, nbhd=3))
     assert name in (f"Jazz & wine tasting · {neighborhood_name(0, 3)}", f"Wine tasting & jazz · {neighborhood_name(0, 3)}")
+
+
+@pytest.mark.usefixtures("one_intra_op_thread")
+@pytest.mark.parametrize("backbone", ["gat", "sage"])
+def test_exported_influences_are_the_users_own_places_with_the_heaviest_last_layer_weights(world, backbone):
+    import torch
+
+    from recsys_core.graph import INTERACTS, REV_INTERACTS, build_from_world
+    from recsys_core.model.config import ModelConfig
+    from recsys_core.model.graphrec import GraphRec
+    from recsys_core.model.inputs import GraphInputs
+    from recsys_core.retrieval.embeddings import export_embeddings
+
+    torch.manual_seed(0)
+    bundle = build_from_world(world)
+    inputs = GraphInputs.from_hetero(bundle.data)
+    model = GraphRec(ModelConfig(d_model=16, head_hidden=(16, 8), d_ctx=4, backbone=backbone), inputs.edge_dims())
+    if backbone == "sage":  # a non-trivial gate, so the weights differ between edges
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "gate" in name:
+                    p.normal_()
+    tables = export_embeddings(model, bundle)
+    assert tables.users.num_rows == bundle.data["user"].num_nodes
+    weights = model.backbone.last_edge_weights[REV_INTERACTS].numpy()
+    if backbone == "sage":
+        relation = inputs.relations[REV_INTERACTS]
+        src, dst = relation.src.numpy(), relation.dst.numpy()
+    else:
+        src, dst = inputs.edge_index[REV_INTERACTS].numpy()
+    place_ids = bundle.data["place"].node_id.numpy()
+    user_ids = bundle.data["user"].node_id.numpy()
+    ei = bundle.data[INTERACTS].edge_index.numpy()
+    influences = dict(zip(tables.users.column("user_id").to_pylist(), tables.users.column("influential_place_ids").to_pylist()))
+    for user in (0, 7, 100):
+        mine = dst == user
+        expected = place_ids[src[mine][np.argsort(-weights[mine], kind="stable")[:3]]]
+        assert influences[int(user_ids[user])] == expected.tolist()
+        assert set(expected) <= set(place_ids[ei[1, ei[0] == user]])  # only places the user interacted with
+    assert len(np.unique(weights)) > 10

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_core.explain import Wishes, explain_place
+from recsys_core.explain import Wishes, explain_places
 from recsys_core.features import PLACE_LAYOUT
 from recsys_core.model.heads import ANY_SLOT
 from recsys_core.recommend.artifacts import ServingArtifacts
@@ -84,27 +84,24 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
         if cold:
             scores = (1 - COLD_BLEND) * _zscore(scores) + COLD_BLEND * _zscore(art.popularity[places])
     order = np.argsort(-scores, kind="stable")[: query.top_k]
-    wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
-    influences = _influences(art, user)
-    return [_result(art, user, int(places[i]), float(scores[i]), wishes, influences, cold) for i in order]
+    top = places[order]
+    ids = art.place_ids[top]
+    names = [art.place_names[i] for i in top]
+    if not art.x_place_np.shape[1]:  # interaction-only data: only the history can explain
+        reasons = [_history_reasons(art, user)] * len(top)
+    else:
+        user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
+        wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
+        reasons = explain_places(user_x, art.x_place_np[top], wishes, _influences(art, user), cold, top)
+    return [PlaceResult(int(i), name, float(scores[k]), r) for i, name, k, r in zip(ids, names, order, reasons)]
 
 
 def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str, np.ndarray]]:
     """(place index, name, tag vector) of the past visits that weighed most for this user."""
-    if user is None or not art.x_place_np.shape[1]:
+    if user is None:
         return []
     tags = PLACE_LAYOUT["fine_tag_vector"]
     return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
-
-
-def _result(art: ServingArtifacts, user, place: int, score: float, wishes: Wishes, influences, cold: bool) -> PlaceResult:
-    place_x = art.x_place_np[place]
-    if place_x.shape[0] == 0:  # interaction-only data: only the history can explain
-        return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, _history_reasons(art, user))
-    user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
-    others = [(name, tags) for i, name, tags in influences if i != place]
-    reasons = explain_place(user_x, place_x, wishes, others, popular_in_city=cold)
-    return PlaceResult(int(art.place_ids[place]), art.place_names[place], score, reasons)
 
 
 def _history_reasons(art: ServingArtifacts, user: int | None) -> list[str]:
