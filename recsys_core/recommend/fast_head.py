@@ -42,13 +42,13 @@ def _run(layers, h: np.ndarray) -> np.ndarray:
     for kind, params in layers:
         if kind == "linear":
             h = h @ params[0] + params[1]
-        elif kind == "norm":
-            mean = h.mean(-1, keepdims=True)
-            centered = h - mean
-            var = np.mean(centered * centered, -1, keepdims=True)
-            h = centered / np.sqrt(var + params[2]) * params[0] + params[1]
+        elif kind == "norm":  # in place: h is a fresh intermediate here
+            h -= h.mean(-1, keepdims=True)
+            h *= 1.0 / np.sqrt(np.einsum("ij,ij->i", h, h)[:, None] / h.shape[1] + params[2])
+            h *= params[0]
+            h += params[1]
         else:
-            h = np.maximum(h, 0.0)
+            np.maximum(h, 0.0, out=h)
     return h
 
 
@@ -98,6 +98,9 @@ class FastPlaceHead:
         """<z_u, z_p> + head correction for one user against `places` under one context."""
         z_p = self.z_place[places]
         once = z_u @ self.user_w + self._context((city, slot, cats, tags)) @ self.ctx_w + self.bias
-        first = once + self.place_part[places] + (z_u * z_p) @ self.product_w + np.abs(z_u - z_p) @ self.distance_w
+        first = self.place_part[places]  # a fresh copy (fancy indexing), safe to update in place
+        first += once
+        first += (z_u * z_p) @ self.product_w
+        first += np.abs(z_u - z_p) @ self.distance_w
         first += self._match(places, slot, cats, tags) @ self.match_w
         return z_p @ z_u + _run(self.rest, first)[:, 0]
