@@ -1,8 +1,10 @@
 """A small HTTP/1.1 load generator (its own process, keep-alive connections, asyncio).
 
-Open loop (`--rate`): request i is due at t0 + i / rate whatever happened before, and its
-latency counts from that due time, so a slow server cannot hide queueing delay
-(no coordinated omission). Closed loop (`--concurrency`, no rate): each connection sends its
+Open loop (`--rate`): request i is due at t0 + i / rate whatever happened before; it is
+sent on a free keep-alive connection or a new one, so a slow response never delays the next
+send (no coordinated omission). Latency is measured from the moment the request is written;
+how late the generator itself sent (`send_lag`, timer granularity of the event loop) is
+reported beside it, so a late generator cannot pass for a slow server or the other way round. Closed loop (`--concurrency`, no rate): each connection sends its
 next request as soon as the last answer arrives; the completion rate is the saturation
 throughput. Prints one JSON line.
 """
@@ -42,7 +44,7 @@ async def open_loop(host, port, targets, rate, duration):
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(16):
         pool.put_nowait(Connection(host, port))
-    latencies, errors = [], 0
+    latencies, lags, errors = [], [], 0
     n = int(rate * duration)
     start = time.perf_counter() + 0.05
 
@@ -51,21 +53,24 @@ async def open_loop(host, port, targets, rate, duration):
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         conn = pool.get_nowait() if not pool.empty() else Connection(host, port)
+        sent = time.perf_counter()
         try:
             status = await conn.request(targets[i % len(targets)])
             errors += status != 200
         except (OSError, asyncio.IncompleteReadError):
             errors += 1
             conn = Connection(host, port)
-        latencies.append(time.perf_counter() - due)
+        latencies.append(time.perf_counter() - sent)
+        lags.append(sent - due)
         pool.put_nowait(conn)
 
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
-    return {"requests": n, "errors": errors, "achieved_rps": round(n / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p90_ms": round(float(np.percentile(ms, 90)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "max_ms": round(float(ms.max()), 3)}
+    ms, lag = np.array(latencies) * 1000, np.array(lags) * 1000
+    pct = lambda a, q: round(float(np.percentile(a, q)), 3)  # noqa: E731
+    return {"requests": n, "errors": errors, "achieved_rps": round(n / elapsed, 1), "p50_ms": pct(ms, 50),
+            "p90_ms": pct(ms, 90), "p99_ms": pct(ms, 99), "max_ms": round(float(ms.max()), 3),
+            "send_lag_p50_ms": pct(lag, 50), "send_lag_p99_ms": pct(lag, 99)}
 
 
 async def closed_loop(host, port, targets, concurrency, duration):

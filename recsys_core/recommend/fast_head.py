@@ -3,8 +3,8 @@
 A request scores ~200 candidates with the same user and context. In torch that is ~60 small
 ops whose fixed overhead (tens of microseconds each) costs more than the arithmetic. Here the
 trained weights are exported once into numpy arrays, the first layer is split by input block
-(user and context terms once per request, the place term cached per place), and the request
-context's embedding is memoised. `tests/test_serving_fast_head.py` holds it equal to
+(user and context terms once per request; the place and product terms folded into one matrix
+per request), and the request context's embedding is memoised. `tests/test_serving_fast_head.py` holds it equal to
 `GraphRec.place_scores`.
 """
 
@@ -61,7 +61,7 @@ class FastPlaceHead:
         self.bias = model.place_head.mlp[0].bias.detach().numpy().copy()
         self.rest = _layers(model.place_head.mlp[1:])
         self.z_place = z_place.numpy()
-        self.place_part = self.z_place @ blocks["place"]  # the request-independent term, per place
+        self.place_w = blocks["place"]
         self.has_features = place_x.shape[1] > 0
         if self.has_features:
             self.place_cats = place_x[:, _CATS] > 0
@@ -98,9 +98,9 @@ class FastPlaceHead:
         """<z_u, z_p> + head correction for one user against `places` under one context."""
         z_p = self.z_place[places]
         once = z_u @ self.user_w + self._context((city, slot, cats, tags)) @ self.ctx_w + self.bias
-        first = self.place_part[places]  # a fresh copy (fancy indexing), safe to update in place
+        # z_p W_place + (z_u * z_p) W_product = z_p (W_place + diag(z_u) W_product): one matmul.
+        first = z_p @ (self.place_w + z_u[:, None] * self.product_w)
         first += once
-        first += (z_u * z_p) @ self.product_w
         first += np.abs(z_u - z_p) @ self.distance_w
         first += self._match(places, slot, cats, tags) @ self.match_w
         return z_p @ z_u + _run(self.rest, first)[:, 0]
