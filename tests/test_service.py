@@ -328,3 +328,18 @@ def test_recsys_serve_runs_uvicorn_and_answers_over_http(served_world, some_user
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_people_leave_out_existing_friends_when_the_edges_are_friendships(serving_artifacts, some_user):
+    from recsys_core.recommend.people import recommend_people
+    from recsys_core.recommend.queries import PeopleQuery
+
+    art = serving_artifacts
+    user_id, _ = some_user
+    user = art.user_index(user_id)
+    friends = set(art.user_ids[art.friends[user].indices].tolist())
+    similar = [r.user_id for r in recommend_people(art, PeopleQuery(user_id=user_id, top_k=50))]
+    assert friends & set(similar)  # similarity edges: social neighbours are fair candidates
+    explicit = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, social_edges_are_friendships=True))
+    recs = [r.user_id for r in recommend_people(explicit, PeopleQuery(user_id=user_id, top_k=50))]
+    assert len(recs) == 50 and not friends & set(recs) and user_id not in recs
