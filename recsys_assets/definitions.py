@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from recsys_assets.defs import checks, graph, model, serving, world
+from recsys_assets.defs import automation, checks, graph, model, serving, world
 from recsys_assets.io_manager import ArtifactIOManager
 from recsys_assets.resources import ServingSettings, TrainingSettings, WorldSource
 
@@ -24,6 +24,9 @@ def build_definitions(
     return Definitions(
         assets=load_assets_from_modules([world, graph, model, serving]),
         asset_checks=load_asset_checks_from_modules([checks]),
+        jobs=automation.JOBS,
+        schedules=automation.SCHEDULES,
+        sensors=automation.SENSORS,
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
             "world": world_source or WorldSource(),

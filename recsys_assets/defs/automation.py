@@ -1,0 +1,120 @@
+"""Jobs, the nightly retraining schedule and the sensors that carry a retrain through to serving.
+
+A retrain is three kinds of run, because the assets are partitioned differently:
+`retrain` (features -> graph -> model -> evaluation -> embeddings, all cities in one run),
+then `city_indices` for every city partition (started by `indices_after_retrain` when a
+retrain succeeds), then `publish_manifest` (started by `publish_when_indices_are_fresh`
+once every city's indices are newer than the embeddings). The evaluation's blocking quality
+gate stops a bad model inside `retrain`: no embeddings, no indices, no manifest, and the
+previous model keeps serving while the failed run and check are visible in the UI.
+"""
+
+import os
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetSelection,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunStatusSensorContext,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    run_status_sensor,
+    sensor,
+)
+
+from recsys_assets.partitions import city_partitions
+
+RETRAIN_ASSETS = ["user_features", "place_features", "hetero_graph", "trained_model", "model_evaluation",
+                  "user_embeddings", "place_embeddings"]
+INDEX_ASSETS = ["place_index", "user_index"]
+CITY_WORLD_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
+
+world_tables_job = define_asset_job(
+    "world_tables", selection=AssetSelection.groups("world"),
+    description="A city's world tables. The full pipeline is this for every city (a backfill), then `retrain`; "
+    "the sensors carry it on to indices and the manifest (`recsys materialize` does all of it in order).",
+)
+retrain_job = define_asset_job(
+    "retrain", selection=AssetSelection.assets(*RETRAIN_ASSETS),
+    description="Graph -> model -> evaluation (blocking quality gate) -> embeddings, from the latest world tables.",
+)
+city_indices_job = define_asset_job(
+    "city_indices", selection=AssetSelection.assets(*INDEX_ASSETS),
+    description="One city's FAISS indices from the latest embeddings.",
+)
+city_refresh_job = define_asset_job(
+    "city_refresh", selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
+    description="One city's world tables and indices (serving picks them up at the next publish).",
+)
+publish_job = define_asset_job(
+    "publish_manifest", selection=AssetSelection.assets("serving_manifest"),
+    description="Write the serving manifest (refuses unless upstream checks passed).",
+)
+
+nightly_retrain = ScheduleDefinition(
+    name="nightly_retrain",
+    job=retrain_job,
+    cron_schedule=os.environ.get("RECSYS_RETRAIN_CRON", "0 3 * * *"),
+    execution_timezone=os.environ.get("RECSYS_RETRAIN_TZ", "UTC"),
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Retrain every night (cron from RECSYS_RETRAIN_CRON); runs whenever the daemon runs.",
+)
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[retrain_job],
+    request_job=city_indices_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="After a successful retrain, rebuild every city's indices from the new embeddings.",
+)
+def indices_after_retrain(context: RunStatusSensorContext):
+    run_id = context.dagster_run.run_id
+    return [RunRequest(run_key=f"{run_id}-{city}", partition_key=city) for city in city_partitions.get_partition_keys()]
+
+
+def _latest(instance, asset: str, partition: str | None = None):
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def publish_decision(instance) -> RunRequest | SkipReason:
+    """Publish when every city's indices are newer than the embeddings and the manifest is older."""
+    embeddings = _latest(instance, "user_embeddings")
+    if embeddings is None:
+        return SkipReason("no embeddings materialized yet")
+    stale = [
+        f"{asset}[{city}]"
+        for asset in INDEX_ASSETS
+        for city in city_partitions.get_partition_keys()
+        if (record := _latest(instance, asset, city)) is None or record.timestamp < embeddings.timestamp
+    ]
+    if stale:
+        return SkipReason(f"waiting for indices built from the latest embeddings: {', '.join(stale[:6])}")
+    manifest = _latest(instance, "serving_manifest")
+    if manifest is not None and manifest.timestamp > embeddings.timestamp:
+        return SkipReason("the serving manifest already names the latest embeddings")
+    return RunRequest(run_key=f"publish-{embeddings.run_id}")
+
+
+@sensor(
+    job=publish_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Publish a new serving manifest once all city indices are rebuilt from the latest embeddings.",
+)
+def publish_when_indices_are_fresh(context: SensorEvaluationContext):
+    return publish_decision(context.instance)
+
+
+JOBS = [world_tables_job, retrain_job, city_indices_job, city_refresh_job, publish_job]
+SCHEDULES = [nightly_retrain]
+SENSORS = [indices_after_retrain, publish_when_indices_are_fresh]

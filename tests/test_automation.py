@@ -1,0 +1,76 @@
+"""Jobs, the nightly schedule, and the sensors that carry a retrain through to a new manifest."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SkipReason,
+    build_run_status_sensor_context,
+    job,
+    op,
+)
+
+from recsys_assets.defs import automation
+from recsys_assets.definitions import defs
+from recsys_core.taxonomy import CITY_SLUGS
+
+
+def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
+    assert {j.name for j in defs.jobs} >= {"world_tables", "retrain", "city_indices", "city_refresh", "publish_manifest"}
+    schedule = next(s for s in defs.schedules if s.name == "nightly_retrain")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "retrain"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    assert {s.name: s.default_status for s in defs.sensors} == {
+        "indices_after_retrain": DefaultSensorStatus.RUNNING,
+        "publish_when_indices_are_fresh": DefaultSensorStatus.RUNNING,
+    }
+    retrain = {k.to_user_string() for k in defs.resolve_job_def("retrain").asset_layer.selected_asset_keys}
+    assert retrain == set(automation.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones
+
+
+def test_a_successful_retrain_requests_every_citys_indices():
+    @op
+    def noop():
+        return None
+
+    @job
+    def retrain():
+        noop()
+
+    instance = DagsterInstance.ephemeral()
+    result = retrain.execute_in_process(instance=instance)
+    context = build_run_status_sensor_context(
+        sensor_name="indices_after_retrain",
+        dagster_event=next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"),
+        dagster_instance=instance, dagster_run=result.dagster_run,
+    )
+    requests = automation.indices_after_retrain(context)
+    assert [r.partition_key for r in requests] == list(CITY_SLUGS)
+    assert len({r.run_key for r in requests}) == len(CITY_SLUGS)
+
+
+def _materialized(instance, asset: str, partition: str | None = None) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=AssetKey(asset), partition=partition))
+
+
+def test_publish_waits_for_every_city_index_then_publishes_once():
+    instance = DagsterInstance.ephemeral()
+    assert "no embeddings" in automation.publish_decision(instance).skip_message
+    _materialized(instance, "user_embeddings")
+    for city in CITY_SLUGS[:-1]:
+        for asset in automation.INDEX_ASSETS:
+            _materialized(instance, asset, city)
+    waiting = automation.publish_decision(instance)
+    assert isinstance(waiting, SkipReason) and f"[{CITY_SLUGS[-1]}]" in waiting.skip_message
+    for asset in automation.INDEX_ASSETS:
+        _materialized(instance, asset, CITY_SLUGS[-1])
+    assert isinstance(automation.publish_decision(instance), RunRequest)
+    _materialized(instance, "serving_manifest")
+    assert "already names" in automation.publish_decision(instance).skip_message
+    _materialized(instance, "user_embeddings")  # a new retrain: old indices are stale again
+    assert "waiting for indices" in automation.publish_decision(instance).skip_message
