@@ -34,7 +34,12 @@ materialize: install $(DAGSTER_HOME)
 serve: install
 	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT)
 
-demo: materialize
+MANIFEST := var/artifacts/serving/manifest.json
+
+# A second `make demo` reuses what is materialized (delete var/ or run `make materialize` to rebuild).
+demo: install $(DAGSTER_HOME)
+	@if [ -f $(MANIFEST) ]; then echo "Reusing the materialized assets ($(MANIFEST)); 'make materialize' rebuilds them."; \
+	else $(VENV)/bin/recsys materialize --users $(DEMO_USERS) --places $(DEMO_PLACES); fi
 	@echo
 	@echo "Every asset is materialized for every city (artifacts under var/artifacts)."
 	@echo "Starting the service on http://$(HOST):$(PORT)  (API docs: /schema, try /recommend/places?user_id=1)"

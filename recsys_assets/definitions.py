@@ -9,10 +9,11 @@ from dagster import Definitions, load_asset_checks_from_modules, load_assets_fro
 
 from recsys_assets.defs import automation, checks, graph, model, serving, world
 from recsys_assets.io_manager import ArtifactIOManager
-from recsys_assets.resources import ServingSettings, TrainingSettings, WorldSource
+from recsys_assets.resources import InboxSettings, ServingSettings, TrainingSettings, WorldSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = os.environ.get("RECSYS_ARTIFACTS", str(PROJECT_ROOT / "var" / "artifacts"))
+INBOX = os.environ.get("RECSYS_INBOX", str(PROJECT_ROOT / "var" / "inbox"))
 
 
 def build_definitions(
@@ -20,6 +21,7 @@ def build_definitions(
     world_source: WorldSource | None = None,
     training: TrainingSettings | None = None,
     serving_settings: ServingSettings | None = None,
+    inbox_directory: str = INBOX,
 ) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules([world, graph, model, serving]),
@@ -32,6 +34,7 @@ def build_definitions(
             "world": world_source or WorldSource(),
             "training": training or TrainingSettings(),
             "serving": serving_settings or ServingSettings(artifact_root=artifact_root),
+            "inbox_settings": InboxSettings(directory=inbox_directory),
         },
     )
 

@@ -128,3 +128,9 @@ class ServingSettings(ConfigurableResource):
 
     def live_manifest_path(self) -> Path:
         return live_manifest_path(self.artifact_root)
+
+
+class InboxSettings(ConfigurableResource):
+    """Where new interaction files are dropped: `<directory>/<city slug>/*.parquet|*.csv`."""
+
+    directory: str

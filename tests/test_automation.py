@@ -21,13 +21,15 @@ from recsys_core.taxonomy import CITY_SLUGS
 
 
 def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
-    assert {j.name for j in defs.jobs} >= {"world_tables", "retrain", "city_indices", "city_refresh", "publish_manifest"}
+    assert {j.name for j in defs.jobs} >= {"world_tables", "retrain", "city_indices", "city_refresh", "ingest_interactions", "publish_manifest"}
     schedule = next(s for s in defs.schedules if s.name == "nightly_retrain")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "retrain"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     assert {s.name: s.default_status for s in defs.sensors} == {
         "indices_after_retrain": DefaultSensorStatus.RUNNING,
         "publish_when_indices_are_fresh": DefaultSensorStatus.RUNNING,
+        "interactions_inbox": DefaultSensorStatus.RUNNING,
+        "retrain_after_ingest": DefaultSensorStatus.RUNNING,
     }
     retrain = {k.to_user_string() for k in defs.resolve_job_def("retrain").asset_layer.selected_asset_keys}
     assert retrain == set(automation.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones

@@ -10,6 +10,7 @@ previous model keeps serving while the failed run and check are visible in the U
 """
 
 import os
+from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -28,7 +29,10 @@ from dagster import (
     sensor,
 )
 
+from recsys_assets.io_manager import load_latest
 from recsys_assets.partitions import city_partitions
+from recsys_assets.resources import InboxSettings
+from recsys_core import inbox
 
 RETRAIN_ASSETS = ["user_features", "place_features", "hetero_graph", "trained_model", "model_evaluation",
                   "user_embeddings", "place_embeddings"]
@@ -51,6 +55,10 @@ city_indices_job = define_asset_job(
 city_refresh_job = define_asset_job(
     "city_refresh", selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
     description="One city's world tables and indices (serving picks them up at the next publish).",
+)
+ingest_job = define_asset_job(
+    "ingest_interactions", selection=AssetSelection.assets(*CITY_WORLD_ASSETS[1:]),
+    description="Append an accepted inbox file to a city's interactions and rebuild its social tables.",
 )
 publish_job = define_asset_job(
     "publish_manifest", selection=AssetSelection.assets("serving_manifest"),
@@ -115,6 +123,50 @@ def publish_when_indices_are_fresh(context: SensorEvaluationContext):
     return publish_decision(context.instance)
 
 
-JOBS = [world_tables_job, retrain_job, city_indices_job, city_refresh_job, publish_job]
+@sensor(
+    job=ingest_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="New interaction files per city (inbox/<city>/*.parquet|csv): valid ones are appended, "
+    "invalid ones moved to inbox/rejected/<city>/ with a .reason.txt.",
+)
+def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSettings):
+    requests, rejected = [], []
+    for city in city_partitions.get_partition_keys():
+        files = inbox.pending_files(Path(inbox_settings.directory), city)
+        if not files:
+            continue
+        try:
+            users = load_latest(context.instance, AssetKey("users"), [city])
+            places = load_latest(context.instance, AssetKey("places"), list(city_partitions.get_partition_keys()))
+        except FileNotFoundError as exc:
+            context.log.info("inbox for %s waits: %s", city, exc)
+            continue
+        for path in files:
+            result = inbox.triage(path, Path(inbox_settings.directory), city, users.column("user_id").to_numpy(),
+                                  places.column("place_id").to_numpy())
+            if result.accepted:
+                config = {"ops": {"interactions": {"config": {"append_file": str(result.destination)}}}}
+                requests.append(RunRequest(run_key=str(result.destination), partition_key=city, run_config=config))
+            else:
+                rejected.append(f"{city}/{path.name}: {result.problems[0]}")
+                context.log.warning("rejected %s/%s: %s", city, path.name, "; ".join(result.problems[:3]))
+    if requests:
+        return requests
+    return SkipReason("rejected: " + " | ".join(rejected) if rejected else "no new files")
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[ingest_job],
+    request_job=retrain_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="New events were appended: retrain (indices and the manifest follow).",
+)
+def retrain_after_ingest(context: RunStatusSensorContext):
+    return RunRequest(run_key=f"retrain-after-{context.dagster_run.run_id}")
+
+
+JOBS = [world_tables_job, retrain_job, city_indices_job, city_refresh_job, ingest_job, publish_job]
 SCHEDULES = [nightly_retrain]
-SENSORS = [indices_after_retrain, publish_when_indices_are_fresh]
+SENSORS = [indices_after_retrain, publish_when_indices_are_fresh, interactions_inbox, retrain_after_ingest]

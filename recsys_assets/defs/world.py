@@ -1,12 +1,15 @@
 """World tables, one partition per city: users, places, interactions, social edges, labels."""
 
 
+from pathlib import Path
+
 import pyarrow as pa
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Output, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, Output, asset
 
 from recsys_assets.metadata import table_metadata
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import WorldSource
+from recsys_core import inbox
 
 WORLD = dict(group_name="world", partitions_def=city_partitions, kinds={"python", "parquet"}, owners=["team:data"])
 ALL_PLACES = AssetIn("places", partition_mapping=AllPartitionMapping())
@@ -24,14 +27,39 @@ def places(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Tabl
     return Output(table, metadata=table_metadata(table, ("price_band", "typical_time_slot", "base_popularity")))
 
 
+class InteractionsConfig(Config):
+    """Set by the inbox sensor: append this accepted file to the city's latest interactions."""
+
+    append_file: str = ""
+
+
 @asset(
     **WORLD,
     ins={"users": AssetIn(), "places": ALL_PLACES},
     description="Events of the city's users (by home city), including travel to places in other cities.",
 )
-def interactions(context: AssetExecutionContext, world: WorldSource, users: pa.Table, places: pa.Table) -> Output[pa.Table]:
-    table = world.interactions(city_of(context), users, places)
+def interactions(
+    context: AssetExecutionContext, config: InteractionsConfig, world: WorldSource, users: pa.Table, places: pa.Table
+) -> Output[pa.Table]:
+    if not config.append_file:
+        table = world.interactions(city_of(context), users, places)
+    else:
+        table = _with_new_events(context, Path(config.append_file), users, places)
     return Output(table, metadata=table_metadata(table, ("attended", "implicit_rating", "time_of_day_bucket")))
+
+
+def _with_new_events(context: AssetExecutionContext, path: Path, users: pa.Table, places: pa.Table) -> pa.Table:
+    """Latest interactions + the file's events; the file is validated again first, so an
+    invalid one fails the run before anything is written."""
+    from recsys_assets.io_manager import load_latest
+
+    new = inbox.read_interactions_file(path)
+    problems = inbox.problems_of(new, users.column("user_id").to_numpy(), places.column("place_id").to_numpy())
+    if problems:
+        raise Failure(description=f"{path.name} not appended: " + "; ".join(problems[:10]))
+    existing = load_latest(context.instance, context.assets_def.key, [context.partition_key])
+    context.log.info("appending %d events from %s to %d existing", new.num_rows, path.name, existing.num_rows)
+    return inbox.append(existing, new)
 
 
 @asset(**WORLD, description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).")
