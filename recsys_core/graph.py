@@ -184,8 +184,6 @@ def load_graph_tensors(directory: Path) -> dict[str, torch.Tensor]:
 def load_graph(directory: Path) -> GraphBundle:
     from torch_geometric.data import HeteroData
 
-    from torch_geometric.data import HeteroData
-
     tensors = load_graph_tensors(directory)
     data = HeteroData()
     labels = {}

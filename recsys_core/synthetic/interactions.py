@@ -36,8 +36,6 @@ def generate_interactions(config: WorldConfig, city_id: int, users: pa.Table, pl
     tastes = Tastes.from_table(users)
     traits = Traits.from_table(places)
     stats = {name: users.column(name).to_numpy() for name in users.column_names if name.startswith("avg_")}
-    n_users = len(tastes.ids)
-
     home_places = np.flatnonzero(traits.city == city_id)
     home_scores = preference_scores(tastes, traits.subset(home_places), config.preference)
     home_probs = softmax_rows(home_scores, config.preference.temperature)
