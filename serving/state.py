@@ -63,6 +63,8 @@ class ArtifactHolder:
         self.current = Served(artifacts, dt.datetime.now(dt.timezone.utc).isoformat())  # the atomic swap
         # Loaded artifacts live until the next swap: move them out of the cyclic GC's way, so
         # collections during requests do not rescan ~100k long-lived objects (p99 spikes).
+        # Unfreeze first, so the previous version's objects can be collected once released.
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         self.last_error = None
