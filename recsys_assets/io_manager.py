@@ -86,15 +86,21 @@ def load_latest(instance, asset_key: AssetKey, partitions: list[str | None]) -> 
     return loaded[0] if len(loaded) == 1 else pa.concat_tables(loaded)
 
 
-def latest_artifact_path(instance, asset_key: AssetKey, partition: str | None) -> Path:
-    """Directory of the newest materialization of an asset (partition), from the instance."""
+def latest_materialization(instance, asset_key: AssetKey, partition: str | None = None):
+    """The newest materialization record of an asset (partition), or None."""
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
     ).records
+    return records[0] if records else None
+
+
+def latest_artifact_path(instance, asset_key: AssetKey, partition: str | None) -> Path:
+    """Directory of the newest materialization of an asset (partition), from the instance."""
+    record = latest_materialization(instance, asset_key, partition)
     where = f"{asset_key.to_user_string()}" + (f" [{partition}]" if partition else "")
-    if not records:
+    if record is None:
         raise FileNotFoundError(f"{where} has not been materialized yet")
-    metadata = records[0].asset_materialization.metadata
+    metadata = record.asset_materialization.metadata
     if "path" not in metadata:
         raise FileNotFoundError(f"{where}: latest materialization records no artifact path")
     return Path(metadata["path"].value)

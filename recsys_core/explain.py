@@ -124,18 +124,6 @@ def explain_places(
     return out
 
 
-def explain_place(
-    user_x: np.ndarray | None,
-    place_x: np.ndarray,
-    wishes: Wishes = Wishes(),
-    influences: list[tuple[str, np.ndarray]] = (),
-    popular_in_city: bool = False,
-) -> list[str]:
-    """Why `place_x` suits the user: `explain_places` for one place."""
-    past = [(-1, name, tags) for name, tags in influences]
-    return explain_places(user_x, place_x[None, :], wishes, past, popular_in_city)[0]
-
-
 def explain_person(
     user_x: np.ndarray, other_x: np.ndarray, wishes: Wishes = Wishes(), target_place_x: np.ndarray | None = None
 ) -> list[str]:

@@ -40,6 +40,10 @@ class Layout:
     def __getitem__(self, name: str) -> slice:
         return self._slices[name]  # looked up per request in serving: a dict, not a scan
 
+    def size(self, name: str) -> int:
+        block = self._slices[name]
+        return block.stop - block.start
+
     def as_table(self) -> list[dict[str, object]]:
         return [{"block": b, "start": self[b].start, "stop": self[b].stop, "width": s} for b, s in self.blocks]
 

@@ -125,10 +125,7 @@ class OpsController(Controller):
 
     @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before")
     def ready(self, holder: Holder) -> Ready:
-        current = holder.current
-        if current is None:
-            raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=holder.last_error or "loading artifacts")
-        return Ready(True, current.artifacts.manifest.version)
+        return Ready(True, served(holder).artifacts.manifest.version)  # 503 until loaded
 
     @get("/version", sync_to_thread=False, summary="The manifest being served")
     def version(self, serving: Current, holder: Holder) -> VersionInfo:

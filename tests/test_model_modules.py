@@ -138,7 +138,7 @@ def test_wide_taste_path_can_express_the_generators_preference_score_exactly(wor
     from recsys_core.synthetic.preference import Tastes, Traits, preference_scores
 
     w = PreferenceWeights()
-    n_fine, n_cat, n_area = C_FINE, C_COARSE, USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start
+    n_fine, n_cat, n_area = C_FINE, C_COARSE, USER_LAYOUT.size("area_freqs")
     width = n_fine + n_cat + n_area + 1  # + one coordinate carrying popularity
     wide = WideTaste(ModelConfig(d_model=width))
     with torch.no_grad():

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_core.explain import Wishes, explain_person, explain_place, place_name
+from recsys_core.explain import Wishes, explain_person, explain_places, place_name
 from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
 from recsys_core.retrieval.embeddings import embedding_problems, place_embedding_schema, top_influences
@@ -167,13 +167,13 @@ def test_place_explanation_names_shared_tags_area_and_request_faithfully():
     jazz, bouldering, techno = FINE_TAGS.index("jazz"), FINE_TAGS.index("bouldering"), FINE_TAGS.index("techno")
     user = _user({jazz: 0.3, bouldering: 0.2, techno: 0.001}, area={3: 0.6})
     place = _place([jazz, techno], nbhd=3)
-    reasons = explain_place(user, place)
+    reasons = explain_places(user, place[None, :])[0]
     assert reasons[0] == "Matches your interest in jazz"  # techno is in the place, but the user does not care for it
     assert f"In {neighborhood_name(0, 3)}, where you often go out" in reasons
-    asked = explain_place(user, place, Wishes(tags=(techno,), time_slot=2))
+    asked = explain_places(user, place[None, :], Wishes(tags=(techno,), time_slot=2))[0]
     assert asked[0] == "Has the techno you asked for" and "evening" in asked[1]
     assert len(asked) == 3
-    elsewhere = explain_place(user, _place([jazz], city=1, nbhd=3))
+    elsewhere = explain_places(user, _place([jazz], city=1, nbhd=3)[None, :])[0]
     assert not any("where you often go out" in r for r in elsewhere)  # same neighbourhood id, other city
 
 

@@ -99,7 +99,7 @@ def test_desired_category_and_tags_reorder_places_towards_them(client, some_user
     user_id, _ = some_user
     art = serving_artifacts
     plain = _places(client, user_id=user_id, top_k=20)["recommendations"]
-    cat_of = lambda pid: art.x_place[art.place_index(pid), PLACE_LAYOUT["category_one_hot"]].numpy() > 0  # noqa: E731
+    cat_of = lambda pid: art.x_place_np[art.place_index(pid), PLACE_LAYOUT["category_one_hot"]] > 0  # noqa: E731
     share = lambda recs, c: np.mean([cat_of(r["place_id"])[c] for r in recs])  # noqa: E731
     least = min(range(len(COARSE_CATEGORIES)), key=lambda c: share(plain, c))
     asked = _places(client, user_id=user_id, top_k=20, desired_categories=COARSE_CATEGORIES[least])["recommendations"]
@@ -107,7 +107,7 @@ def test_desired_category_and_tags_reorder_places_towards_them(client, some_user
     assert share(asked, least) > share(plain, least)
     tag = FINE_TAGS.index("jazz")
     with_tag = _places(client, user_id=user_id, top_k=20, desired_tags="jazz")["recommendations"]
-    has_tag = lambda recs: np.mean([art.x_place[art.place_index(r["place_id"]), PLACE_LAYOUT["fine_tag_vector"].start + tag] > 0 for r in recs])  # noqa: E731
+    has_tag = lambda recs: np.mean([art.x_place_np[art.place_index(r["place_id"]), PLACE_LAYOUT["fine_tag_vector"].start + tag] > 0 for r in recs])  # noqa: E731
     assert has_tag(with_tag) > has_tag(plain)
     assert any("jazz you asked for" in e for r in with_tag for e in r["explanations"])
 

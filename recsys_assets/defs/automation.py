@@ -14,7 +14,6 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
     AssetSelection,
     DagsterRunStatus,
     DefaultScheduleStatus,
@@ -29,7 +28,7 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.io_manager import load_latest
+from recsys_assets.io_manager import latest_materialization, load_latest
 from recsys_assets.partitions import city_partitions
 from recsys_assets.resources import InboxSettings
 from recsys_core import inbox
@@ -88,10 +87,7 @@ def indices_after_retrain(context: RunStatusSensorContext):
 
 
 def _latest(instance, asset: str, partition: str | None = None):
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    return records[0] if records else None
+    return latest_materialization(instance, AssetKey(asset), partition)
 
 
 def publish_decision(instance) -> RunRequest | SkipReason:

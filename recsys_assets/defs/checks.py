@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, asset_check
 
@@ -24,7 +23,7 @@ from recsys_assets.partitions import city_of, city_partitions
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate
 from recsys_core.graph import GraphBundle, graph_problems
-from recsys_core.retrieval.embeddings import embedding_matrix, embedding_problems
+from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems
 from recsys_core.retrieval.index import CityIndex, recall_vs_exact
 from recsys_core.training.pipeline import TrainedModel
 
@@ -164,7 +163,7 @@ def place_embeddings_complete(place_embeddings: pa.Table, hetero_graph: GraphBun
 
 def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str, sample: int) -> AssetCheckResult:
     city = city_of(context)
-    rows = embeddings.filter(pc.equal(embeddings.column("city_id"), city))
+    rows = city_rows(embeddings, city)
     vectors = embedding_matrix(rows)
     ids = rows.column(id_column).to_numpy()
     problems = []

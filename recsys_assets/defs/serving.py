@@ -9,7 +9,6 @@ import datetime as dt
 import json
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AllPartitionMapping,
     AssetCheckKey,
@@ -28,7 +27,7 @@ from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import ServingSettings
 from recsys_core.graph import GraphBundle
 from recsys_core.manifest import ArtifactRef, ServingManifest
-from recsys_core.retrieval.embeddings import embedding_matrix, export_embeddings
+from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
 from recsys_core.retrieval.index import CityIndex, build_city_index
 from recsys_core.taxonomy import CITY_SLUGS, city_id_from_slug
 from recsys_core.training.pipeline import TrainedModel
@@ -51,7 +50,7 @@ def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
 
 def _city_index(context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings) -> Output[CityIndex]:
     city = city_of(context)
-    rows = table.filter(pc.equal(table.column("city_id"), city))
+    rows = city_rows(table, city)
     index = build_city_index(rows.column(id_column).to_numpy(), embedding_matrix(rows), settings.exact_max_rows)
     return Output(index, metadata={"rows": len(index), "kind": index.kind, "city_id": city})
 

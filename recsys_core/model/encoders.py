@@ -89,7 +89,7 @@ def user_taste_inputs(x: torch.Tensor) -> torch.Tensor:
 def place_taste_inputs(x: torch.Tensor) -> torch.Tensor:
     """What a place offers: unit tag vector, categories, neighbourhood one-hot, popularity."""
     neighborhood = x[:, PLACE_LAYOUT["neighborhood_id"]].squeeze(-1).long()
-    local = F.one_hot(neighborhood, USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start).float()
+    local = F.one_hot(neighborhood, USER_LAYOUT.size("area_freqs")).float()
     return torch.cat(
         [unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]), x[:, PLACE_LAYOUT["category_one_hot"]], local, x[:, PLACE_LAYOUT["popularity"]]],
         dim=-1,
@@ -107,9 +107,8 @@ class WideTaste(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        n_area = USER_LAYOUT["area_freqs"].stop - USER_LAYOUT["area_freqs"].start
-        user_width = C_FINE + C_COARSE + n_area
-        place_width = C_FINE + C_COARSE + n_area + (PLACE_LAYOUT["popularity"].stop - PLACE_LAYOUT["popularity"].start)
+        user_width = C_FINE + C_COARSE + USER_LAYOUT.size("area_freqs")
+        place_width = user_width + PLACE_LAYOUT.size("popularity")
         self.user = nn.Linear(user_width, config.d_model)
         self.place = nn.Linear(place_width, config.d_model)
         for layer in (self.user, self.place):

@@ -29,6 +29,12 @@ from recsys_core.retrieval.index import CityIndex
 logger = logging.getLogger(__name__)
 
 
+def _position(sorted_ids: np.ndarray, node_id: int) -> int | None:
+    """Index of `node_id` in a sorted id array, or None when it is not there."""
+    i = int(np.searchsorted(sorted_ids, node_id))
+    return i if i < len(sorted_ids) and sorted_ids[i] == node_id else None
+
+
 def _align(table_ids: np.ndarray, graph_ids: np.ndarray, what: str) -> np.ndarray:
     """Row of the table for each graph node; every node must have exactly one row."""
     order = np.argsort(table_ids)
@@ -47,8 +53,7 @@ class ServingArtifacts:
     place_ids: np.ndarray
     z_user: torch.Tensor
     z_place: torch.Tensor
-    x_user: torch.Tensor
-    x_place: torch.Tensor
+    x_user: torch.Tensor  # the friend head's pair features read it
     user_city: np.ndarray
     place_city: np.ndarray
     seen: sp.csr_matrix  # user x place: interacted before
@@ -77,12 +82,10 @@ class ServingArtifacts:
         return sorted(self.place_indices)
 
     def user_index(self, user_id: int) -> int | None:
-        i = int(np.searchsorted(self.user_ids, user_id))
-        return i if i < len(self.user_ids) and self.user_ids[i] == user_id else None
+        return _position(self.user_ids, user_id)
 
     def place_index(self, place_id: int) -> int | None:
-        i = int(np.searchsorted(self.place_ids, place_id))
-        return i if i < len(self.place_ids) and self.place_ids[i] == place_id else None
+        return _position(self.place_ids, place_id)
 
     def places_of(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.place_ids, ids)
@@ -117,21 +120,22 @@ class ServingArtifacts:
             friends = sp.csr_matrix((np.ones(se.shape[1], np.float32), (se[0], se[1])), shape=(n_users, n_users))
         else:
             friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
-        x_user = graph.get("node/user/x", torch.zeros(n_users, 0))
-        x_place = graph.get("node/place/x", torch.zeros(n_places, 0))
+        x_user = graph.get("node/user/x", torch.zeros(n_users, 0)).float()
+        x_place = graph.get("node/place/x", torch.zeros(n_places, 0)).float().numpy()
         user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
         place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
         place_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.place_indices.items()}
         user_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.user_indices.items()}
         mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
-        names = [place_name(row) for row in x_place.numpy()] if x_place.shape[1] else [f"place {i}" for i in place_ids]
+        names = [place_name(row) for row in x_place] if x_place.shape[1] else [f"place {i}" for i in place_ids]
         artifacts = cls(
             manifest=manifest, model=model.eval(), user_ids=user_ids, place_ids=place_ids,
-            z_user=z_user, z_place=z_place, x_user=x_user.float(), x_place=x_place.float(),
+            z_user=z_user, z_place=z_place, x_user=x_user,
             user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=names,
             place_indices=place_indices, user_indices=user_indices, score_mean=mean, score_std=std,
-            place_head=FastPlaceHead(model, z_place, x_place.float().numpy()), z_user_np=z_user.numpy(), x_user_np=x_user.float().numpy(), x_place_np=x_place.float().numpy(),
+            place_head=FastPlaceHead(model, z_place, x_place), z_user_np=z_user.numpy(), x_user_np=x_user.numpy(),
+            x_place_np=x_place,
         )
         artifacts.loaded_in_s = time.perf_counter() - started
         logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from recsys_core.graph import REV_INTERACTS, GraphBundle
@@ -101,6 +102,11 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def city_rows(table: pa.Table, city: int) -> pa.Table:
+    """The rows of an embedding table that belong to one city (what its index holds)."""
+    return table.filter(pc.equal(table.column("city_id"), city))
 
 
 def embedding_problems(table: pa.Table, id_column: str, expected_ids: np.ndarray, dim: int) -> list[str]:

@@ -16,7 +16,7 @@ from recsys_core.graph import GraphBundle, save_graph
 from recsys_core.manifest import ArtifactRef, ServingManifest, live_manifest_path
 from recsys_core.model.checkpoint import WEIGHTS, save_checkpoint
 from recsys_core.model.graphrec import GraphRec
-from recsys_core.retrieval.embeddings import embedding_matrix, export_embeddings
+from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
 from recsys_core.retrieval.index import INDEX_FILE, EXACT_MAX_ROWS, build_city_index
 
 EMBEDDINGS_FILE = "table.parquet"
@@ -35,12 +35,11 @@ def publish(model: GraphRec, bundle: GraphBundle, root: Path, version: str, exac
         refs[name] = ArtifactRef.of_directory(root / name, EMBEDDINGS_FILE)
     indices: dict[str, dict[str, ArtifactRef]] = {"place": {}, "user": {}}
     for kind, table, id_column in (("place", tables.places, "place_id"), ("user", tables.users, "user_id")):
-        cities = table.column("city_id").to_numpy()
-        vectors, ids = embedding_matrix(table), table.column(id_column).to_numpy()
-        for city in np.unique(cities):
+        for city in np.unique(table.column("city_id").to_numpy()).tolist():
+            rows = city_rows(table, city)
             directory = root / f"{kind}_index" / str(city)
-            build_city_index(ids[cities == city], vectors[cities == city], exact_max_rows).save(directory)
-            indices[kind][str(int(city))] = ArtifactRef.of_directory(directory, INDEX_FILE)
+            build_city_index(rows.column(id_column).to_numpy(), embedding_matrix(rows), exact_max_rows).save(directory)
+            indices[kind][str(city)] = ArtifactRef.of_directory(directory, INDEX_FILE)
     model_ref = ArtifactRef.of_directory(root / "model", WEIGHTS)
     manifest = ServingManifest(
         version=version,
