@@ -29,6 +29,21 @@ def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
     return out
 
 
+def randomized_top_singular(matrix: sp.csr_matrix, k: int, power_iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k singular values and right singular vectors (k x n) of a sparse matrix, seeded."""
+    import torch
+
+    coo = matrix.tocoo()
+    a = torch.sparse_coo_tensor(
+        np.vstack([coo.row, coo.col]), torch.from_numpy(coo.data.astype(np.float32)), matrix.shape, check_invariants=False
+    )
+    oversample = min(max(k // 4, 16), min(matrix.shape) - k)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, s, v = torch.svd_lowrank(a.coalesce(), q=k + oversample, niter=power_iterations)
+    return s[:k].numpy().astype(np.float64), v[:, :k].T.numpy().astype(np.float64)
+
+
 class ItemItemFilter:
     """GF-CF: a linear filter + an ideal low-pass filter on the normalized item-item graph.
 
@@ -48,7 +63,11 @@ class ItemItemFilter:
     part goes through the k-dimensional bottleneck. Memory per chunk is about
     ``batch_users * (n_users + 3 * n_items) * 4`` bytes plus the output. By default R's
     values (interaction weights) are used as given; ``binarize=True`` replaces them by 1.
-    Deterministic: the ARPACK start vector comes from ``seed``; tiny matrices use a dense SVD.
+    ``svd="randomized"`` replaces ARPACK by a seeded randomized SVD (Halko et al. with power
+    iterations, ``torch.svd_lowrank``): on a 30k x 41k matrix it takes seconds where ARPACK's
+    top-256 Lanczos takes minutes, at the cost of slightly blurring the cut-off directions.
+    Deterministic: the ARPACK start vector / the random projection come from ``seed``; tiny
+    matrices use a dense SVD.
     """
 
     def __init__(
@@ -58,9 +77,15 @@ class ItemItemFilter:
         binarize: bool = False,
         batch_users: int = 1024,
         seed: int = 0,
+        svd: str = "arpack",
+        power_iterations: int = 4,
     ) -> None:
         if k < 0 or batch_users <= 0:
             raise ValueError("k must be >= 0 and batch_users > 0")
+        if svd not in ("arpack", "randomized"):
+            raise ValueError(f"svd must be 'arpack' or 'randomized', got {svd!r}")
+        self.svd = svd
+        self.power_iterations = int(power_iterations)
         self.alpha = float(alpha)
         self.k = int(k)
         self.binarize = bool(binarize)
@@ -90,6 +115,8 @@ class ItemItemFilter:
             if min(n_users, n_items) <= DENSE_SVD_MAX_SIDE:
                 _, s, vt = np.linalg.svd(Rn.toarray().astype(np.float64), full_matrices=False)
                 s, vt = s[:k], vt[:k]
+            elif self.svd == "randomized":
+                s, vt = randomized_top_singular(Rn, k, self.power_iterations, self.seed)
             else:
                 _, s, vt = svds(Rn, k=k, random_state=self.seed, return_singular_vectors="vh")
             d_sqrt = np.sqrt(di)

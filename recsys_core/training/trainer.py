@@ -96,6 +96,8 @@ class _Sampler:
         train_edges = torch.from_numpy(split.train_edges)
         self.users, self.places = store.edge_index[0, train_edges], store.edge_index[1, train_edges]
         attr = store.edge_attr[train_edges] if "edge_attr" in store else None
+        if attr is not None and attr.shape[1] != INTERACTION_EDGE_LAYOUT.width:
+            attr = None  # not the contract's edge layout (e.g. a public dataset's single weight column)
         self.weights = engagement_weight(attr) if config.engagement_weighted and attr is not None else None
         self.slot = _dominant_slot(attr) if attr is not None else torch.full((len(train_edges),), ANY_SLOT)
         place_city = inputs.city["place"]

@@ -1,0 +1,52 @@
+"""Wall-clock budget and per-phase accounting (seconds, peak memory) for a benchmark run."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class Budget:
+    """Seconds allowed for the whole run; phases ask for shares of what is left."""
+
+    total_s: float
+    started: float = field(default_factory=time.perf_counter)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def remaining(self) -> float:
+        return max(self.total_s - self.elapsed(), 0.0)
+
+    def allot(self, fraction_of_total: float, floor_s: float = 1.0) -> float:
+        """``fraction_of_total`` of the whole budget, but never more than what is left minus a reserve."""
+        reserve = 0.25 * self.total_s  # final refit, scoring and writing always keep a quarter
+        return max(min(fraction_of_total * self.total_s, self.remaining() - reserve), floor_s)
+
+    def can_afford(self, fraction_of_total: float) -> bool:
+        """Whether an optional phase of this share still fits before the final reserve."""
+        return self.remaining() - 0.25 * self.total_s >= fraction_of_total * self.total_s
+
+    @contextmanager
+    def phase(self, name: str):
+        t0 = time.perf_counter()
+        logger.info("phase %s: start (elapsed %.0fs of %.0fs)", name, self.elapsed(), self.total_s)
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - t0
+            self.phases[name] = {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+            logger.info("phase %s: %.1fs (elapsed %.0fs, %.0fs left, peak RSS %.0f MB)",
+                        name, seconds, self.elapsed(), self.remaining(), peak_rss_mb())
