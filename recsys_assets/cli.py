@@ -51,6 +51,22 @@ def _serve(args: argparse.Namespace) -> None:
     serve(args.host, args.port, args.manifest, args.poll_interval)
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    if args.k < 1 or args.time_budget_min <= 0:
+        raise ValueError("--k must be >= 1 and --time-budget-min > 0")
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} is not a directory")
+    import torch
+
+    from recsys_core.benchmark.run import BenchmarkConfig, run_benchmark
+
+    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    report = run_benchmark(BenchmarkConfig(args.dataset, args.data_dir, args.out, args.k, args.seed, args.time_budget_min))
+    for name, values in report["validation"].items():
+        print(f"validation {name:<48} " + "  ".join(f"{m} {v:.4f}" for m, v in values.items()))
+    print(f"wrote {args.out} in {report['total_seconds']:.0f}s (peak RSS {report['peak_rss_mb']:.0f} MB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--manifest", help="serving manifest to follow (default: var/artifacts/serving/manifest.json)")
     srv.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks for a newer manifest")
+    bench = sub.add_parser("benchmark", help="train on a public dataset within a time budget; write top-K files and report.json")
+    bench.add_argument("dataset", choices=["gowalla", "lastfm"])
+    bench.add_argument("--data-dir", required=True, help="the dataset's directory (e.g. ../shared/datasets/gowalla)")
+    bench.add_argument("--out", required=True, help="output directory")
+    bench.add_argument("--k", type=int, default=20)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--time-budget-min", type=float, default=15.0)
     for p in (gen, mat):
         p.add_argument("--users", type=int, default=10_000)
         p.add_argument("--places", type=int, default=10_000)
@@ -72,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    handlers = {"generate": _generate, "materialize": _materialize, "serve": _serve}
+    handlers = {"generate": _generate, "materialize": _materialize, "serve": _serve, "benchmark": _benchmark}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
