@@ -10,7 +10,7 @@ DEMO_PLACES ?= 10000
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test demo materialize serve dagster bench clean
+.PHONY: install test demo materialize serve dagster daemon-demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ dagster: install $(DAGSTER_HOME)
 
 bench: install
 	$(PY) -m bench.run
+
+# The schedule and sensors under the real daemon, end to end, in var/daemon_demo (its own
+# DAGSTER_HOME, artifacts and inbox): a small world, `dagster dev`, the service, a valid and a bad
+# inbox file. Writes docs/daemon_demo.md; exits non-zero if any step fails.
+DAEMON_DEMO_USERS ?= 800
+DAEMON_DEMO_PLACES ?= 800
+daemon-demo: install
+	$(PY) -m bench.daemon_demo --users $(DAEMON_DEMO_USERS) --places $(DAEMON_DEMO_PLACES)
 
 clean:
 	rm -rf var bench/out

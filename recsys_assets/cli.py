@@ -31,18 +31,22 @@ def _materialize(args: argparse.Namespace) -> None:
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.materialize import materialize_all
-    from recsys_assets.resources import WorldSource
+    from recsys_assets.resources import TrainingSettings, WorldSource, record_settings
 
     source = (
         WorldSource(kind="parquet", directory=str(Path(args.world_dir).resolve()))
         if args.world_dir
         else WorldSource(n_users=args.users, n_places=args.places, seed=args.seed)
     )
+    knobs = {"max_steps": args.max_steps, "time_budget_s": args.time_budget, "baseline_budget_s": args.baseline_budget}
+    training = TrainingSettings(**{k: v for k, v in knobs.items() if v is not None})
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "var" / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    # The daemon's runs on this instance (`make dagster`) continue this world with these settings.
+    recorded = record_settings(source, training, home)
     with DagsterInstance.get() as instance:
-        materialize_all(build_definitions(world_source=source), instance, args.cities)
-    print(f"materialized; DAGSTER_HOME={home}")
+        materialize_all(build_definitions(world_source=source, training=training), instance, args.cities)
+    print(f"materialized; DAGSTER_HOME={home} (world and training settings recorded in {recorded.name})")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     mat = sub.add_parser("materialize", help="materialize every asset for every city in the project's Dagster instance")
     mat.add_argument("--world-dir", help="read the world from Parquet files here instead of generating it")
     mat.add_argument("--cities", nargs="*", help="city partitions (default: all)")
+    mat.add_argument("--max-steps", type=int, help="training steps of GraphRec (default: TrainingSettings)")
+    mat.add_argument("--time-budget", type=float, help="seconds a training may take before it stops early")
+    mat.add_argument("--baseline-budget", type=float, help="seconds per trained baseline in the evaluation")
     srv = sub.add_parser("serve", help="run the recommendation service (Litestar on uvicorn)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)

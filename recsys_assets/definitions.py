@@ -9,7 +9,7 @@ from dagster import Definitions, load_asset_checks_from_modules, load_assets_fro
 
 from recsys_assets.defs import automation, checks, graph, model, serving, world
 from recsys_assets.io_manager import ArtifactIOManager
-from recsys_assets.resources import InboxSettings, ServingSettings, TrainingSettings, WorldSource
+from recsys_assets.resources import InboxSettings, ServingSettings, TrainingSettings, WorldSource, recorded_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = os.environ.get("RECSYS_ARTIFACTS", str(PROJECT_ROOT / "var" / "artifacts"))
@@ -23,6 +23,8 @@ def build_definitions(
     serving_settings: ServingSettings | None = None,
     inbox_directory: str = INBOX,
 ) -> Definitions:
+    """Resources not given are those `recsys materialize` recorded for $DAGSTER_HOME, else the defaults."""
+    recorded_world, recorded_training = recorded_settings() if world_source is None or training is None else (None, None)
     return Definitions(
         assets=load_assets_from_modules([world, graph, model, serving]),
         asset_checks=load_asset_checks_from_modules([checks]),
@@ -31,8 +33,8 @@ def build_definitions(
         sensors=automation.SENSORS,
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
-            "world": world_source or WorldSource(),
-            "training": training or TrainingSettings(),
+            "world": world_source or recorded_world or WorldSource(),
+            "training": training or recorded_training or TrainingSettings(),
             "serving": serving_settings or ServingSettings(artifact_root=artifact_root),
             "inbox_settings": InboxSettings(directory=inbox_directory),
         },

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputContext, OutputContext
+from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
 from recsys_core.evaluation.compare import Comparison
 from recsys_core.graph import GraphBundle, load_graph, save_graph
@@ -58,7 +58,7 @@ class ArtifactIOManager(ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
         sha = file_sha256(main)
         (directory / MANIFEST).write_text(json.dumps({"format": fmt, "file": main.name, "sha256": sha}))
-        context.add_output_metadata({"path": str(directory), "sha256": sha, "bytes": main.stat().st_size})
+        context.add_output_metadata({"path": MetadataValue.path(str(directory)), "sha256": sha, "bytes": main.stat().st_size})
 
     def load_input(self, context: InputContext) -> object:
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]

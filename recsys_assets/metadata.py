@@ -1,35 +1,65 @@
-"""Metadata a person wants to see on a materialization: counts, previews, distributions."""
+"""Metadata a person wants to see in the Dagster UI: counts, previews, distributions, schemas, plots."""
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-from dagster import MetadataValue
+from dagster import MetadataValue, TableColumn, TableSchema
 
 from recsys_core import validation
 
 PREVIEW_ROWS = 5
+# Columns with at most this many distinct values get a value histogram, others quantiles
+# (16 covers the 15 neighbourhoods of a city).
+MAX_DISTINCT_FOR_COUNTS = 16
 
 
 def _scalar_columns(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if not pa.types.is_nested(f.type)]
 
 
+def markdown_table(frame: pd.DataFrame, **kwargs) -> MetadataValue:
+    return MetadataValue.md(frame.to_markdown(index=False, **kwargs) if len(frame) else "(empty)")
+
+
+def column_schema(schema: pa.Schema) -> TableSchema:
+    """An Arrow schema as the `dagster/column_schema` the UI shows on an asset's Columns tab."""
+    return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
+
+
 def table_metadata(table: pa.Table, distributions: tuple[str, ...] = ()) -> dict[str, object]:
     preview = table.select(_scalar_columns(table)).slice(0, PREVIEW_ROWS).to_pandas()
     meta: dict[str, object] = {
         "dagster/row_count": table.num_rows,
-        "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(empty)"),
+        "preview": markdown_table(preview),
     }
     for column in distributions:
         values = pd.Series(table.column(column).to_numpy(zero_copy_only=False))
-        if values.dtype == bool or values.nunique() <= 12:
+        if values.dtype == bool or values.nunique() <= MAX_DISTINCT_FOR_COUNTS:
             counts = values.value_counts().sort_index()
             meta[f"{column} distribution"] = MetadataValue.md(counts.to_frame("rows").to_markdown())
         else:
-            q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0])
-            meta[f"{column} quantiles"] = MetadataValue.json({f"q{int(k * 100)}": float(v) for k, v in q.items()})
+            q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).to_numpy(dtype=float)
+            frame = pd.DataFrame([q], columns=["min", "q25", "median", "q75", "max"])
+            meta[f"{column} quantiles"] = markdown_table(frame, floatfmt=".4g")
     return meta
+
+
+def rows_by_city(city_ids: np.ndarray) -> MetadataValue:
+    """A markdown table of row counts per city (cities by slug)."""
+    from recsys_core.taxonomy import CITY_SLUGS
+
+    cities, counts = np.unique(np.asarray(city_ids), return_counts=True)
+    frame = pd.DataFrame({"city": [CITY_SLUGS[int(c)] for c in cities], "rows": counts.astype(int)})
+    return markdown_table(frame)
+
+
+def png_markdown(png: bytes, title: str) -> MetadataValue:
+    """A PNG inline in a markdown metadata value (the UI renders data: images)."""
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def violations_metadata(violations: pd.DataFrame) -> dict[str, object]:
@@ -38,4 +68,3 @@ def violations_metadata(violations: pd.DataFrame) -> dict[str, object]:
     if len(violations):
         meta["offending_rows"] = MetadataValue.md(violations.head(20).to_markdown(index=False))
     return meta
-

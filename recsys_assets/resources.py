@@ -1,7 +1,16 @@
-"""Resources: the world source (synthetic or Parquet), training settings, serving settings."""
+"""Resources: the world source (synthetic or Parquet), training settings, serving settings.
+
+`recsys materialize` records the world source and training settings it ran with beside the
+Dagster instance (`$DAGSTER_HOME/recsys_settings.json`); the code location that `dagster dev`
+loads on that instance reads them back, so the daemon's runs (a nightly retrain, an inbox
+ingest, a city refresh from the UI) continue the same world with the same settings instead of
+the defaults.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -134,3 +143,38 @@ class InboxSettings(ConfigurableResource):
     """Where new interaction files are dropped: `<directory>/<city slug>/*.parquet|*.csv`."""
 
     directory: str
+
+
+SETTINGS_FILE = "recsys_settings.json"
+
+
+def settings_path(home: str | Path | None = None) -> Path | None:
+    """Where the settings of the instance at `home` (default: $DAGSTER_HOME) are recorded."""
+    home = home or os.environ.get("DAGSTER_HOME")
+    return Path(home) / SETTINGS_FILE if home else None
+
+
+def _fields(resource: ConfigurableResource) -> dict[str, object]:
+    return {name: getattr(resource, name) for name in type(resource).model_fields}
+
+
+def record_settings(world: WorldSource, training: TrainingSettings, home: str | Path | None = None) -> Path:
+    """Write the world source and training settings an instance was materialized with."""
+    path = settings_path(home)
+    if path is None:
+        raise ValueError("DAGSTER_HOME is not set: nowhere to record the settings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"world": _fields(world), "training": _fields(training)}, indent=2) + "\n")
+    return path
+
+
+def recorded_settings(home: str | Path | None = None) -> tuple[WorldSource | None, TrainingSettings | None]:
+    """The recorded world source and training settings of the instance at `home`, or (None, None)."""
+    path = settings_path(home)
+    if path is None or not path.exists():
+        return None, None
+    try:
+        raw = json.loads(path.read_text())
+        return WorldSource(**raw["world"]), TrainingSettings(**raw["training"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a valid settings record ({exc}); delete it or run `recsys materialize`") from exc

@@ -76,3 +76,28 @@ def test_publish_waits_for_every_city_index_then_publishes_once():
     assert "already names" in automation.publish_decision(instance).skip_message
     _materialized(instance, "user_embeddings")  # a new retrain: old indices are stale again
     assert "waiting for indices" in automation.publish_decision(instance).skip_message
+
+
+def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(tmp_path, monkeypatch):
+    """`recsys materialize --users 400` then `make dagster`: a city refresh or an inbox ingest under the
+    daemon must regenerate that world (same size and seed) and retrain with the same settings, not the defaults."""
+    import recsys_assets.materialize
+    from recsys_assets import cli
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.resources import TrainingSettings, WorldSource, recorded_settings
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert build_definitions(str(tmp_path / "artifacts")).resources["world"].n_users == WorldSource().n_users
+    materialized = []
+    monkeypatch.setattr(recsys_assets.materialize, "materialize_all", lambda defs, instance, cities: materialized.append(defs))
+    argv = ["materialize", "--users", "400", "--places", "320", "--seed", "7", "--max-steps", "30", "--time-budget", "900"]
+    assert cli.main(argv) == 0
+
+    world, training = recorded_settings(tmp_path)
+    assert (world.n_users, world.n_places, world.seed, world.kind) == (400, 320, 7, "synthetic")
+    assert (training.max_steps, training.time_budget_s, training.batch_size) == (30, 900.0, TrainingSettings().batch_size)
+    for location in (materialized[0], build_definitions(str(tmp_path / "artifacts"))):  # the CLI's run and the daemon's
+        assert location.resources["world"].n_users == 400 and location.resources["world"].seed == 7
+        assert location.resources["training"].max_steps == 30
+    # Resources given explicitly (tests, `recsys materialize` itself) win over the record.
+    assert build_definitions(str(tmp_path / "a"), WorldSource(n_users=160)).resources["world"].n_users == 160

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pyarrow as pa
 import torch
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, MetadataValue, asset_check
 
 from recsys_assets.defs import graph as graph_assets
 from recsys_assets.defs import model as model_assets
@@ -21,7 +21,7 @@ from recsys_assets.metadata import violations_metadata
 from recsys_assets.resources import ServingSettings
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_core import contracts, features, validation
-from recsys_core.evaluation.compare import Comparison, quality_gate
+from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
 from recsys_core.graph import GraphBundle, graph_problems
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems
 from recsys_core.retrieval.index import CityIndex, recall_vs_exact
@@ -140,7 +140,10 @@ def trained_model_weights_finite(trained_model: TrainedModel) -> AssetCheckResul
 )
 def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
     passed, figures = quality_gate(model_evaluation)
-    return AssetCheckResult(passed=passed, metadata=figures)
+    return AssetCheckResult(
+        passed=passed,
+        metadata={**figures, "validation comparison": MetadataValue.md(summary_markdown(model_evaluation, "val"))},
+    )
 
 
 def _embedding_check(table: pa.Table, id_column: str, graph: GraphBundle, node: str, model: TrainedModel) -> AssetCheckResult:
@@ -169,8 +172,9 @@ def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str
     problems = []
     if len(index) != rows.num_rows:
         problems.append(f"index holds {len(index)} rows, the city has {rows.num_rows}")
-    if not np.array_equal(np.sort(index.ids), np.sort(ids)):
-        problems.append("id map differs from the city's embedding ids")
+    missing, extra = np.setdiff1d(ids, index.ids), np.setdiff1d(index.ids, ids)
+    if len(missing) or len(extra) or len(np.unique(index.ids)) != len(index.ids):
+        problems.append(f"id map differs from the city's embedding ids: {len(missing)} missing, {len(extra)} not of the city")
     recall = float("nan")
     if len(vectors) and not problems:
         picked = np.random.default_rng(city).choice(len(vectors), min(sample, len(vectors)), replace=False)
@@ -178,7 +182,12 @@ def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str
         if recall < 0.99:
             problems.append(f"ANN recall@50 vs exact search {recall:.4f} < 0.99")
     return AssetCheckResult(
-        passed=not problems, metadata={"problems": problems, "kind": index.kind, "rows": len(index), "recall@50_vs_exact": recall}
+        passed=not problems,
+        metadata={
+            "problems": problems, "kind": index.kind, "rows": len(index), "city_rows": rows.num_rows,
+            "recall@50_vs_exact": recall,
+            "missing_ids": missing[:20].tolist(), "ids_not_of_the_city": extra[:20].tolist(),
+        },
     )
 
 

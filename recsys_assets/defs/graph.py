@@ -7,7 +7,8 @@ from dagster import AssetIn, MetadataValue, Output, asset
 from recsys_core import features
 from recsys_core.graph import GraphBundle, build_hetero_graph
 
-GRAPH = dict(group_name="graph", kinds={"pytorch", "python"}, owners=["team:ml"])
+GRAPH = dict(group_name="graph", owners=["team:ml"])
+FEATURE_TABLE = dict(**GRAPH, kinds={"python", "parquet"})
 
 
 def _layout_md(layout: features.Layout) -> MetadataValue:
@@ -15,13 +16,13 @@ def _layout_md(layout: features.Layout) -> MetadataValue:
     return MetadataValue.md("| block | columns | width |\n|---|---|---|\n" + rows)
 
 
-@asset(**GRAPH, description="User node features (158 columns; layout in the metadata).")
+@asset(**FEATURE_TABLE, description="User node features (158 columns; layout in the metadata).")
 def user_features(users: pa.Table) -> Output[pa.Table]:
     table = features.user_feature_table(users)
     return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.USER_LAYOUT)})
 
 
-@asset(**GRAPH, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata).")
+@asset(**FEATURE_TABLE, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata).")
 def place_features(places: pa.Table) -> Output[pa.Table]:
     table = features.place_feature_table(places)
     return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.PLACE_LAYOUT)})
@@ -29,6 +30,7 @@ def place_features(places: pa.Table) -> Output[pa.Table]:
 
 @asset(
     **GRAPH,
+    kinds={"pytorch"},
     description="PyG HeteroData: users, places; interacts / rev_interacts (12 edge features, one edge per "
     "user-place pair) and social (3 features, both directions); friend labels alongside.",
 )

@@ -1,11 +1,11 @@
 """The trained GraphRec checkpoint and its evaluation against baselines and the oracle."""
 
-import base64
 import io
 
 import pyarrow as pa
 from dagster import AllPartitionMapping, AssetIn, MetadataValue, Output, asset
 
+from recsys_assets.metadata import png_markdown
 from recsys_assets.resources import TrainingSettings
 from recsys_core.evaluation.compare import Comparison, WorldTruth, compare, summary_markdown
 from recsys_core.graph import GraphBundle
@@ -37,7 +37,7 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    return MetadataValue.md(f"![training curve](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+    return png_markdown(buffer.getvalue(), "training curve")
 
 
 @asset(**MODEL, description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights.")
@@ -51,6 +51,10 @@ def trained_model(hetero_graph: GraphBundle, training: TrainingSettings) -> Outp
             "best_step": info["best_step"],
             "train_seconds": info["train_seconds"],
             "stopped_because": info["stopped_because"],
+            "steps": info["steps"],
+            "parameters": info["parameters"],
+            "val_pairs": info["held_out"]["val_pairs"],
+            "test_pairs": info["held_out"]["test_pairs"],
             "summary": MetadataValue.json(info),
             "training_curve": _curve_png(trained),
         },
@@ -87,6 +91,7 @@ def model_evaluation(
         f"test {m} recall@20": comparison.place_metric("test", m)
         for m in comparison.places["model"].unique()
     }
+    headline["test graphrec friend compat ROC-AUC"] = comparison.friend_metric("test", "graphrec")
     return Output(
         comparison,
         metadata={

@@ -8,6 +8,8 @@ and it is published by an atomic rename, so the service never sees a half-built 
 import datetime as dt
 import json
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 from dagster import (
     AllPartitionMapping,
@@ -22,7 +24,8 @@ from dagster import (
     multi_asset,
 )
 
-from recsys_assets.io_manager import MANIFEST, latest_artifact_path
+from recsys_assets.io_manager import MANIFEST, latest_artifact_path, latest_materialization
+from recsys_assets.metadata import markdown_table, rows_by_city
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import ServingSettings
 from recsys_core.graph import GraphBundle
@@ -37,22 +40,36 @@ SERVING = dict(group_name="serving", owners=["team:ml"])
 
 @multi_asset(
     outs={
-        "user_embeddings": AssetOut(**SERVING, kinds={"parquet"}, description="user_id, city_id, float32 embedding, influential past places."),
-        "place_embeddings": AssetOut(**SERVING, kinds={"parquet"}, description="place_id, city_id, float32 embedding."),
+        "user_embeddings": AssetOut(**SERVING, kinds={"pytorch", "parquet"}, description="user_id, city_id, float32 embedding, influential past places."),
+        "place_embeddings": AssetOut(**SERVING, kinds={"pytorch", "parquet"}, description="place_id, city_id, float32 embedding."),
     },
 )
 def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
     """One full-graph pass of the trained encoders + backbone (held-out pairs included)."""
     tables = export_embeddings(trained_model.model, hetero_graph)
     for name, table in (("user_embeddings", tables.users), ("place_embeddings", tables.places)):
-        yield Output(table, output_name=name, metadata={"rows": table.num_rows, "dim": table.schema.field("embedding").type.list_size})
+        yield Output(table, output_name=name, metadata=_embedding_metadata(table))
+
+
+def _embedding_metadata(table: pa.Table) -> dict[str, object]:
+    vectors = embedding_matrix(table)
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(1)
+    return {
+        "dagster/row_count": table.num_rows,
+        "dim": table.schema.field("embedding").type.list_size,
+        "rows by city": rows_by_city(table.column("city_id").to_numpy()),
+        "norm": MetadataValue.json({"min": float(norms.min()), "median": float(np.median(norms)), "max": float(norms.max())}),
+    }
 
 
 def _city_index(context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings) -> Output[CityIndex]:
     city = city_of(context)
     rows = city_rows(table, city)
-    index = build_city_index(rows.column(id_column).to_numpy(), embedding_matrix(rows), settings.exact_max_rows)
-    return Output(index, metadata={"rows": len(index), "kind": index.kind, "city_id": city})
+    vectors = embedding_matrix(rows)
+    index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows)
+    return Output(index, metadata={
+        "dagster/row_count": len(index), "ntotal": len(index), "dim": int(vectors.shape[1]), "kind": index.kind, "city_id": city,
+    })
 
 
 @asset(**SERVING, kinds={"faiss"}, partitions_def=city_partitions, description="FAISS inner-product index of the city's places.")
@@ -73,6 +90,21 @@ def _ref(context: AssetExecutionContext, key, partition: str | None = None) -> A
 
 def _key(name: str) -> AssetKey:
     return AssetKey(name)
+
+
+def _index_sizes(context: AssetExecutionContext) -> MetadataValue:
+    """Per city: the rows, kind and file size of the place and user indices the manifest names."""
+    rows = []
+    for slug in CITY_SLUGS:
+        row: dict[str, object] = {"city": slug}
+        for name in ("place_index", "user_index"):
+            record = latest_materialization(context.instance, _key(name), slug)
+            meta = _plain(record.asset_materialization.metadata) if record else {}
+            row[f"{name} rows"] = meta.get("ntotal", meta.get("rows"))
+            row[f"{name} kind"] = meta.get("kind")
+            row[f"{name} bytes"] = meta.get("bytes")
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows))
 
 
 # Checks of earlier runs that must have passed on the artifacts a manifest names
@@ -146,6 +178,7 @@ def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -
             "live_manifest": str(live),
             "model_version": manifest.model_version,
             "version": manifest.version,
+            "indices": _index_sizes(context),
             "manifest": MetadataValue.json(json.loads(manifest.to_json())),
         },
     )

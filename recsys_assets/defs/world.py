@@ -6,22 +6,27 @@ from pathlib import Path
 import pyarrow as pa
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, Output, asset
 
-from recsys_assets.metadata import table_metadata
+from recsys_assets.metadata import column_schema, table_metadata
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import WorldSource
-from recsys_core import inbox
+from recsys_core import contracts, inbox
 
 WORLD = dict(group_name="world", partitions_def=city_partitions, kinds={"python", "parquet"}, owners=["team:data"])
 ALL_PLACES = AssetIn("places", partition_mapping=AllPartitionMapping())
 
 
-@asset(**WORLD, description="Users living in the city: tastes, vibes, frequented neighbourhoods, activity.")
+def _columns(name: str) -> dict[str, object]:
+    """The contract's columns, shown on the asset's page before anything is materialized."""
+    return {"dagster/column_schema": column_schema(contracts.SCHEMAS[name])}
+
+
+@asset(**WORLD, metadata=_columns("users"), description="Users living in the city: tastes, vibes, frequented neighbourhoods, activity.")
 def users(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
     table = world.users(city_of(context))
     return Output(table, metadata=table_metadata(table, ("home_neighborhood_id",)))
 
 
-@asset(**WORLD, description="Places in the city: categories, tags, price band, time slot, popularity.")
+@asset(**WORLD, metadata=_columns("places"), description="Places in the city: categories, tags, price band, time slot, popularity.")
 def places(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
     table = world.places(city_of(context))
     return Output(table, metadata=table_metadata(table, ("price_band", "typical_time_slot", "base_popularity")))
@@ -35,6 +40,7 @@ class InteractionsConfig(Config):
 
 @asset(
     **WORLD,
+    metadata=_columns("interactions"),
     ins={"users": AssetIn(), "places": ALL_PLACES},
     description="Events of the city's users (by home city), including travel to places in other cities.",
 )
@@ -62,7 +68,7 @@ def _with_new_events(context: AssetExecutionContext, path: Path, users: pa.Table
     return inbox.append(existing, new)
 
 
-@asset(**WORLD, description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).")
+@asset(**WORLD, metadata=_columns("user_user_edges"), description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).")
 def user_user_edges(
     context: AssetExecutionContext, world: WorldSource, users: pa.Table, interactions: pa.Table
 ) -> Output[pa.Table]:
@@ -70,7 +76,7 @@ def user_user_edges(
     return Output(table, metadata=table_metadata(table, ("interest_overlap_score", "co_attendance_count")))
 
 
-@asset(**WORLD, description="Compatibility and attendance labels for user pairs (supervision of the friend head).")
+@asset(**WORLD, metadata=_columns("friend_labels"), description="Compatibility and attendance labels for user pairs (supervision of the friend head).")
 def friend_labels(
     context: AssetExecutionContext,
     world: WorldSource,

@@ -1,0 +1,658 @@
+"""`make daemon-demo`: the schedule and sensors working under the real Dagster daemon, end to end.
+
+Everything lives in its own directory (default `var/daemon_demo/`: its own DAGSTER_HOME,
+artifacts and inbox), so a real `make demo` under `var/` is never touched. Steps:
+
+1. materialize a small world with `recsys materialize` (the `make demo` path);
+2. list the schedule and the sensors with Dagster's CLI;
+3. start `dagster dev` (webserver + daemon) and the service (`recsys serve`) on free ports,
+   and wait until the daemon is healthy and every sensor has ticked;
+4. drop a valid interactions file into one city's inbox and follow it through the daemon:
+   ingest -> retrain -> every city's indices -> publish -> the service serves the new version;
+5. drop a deliberately bad file: it is moved to `rejected/` beside a reason file, no run starts
+   and the served version stays the same;
+6. write the transcript to docs/daemon_demo.md; exit 1 if any step failed.
+
+Every subprocess is started in its own session and its whole process group is ended at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MARKER = ".daemon_demo"
+SENSORS = ("interactions_inbox", "retrain_after_ingest", "indices_after_retrain", "publish_when_indices_are_fresh")
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- transcript
+
+
+@dataclass
+class Transcript:
+    started: float = field(default_factory=time.monotonic)
+    log: list[str] = field(default_factory=list)
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+
+    def say(self, message: str) -> None:
+        line = f"[{time.monotonic() - self.started:7.1f}s] {message}"
+        print(line, flush=True)
+        self.log.append(line)
+
+    def section(self, title: str, body: str, lang: str = "text") -> None:
+        self.sections.append(f"### {title}\n\n```{lang}\n{body.rstrip()}\n```\n")
+
+    def prose(self, title: str, body: str) -> None:
+        self.sections.append(f"### {title}\n\n{body.rstrip()}\n")
+
+
+def _run_step(t: Transcript, name: str, fn, *args):
+    t.say(f"== {name}")
+    began = time.monotonic()
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        seconds = time.monotonic() - began
+        t.steps.append((name, seconds, f"FAILED: {exc}"))
+        t.say(f"!! {name} failed after {seconds:.0f}s: {exc}")
+        if not isinstance(exc, StepFailed):
+            t.say(traceback.format_exc().rstrip())
+        raise
+    seconds = time.monotonic() - began
+    t.steps.append((name, seconds, "ok"))
+    t.say(f"== {name}: ok in {seconds:.0f}s")
+    return result
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[3]) == sid:  # fields after the command: state ppid pgrp session ...
+            members.append(int(entry.name))
+    return members
+
+
+@dataclass
+class Service:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, t: Transcript, grace_s: float = 30.0) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever of the session is left after the grace."""
+        sid = self.popen.pid
+        if self.alive():
+            try:
+                os.killpg(sid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + 10
+        while (left := _session_members(sid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _session_members(sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+        t.say(f"stopped {self.name} (pid {sid}, exit {self.popen.returncode}){' after SIGKILL of ' + str(left) if left else ''}")
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], log_path: Path, t: Transcript) -> Service:
+    handle = open(log_path, "w")
+    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    handle.close()
+    t.say(f"started {name}: {' '.join(cmd)} (pid {popen.pid}, log {log_path.relative_to(ROOT) if log_path.is_relative_to(ROOT) else log_path})")
+    return Service(name, popen, log_path)
+
+
+def run_cli(cmd: list[str], env: dict[str, str], timeout: float = 600) -> str:
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise StepFailed(f"{' '.join(cmd)} exited {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
+    return out.stdout
+
+
+def http_json(url: str, payload: dict | None = None, timeout: float = 10) -> tuple[int, object]:
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+        return 0, None
+
+
+def wait_for(what: str, probe, timeout_s: float, t: Transcript, every_s: float = 2.0, services=()):
+    """Call probe() until it returns something truthy; fail on timeout or when a service died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        for service in services:
+            if not service.alive():
+                raise StepFailed(f"{service.name} exited ({service.popen.returncode}) while waiting for {what}:\n{service.tail()}")
+        if time.monotonic() > deadline:
+            raise StepFailed(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, t: Transcript):
+        self.args, self.t = args, t
+        self.work = Path(args.work_dir).resolve()
+        self.home = self.work / "dagster_home"
+        self.artifacts = self.work / "artifacts"
+        self.inbox = self.work / "inbox"
+        self.manifest = self.artifacts / "serving" / "manifest.json"
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "RECSYS_ARTIFACTS": str(self.artifacts),
+            "RECSYS_INBOX": str(self.inbox),
+            "PYTHONUNBUFFERED": "1",
+            # One intra-op thread per process: the webserver, daemon, code server, service and runs share
+            # two cores, and OpenMP threads spinning against each other only burn them.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            # A sensor tick is a gRPC call into the code server; give a starved CPU more than the default 60 s.
+            "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "300"),
+        }
+        self.services: list[Service] = []
+        self.instance = None
+        self.ui_port = self.api_port = None
+        self.facts: dict[str, object] = {}
+
+    # -- setup
+
+    def prepare(self) -> None:
+        if self.work.exists() and not self.args.reuse:
+            if any(self.work.iterdir()) and not (self.work / MARKER).exists():
+                raise StepFailed(f"{self.work} exists and was not made by this demo; choose another --work-dir")
+            shutil.rmtree(self.work)
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.work / MARKER).write_text("made by bench/daemon_demo.py; deleted by its next run\n")
+        # The local defaults (SQLite, queued runs launched as subprocesses), no telemetry, and patience
+        # for a code server that imports torch on a busy 2-core machine (the default gives up after 180 s).
+        (self.home / "dagster.yaml").write_text(
+            "telemetry:\n  enabled: false\ncode_servers:\n  local_startup_timeout: 900\n  reload_timeout: 900\n"
+        )
+        os.environ.update({k: self.env[k] for k in ("DAGSTER_HOME", "RECSYS_ARTIFACTS", "RECSYS_INBOX")})
+        self.t.say(f"work dir {self.work} (DAGSTER_HOME, artifacts, inbox); the project's var/ is not touched")
+
+    def materialize(self) -> None:
+        if self.args.reuse and self.manifest.exists():
+            self.t.say(f"--reuse: keeping the materialized world ({self.manifest})")
+            return
+        # The settings are recorded beside the instance, so the daemon's retrain trains the same way.
+        cmd = [str(BIN / "recsys"), "materialize", "--users", str(self.args.users), "--places", str(self.args.places),
+               "--max-steps", str(self.args.max_steps), "--time-budget", str(self.args.time_budget),
+               "--baseline-budget", str(self.args.baseline_budget)]
+        log = self.work / "materialize.log"
+        began = time.monotonic()
+        with open(log, "w") as handle:
+            code = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT).returncode
+        lines = [ln for ln in log.read_text().splitlines() if "recsys_assets.materialize" in ln or "materialized;" in ln]
+        self.t.section(f"`{' '.join(['recsys'] + cmd[1:])}` ({time.monotonic() - began:.0f} s)", "\n".join(lines))
+        if code != 0 or not self.manifest.exists():
+            raise StepFailed(f"recsys materialize exited {code}:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+        self.t.say(f"materialized {self.args.users} users / {self.args.places} places in {time.monotonic() - began:.0f}s")
+
+    def open_instance(self) -> None:
+        from dagster import DagsterInstance
+
+        self.instance = DagsterInstance.get()
+
+    # -- step 2: the CLI
+
+    def cli_listings(self, when: str) -> None:
+        dagster = str(BIN / "dagster")
+        for kind in ("schedule", "sensor"):
+            cmd = [dagster, kind, "list", "-w", "workspace.yaml"]
+            out = run_cli(cmd, self.env, timeout=300)
+            self.t.section(f"`dagster {kind} list -w workspace.yaml` ({when})", out)
+            self.t.say(f"dagster {kind} list ({when}):\n" + "\n".join("    " + ln for ln in out.strip().splitlines()))
+        names = run_cli([dagster, "sensor", "list", "-w", "workspace.yaml", "--running", "--name"], self.env, timeout=300)
+        missing = [s for s in SENSORS if s not in names]
+        schedules = run_cli([dagster, "schedule", "list", "-w", "workspace.yaml", "--running", "--name"], self.env, timeout=300)
+        if missing or "nightly_retrain" not in schedules:
+            raise StepFailed(f"not listed as running: sensors {missing}, schedules {schedules.split()}")
+
+    # -- step 3: the daemon and the service
+
+    def start_dagster(self) -> None:
+        self.ui_port = free_port()
+        cmd = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.ui_port)]
+        dagster = start("dagster dev", cmd, self.env, self.work / "dagster_dev.log", self.t)
+        self.services.append(dagster)
+        url = f"http://127.0.0.1:{self.ui_port}"
+        wait_for("the Dagster webserver", lambda: http_json(f"{url}/server_info")[0] == 200, 300, self.t, services=[dagster])
+        self.t.say(f"Dagster UI up at {url}")
+        query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+
+        def healthy():
+            status, body = http_json(f"{url}/graphql", {"query": query})
+            if status != 200 or not body or "data" not in body:
+                return None
+            daemons = body["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+            required = {d["daemonType"]: d["healthy"] for d in daemons if d["required"]}
+            return required if required and all(required.values()) else None
+
+        daemons = wait_for("every required daemon to report healthy", healthy, 300, self.t, every_s=3, services=[dagster])
+        self.t.say("daemons healthy (GraphQL daemonHealth): " + ", ".join(sorted(daemons)))
+        self.facts["daemons"] = sorted(daemons)
+
+        def every_sensor_ticked():
+            ticks = self.sensor_ticks()
+            return ticks if all(ticks.get(s) for s in SENSORS) else None
+
+        ticks = wait_for("a first tick of every sensor", every_sensor_ticked, 300, self.t, every_s=3, services=[dagster])
+        lines = [f"{name}: {tick.status.value}{' (' + tick.skip_reason + ')' if tick.skip_reason else ''}"
+                 for name, tick in sorted(ticks.items())]
+        self.t.say("first sensor ticks:\n" + "\n".join("    " + ln for ln in lines))
+        self.t.section("First tick of each sensor under the daemon", "\n".join(lines))
+
+    def start_service(self) -> None:
+        self.api_port = free_port()
+        cmd = [str(BIN / "recsys"), "serve", "--host", "127.0.0.1", "--port", str(self.api_port),
+               "--manifest", str(self.manifest), "--poll-interval", "2"]
+        service = start("recsys serve", cmd, self.env, self.work / "serve.log", self.t)
+        self.services.append(service)
+        wait_for("the service to be ready", lambda: http_json(self.api("/ready"))[0] == 200, 600, self.t, services=[service])
+        version = self.served()
+        self.t.say(f"service ready at {self.api('')}: serving {version['version']} ({version['model_version']})")
+        self.facts["served_before"] = version["version"]
+
+    def api(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.api_port}{path}"
+
+    def served(self) -> dict:
+        status, body = http_json(self.api("/version"))
+        if status != 200:
+            raise StepFailed(f"/version answered {status}")
+        return body
+
+    # -- instance helpers
+
+    def sensor_ticks(self) -> dict:
+        from dagster._core.definitions.run_request import InstigatorType
+
+        latest = {}
+        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            if ticks:
+                latest[state.name] = ticks[0]
+        return latest
+
+    def runs_since(self, since: dt.datetime):
+        from dagster import RunsFilter
+
+        return list(reversed(self.instance.get_run_records(filters=RunsFilter(created_after=since))))
+
+    def manifest_version(self) -> str | None:
+        try:
+            return json.loads(self.manifest.read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def report_runs(self, since: dt.datetime, seen: dict) -> list:
+        records = self.runs_since(since)
+        for record in records:
+            run = record.dagster_run
+            status = run.status.value
+            if seen.get(run.run_id) == status:
+                continue
+            seen[run.run_id] = status
+            partition = run.tags.get("dagster/partition")
+            origin = run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name") or "manual"
+            self.t.say(f"run {run.run_id[:8]} {run.job_name}{f'[{partition}]' if partition else ''} "
+                       f"(by {origin}): {status}")
+            if status == "FAILURE":
+                raise StepFailed(f"run {run.run_id} ({run.job_name}) failed: {self.failure_of(run.run_id)}")
+        return records
+
+    def failure_of(self, run_id: str) -> str:
+        from dagster import DagsterEventType
+
+        events = self.instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE})
+        messages = []
+        for event in events:
+            data = event.dagster_event.event_specific_data if event.dagster_event else None
+            error = getattr(data, "error", None)
+            messages.append(error.message.strip() if error else event.message)
+        return " | ".join(messages) or "see the run in the UI"
+
+    # -- step 4: a valid file
+
+    def drop_valid_file(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        from dagster import AssetKey
+
+        from recsys_assets.io_manager import load_latest
+
+        city = self.args.city
+        existing = load_latest(self.instance, AssetKey("interactions"), [city])
+        places = load_latest(self.instance, AssetKey("places"), [city]).column("place_id").to_numpy()
+        rng = np.random.default_rng(7)
+        rows = existing.take(rng.choice(existing.num_rows, size=min(self.args.events, existing.num_rows), replace=False))
+        # Existing users at other places of the city, shifted by whole weeks into the last week before now:
+        # the hour and weekday (and so both time buckets) stay consistent with the timestamp.
+        week_us = 7 * 86_400 * 10**6
+        micros = rows.column("timestamp").cast(pa.int64()).to_numpy()
+        now_us = int(time.time() * 1e6)
+        shift = (now_us - int(micros.max())) // week_us * week_us
+        timestamps = pa.array(micros + shift, pa.int64()).cast(rows.schema.field("timestamp").type)
+        new = rows.set_column(rows.schema.get_field_index("timestamp"), "timestamp", timestamps)
+        new = new.set_column(new.schema.get_field_index("place_id"), "place_id",
+                             pa.array(rng.choice(places, size=new.num_rows), pa.int64()))
+        path = self.drop(city, f"new_events_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.parquet",
+                         lambda p: pq.write_table(new, p))
+        first, last = pc.min(new.column("timestamp")).as_py(), pc.max(new.column("timestamp")).as_py()
+        self.facts["good_file"] = path.name
+        self.facts["good_rows"] = new.num_rows
+        self.facts["existing_rows"] = existing.num_rows
+        self.t.say(f"dropped {path.relative_to(self.work)}: {new.num_rows} events of {len(set(new.column('user_id').to_pylist()))} "
+                   f"existing {city} users at other {city} places, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC "
+                   f"(the city has {existing.num_rows} events)")
+
+    def drop(self, city: str, name: str, write) -> Path:
+        """Write under a name the sensor ignores, then rename: the sensor never sees half a file."""
+        folder = self.inbox / city
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{name}.part"
+        write(partial)
+        final = folder / name
+        partial.rename(final)
+        return final
+
+    def follow_valid_file(self) -> None:
+        from dagster import AssetKey
+
+        from recsys_assets.io_manager import load_latest
+
+        city, name = self.args.city, self.facts["good_file"]
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        before = self.manifest_version()
+        served_before = self.facts["served_before"]
+        seen: dict = {}
+        milestones: dict[str, float] = {}
+        began = time.monotonic()
+        deadline = began + self.args.timeout
+
+        def mark(what: str) -> None:
+            if what not in milestones:
+                milestones[what] = time.monotonic() - began
+                self.t.say(f"-- {what} (+{milestones[what]:.0f}s after the drop)")
+
+        accepted_dir = self.inbox / "accepted" / city
+        while True:
+            if not (self.inbox / city / name).exists() and any(accepted_dir.glob(f"*-{name}")):
+                mark("the inbox sensor accepted the file (moved to accepted/)")
+            if any((self.inbox / "rejected" / city).glob(f"*-{name}.reason.txt")):
+                reason = next((self.inbox / "rejected" / city).glob(f"*-{name}.reason.txt")).read_text()
+                raise StepFailed(f"the valid file was rejected:\n{reason}")
+            records = self.report_runs(since, seen)
+            done = {(r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition"))
+                    for r in records if r.dagster_run.status.value == "SUCCESS"}
+            if ("ingest_interactions", city) in done:
+                mark(f"ingest_interactions[{city}] succeeded")
+            if any(job == "retrain" for job, _ in done):
+                mark("retrain succeeded")
+            indices = {p for job, p in done if job == "city_indices"}
+            if len(indices) == 8:
+                mark("city_indices succeeded for all 8 cities")
+            if any(job == "publish_manifest" for job, _ in done):
+                mark("publish_manifest succeeded")
+            current = self.manifest_version()
+            if current != before:
+                mark(f"new manifest {current} written")
+                if self.served()["version"] == current:
+                    mark(f"the service serves {current}")
+                    break
+            for service in self.services:
+                if not service.alive():
+                    raise StepFailed(f"{service.name} exited:\n{service.tail()}")
+            if time.monotonic() > deadline:
+                raise StepFailed(f"timed out after {self.args.timeout:.0f}s; reached: {list(milestones) or 'nothing'}")
+            time.sleep(self.args.poll)
+        after = load_latest(self.instance, AssetKey("interactions"), [city]).num_rows
+        expected = self.facts["existing_rows"] + self.facts["good_rows"]
+        if after != expected:
+            raise StepFailed(f"{city} interactions have {after} rows, expected {expected}")
+        version = self.served()
+        self.facts.update(manifest_before=before, manifest_after=version["version"], served_after=version,
+                          milestones=milestones, runs=[(r.dagster_run.run_id[:8], r.dagster_run.job_name,
+                                                        r.dagster_run.tags.get("dagster/partition"),
+                                                        r.dagster_run.tags.get("dagster/sensor_name", "manual"),
+                                                        r.dagster_run.status.value, r.start_time, r.end_time)
+                                                       for r in self.runs_since(since)])
+        self.t.say(f"{city} interactions: {self.facts['existing_rows']} -> {after} rows; served version "
+                   f"{served_before} -> {version['version']} ({version['model_version']}), reloads={version['reloads']}")
+        if version["version"] == served_before:
+            raise StepFailed("the served version did not change")
+
+    # -- step 5: a bad file
+
+    def drop_and_follow_bad_file(self) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        from dagster import AssetKey
+
+        from recsys_assets.io_manager import load_latest
+
+        city = self.args.city
+        rows = load_latest(self.instance, AssetKey("interactions"), [city]).slice(0, 4)
+        users = rows.column("user_id").to_pylist()
+        users[1] = 987_654_321  # no such user
+        dwell = rows.column("dwell_time").to_pylist()
+        dwell[2] = float("nan")
+        bad = rows.set_column(0, "user_id", pa.array(users, pa.int64()))
+        bad = bad.set_column(bad.schema.get_field_index("dwell_time"), "dwell_time", pa.array(dwell, pa.float32()))
+        name = f"bad_events_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.csv"
+        manifest_before, served_before = self.manifest_version(), self.served()["version"]
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        dropped = time.monotonic()
+        path = self.drop(city, name, lambda p: pcsv.write_csv(bad, p))
+        self.t.say(f"dropped {path.relative_to(self.work)}: 4 rows, user 987654321 does not exist, one dwell_time is NaN")
+        rejected = self.inbox / "rejected" / city
+
+        def reason_file():
+            found = list(rejected.glob(f"*-{name}.reason.txt"))
+            return found[0] if found and not path.exists() and list(rejected.glob(f"*-{name}")) else None
+
+        reason = wait_for("the inbox sensor to reject the file", reason_file, self.args.timeout, self.t,
+                          every_s=self.args.poll, services=self.services)
+        self.t.say(f"rejected after {time.monotonic() - dropped:.0f}s: {reason.relative_to(self.work)}")
+        text = reason.read_text()
+        self.t.section(f"{reason.relative_to(self.work)}", text)
+        for needle in ("987654321", "unknown_user", "dwell_time"):
+            if needle not in text:
+                raise StepFailed(f"the reason file does not mention {needle!r}:\n{text}")
+
+        # The sensor's tick says so too, and nothing runs: wait out two more sensor intervals.
+        def skip_tick():
+            tick = self.sensor_ticks().get("interactions_inbox")
+            return tick if tick and tick.skip_reason and name in tick.skip_reason else None
+
+        tick = wait_for("the inbox sensor's tick to name the rejection", skip_tick, 120, self.t, every_s=2, services=self.services)
+        self.t.say(f"interactions_inbox tick {tick.status.value}: {tick.skip_reason}")
+        self.facts["bad_tick"] = f"{tick.status.value}: {tick.skip_reason}"
+        settle = time.monotonic() + self.args.settle
+        while time.monotonic() < settle:
+            time.sleep(2)
+        runs = self.runs_since(since)
+        if runs:
+            raise StepFailed("runs started after the bad file: " + ", ".join(r.dagster_run.job_name for r in runs))
+        manifest_after, served_after = self.manifest_version(), self.served()["version"]
+        if (manifest_after, served_after) != (manifest_before, served_before):
+            raise StepFailed(f"something changed: manifest {manifest_before} -> {manifest_after}, served {served_before} -> {served_after}")
+        self.facts.update(bad_file=name, bad_reason=reason.name, bad_wait=round(time.monotonic() - dropped))
+        self.t.say(f"{self.args.settle:.0f}s later: no run started, manifest and served version still {served_after}")
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            service.stop(self.t)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript, ok: bool, command: str) -> None:
+    f = demo.facts
+    load = os.getloadavg()
+    lines = [
+        "# Daemon demo: schedule and sensors under the real Dagster daemon",
+        "",
+        f"Generated by `{command}` (`bench/daemon_demo.py`) on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        f"Outcome: **{'PASSED' if ok else 'FAILED'}** in {time.monotonic() - t.started:.0f} s.",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (the CPU was shared with other work, so timings are pessimistic). "
+        f"World: {args.users} users, {args.places} places; training: {args.max_steps} steps (time limit {args.time_budget:.0f} s), "
+        f"{args.baseline_budget:.0f} s per trained baseline, recorded for the daemon's retrain. "
+        f"Everything under `{demo.work.relative_to(ROOT) if demo.work.is_relative_to(ROOT) else demo.work}/` "
+        "(its own `DAGSTER_HOME`, `RECSYS_ARTIFACTS` and `RECSYS_INBOX`).",
+        "",
+        "## Steps",
+        "",
+        "| step | seconds | result |",
+        "|---|---:|---|",
+        *[f"| {name} | {seconds:.0f} | {result.splitlines()[0][:160] if result else ''} |" for name, seconds, result in t.steps],
+        "",
+    ]
+    if f.get("milestones"):
+        lines += ["## A valid file, from the inbox to the service", "",
+                  f"`{f['good_file']}` ({f['good_rows']} events) dropped into `inbox/{args.city}/`:", "",
+                  "| milestone | seconds after the drop |", "|---|---:|",
+                  *[f"| {what} | {seconds:.0f} |" for what, seconds in f["milestones"].items()], ""]
+        lines += [f"Manifest `{f['manifest_before']}` → `{f['manifest_after']}`; "
+                  f"the service's `/version` went from `{f['served_before']}` to `{f['served_after']['version']}` "
+                  f"(model `{f['served_after']['model_version']}`, hot reloads: {f['served_after']['reloads']}).", ""]
+        lines += ["Runs the daemon started:", "", "| run | job | partition | started by | status | seconds |",
+                  "|---|---|---|---|---|---:|"]
+        for run_id, job, partition, origin, status, start, end in f["runs"]:
+            seconds = f"{end - start:.0f}" if start and end else ""
+            lines.append(f"| {run_id} | {job} | {partition or ''} | {origin} | {status} | {seconds} |")
+        lines.append("")
+    if f.get("bad_file"):
+        lines += ["## A bad file is rejected with its reason", "",
+                  f"`{f['bad_file']}` (an unknown user id and a NaN `dwell_time`) was moved to "
+                  f"`inbox/rejected/{args.city}/` after {f['bad_wait']} s, beside `{f['bad_reason']}` (below). "
+                  f"The sensor's tick: `{f['bad_tick']}`. No run started and the served version stayed "
+                  f"`{f['manifest_after'] if 'manifest_after' in f else ''}`.", ""]
+    lines += ["## Listings and files", "", *t.sections, "## Progress log", "", "```text", *t.log, "```", ""]
+    path.write_text("\n".join(lines))
+    print(f"transcript written to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=800)
+    parser.add_argument("--places", type=int, default=800)
+    parser.add_argument("--max-steps", type=int, default=200, help="GraphRec training steps (materialize and retrain)")
+    parser.add_argument("--time-budget", type=float, default=3600,
+                        help="training time limit; high, so the step count decides and a busy CPU cannot fail the gate")
+    parser.add_argument("--baseline-budget", type=float, default=30, help="seconds per trained baseline")
+    parser.add_argument("--city", default="zurich", help="the city whose inbox gets the files")
+    parser.add_argument("--events", type=int, default=300, help="events in the valid file")
+    parser.add_argument("--work-dir", default=str(ROOT / "var" / "daemon_demo"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "daemon_demo.md"), help="the markdown transcript")
+    parser.add_argument("--timeout", type=float, default=2400, help="seconds for a file to reach the service")
+    parser.add_argument("--settle", type=float, default=45, help="seconds to watch for runs after the bad file")
+    parser.add_argument("--poll", type=float, default=3)
+    parser.add_argument("--reuse", action="store_true", help="keep an earlier demo's materialized world")
+    args = parser.parse_args(argv)
+    command = "make daemon-demo" if os.environ.get("MAKELEVEL") else "python -m bench.daemon_demo " + " ".join(argv or sys.argv[1:])
+
+    t = Transcript()
+    demo = Demo(args, t)
+    ok = False
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _run_step(t, "prepare the demo directory", demo.prepare)
+        _run_step(t, "materialize a small world (recsys materialize)", demo.materialize)
+        demo.open_instance()
+        _run_step(t, "list the schedule and sensors (dagster CLI, before the daemon)", demo.cli_listings, "before the daemon")
+        _run_step(t, "start dagster dev (webserver + daemon); every sensor ticks", demo.start_dagster)
+        _run_step(t, "start the service (recsys serve)", demo.start_service)
+        _run_step(t, "list the schedule and sensors (dagster CLI, daemon running)", demo.cli_listings, "daemon running")
+        _run_step(t, f"drop a valid file into inbox/{args.city}/", demo.drop_valid_file)
+        _run_step(t, "valid file -> ingest -> retrain -> indices -> publish -> served", demo.follow_valid_file)
+        _run_step(t, "a bad file is rejected with its reason; nothing changes", demo.drop_and_follow_bad_file)
+        ok = True
+    except (Exception, KeyboardInterrupt) as exc:
+        t.say(f"demo FAILED: {exc!r}"[:4000])
+        for service in demo.services:
+            t.section(f"last lines of {service.log_path.name}", service.tail(60))
+    finally:
+        demo.stop_all()
+        if demo.instance is not None:
+            demo.instance.dispose()
+        signal.signal(signal.SIGTERM, previous)
+        write_report(Path(args.out), args, demo, t, ok, command)
+    t.say("PASSED" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
