@@ -1,5 +1,6 @@
 """Application factory: dependency injection of the served artifacts, lifespan (initial load
-and the manifest watcher), and error mapping so client mistakes are 4xx with the field named."""
+and the manifest watcher), request limits, CORS, and error mapping so client mistakes are 4xx
+JSON with the field named and nothing else (no stack traces) ever leaves the service."""
 
 from __future__ import annotations
 
@@ -7,18 +8,29 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import faiss
 import torch
 from litestar import Litestar, MediaType, Request, Response
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import ClientException, HTTPException
+from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_414_REQUEST_URI_TOO_LONG
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from recsys_core.manifest import live_manifest_path
 from recsys_core.recommend.queries import RequestError
-from serving.controllers import OpsController, PeopleController, PlacesController, served
+from serving.config import ServiceSettings
+from serving.controllers import AdminController, OpsController, PeopleController, PlacesController, served
+from serving.schemas import ErrorBody
 from serving.state import ArtifactHolder
 
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "artifacts"
@@ -29,10 +41,72 @@ def default_manifest_path() -> Path:
 
 
 def _request_error(request: Request, exc: RequestError) -> Response:
-    return Response({"status_code": exc.status, "detail": exc.message, "field": exc.field}, status_code=exc.status, media_type=MediaType.JSON)
+    return Response(ErrorBody(exc.status, exc.message, exc.field), status_code=exc.status, media_type=MediaType.JSON)
 
 
-def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0) -> Litestar:
+def _field(key: object) -> str | None:
+    """Litestar's error key -> the request field: `desired_tags[3]` -> `desired_tags`; `data` (the
+    whole body) -> None."""
+    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", str(key or ""))
+    return match.group(0) if match and match.group(0) != "data" else None
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Litestar's own errors (validation, 404/405 routing, 401/403, 413, 503) in the same shape:
+    a validation failure lists each offending field and why, instead of echoing the URL."""
+    field, detail = None, exc.detail
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    problems = [p for p in problems if isinstance(p, dict) and p.get("message")]
+    if problems:
+        unknown = [re.search(r"unknown field `([^`]*)`", str(p["message"])) for p in problems]
+        fields = [_field(p.get("key")) or (u.group(1) if u else None) for p, u in zip(problems, unknown)]
+        field = next((f for f in fields if f), None)
+        detail = "; ".join(f"{p['key']}: {p['message']}" if _field(p.get("key")) else f"request body: {p['message']}"
+                           for p in problems)
+    if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"request body is larger than {limit} bytes (RECSYS_MAX_BODY_BYTES)"
+    return Response(ErrorBody(exc.status_code, detail, field), status_code=exc.status_code, headers=exc.headers,
+                    media_type=MediaType.JSON)
+
+
+class GuardedRequest(Request):
+    """Malformed JSON that the untyped decoder does not report as malformed (nesting past its
+    recursion limit, bytes that are not UTF-8) is a 400 like any other malformed JSON, not a 500."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException("JSON is malformed: nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise ClientException(f"JSON is malformed: not UTF-8 (byte {exc.start} of a string)") from None
+
+
+class URLLengthLimit(ASGIMiddleware):
+    """414 for a path + query string longer than the limit, before anything parses the query."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        # raw_path excludes the query string (ASGI), but some test clients put it there too
+        path = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+        query = scope.get("query_string", b"")
+        size = len(path) + (1 + len(query) if query else 0)
+        if size > self.max_bytes:
+            raise HTTPException(
+                status_code=HTTP_414_REQUEST_URI_TOO_LONG,
+                detail=f"request URL is {size} bytes, longer than {self.max_bytes} (RECSYS_MAX_URL_BYTES): send a POST with a JSON body",
+            )
+        await next_app(scope, receive, send)
+
+
+def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, settings: ServiceSettings | None = None) -> Litestar:
+    """`settings` default to the environment (`ServiceSettings.from_env`)."""
+    settings = settings or ServiceSettings.from_env()
     holder = ArtifactHolder(manifest_path or default_manifest_path(), poll_interval_s)
 
     @contextlib.asynccontextmanager
@@ -49,14 +123,24 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0) 
                 await watcher
 
     return Litestar(
-        route_handlers=[PlacesController, PeopleController, OpsController],
+        route_handlers=[PlacesController, PeopleController, OpsController, AdminController],
         dependencies={
             "holder": Provide(lambda: holder, use_cache=True, sync_to_thread=False),
             "serving": Provide(lambda: served(holder), sync_to_thread=False),
         },
-        exception_handlers={RequestError: _request_error},
+        exception_handlers={RequestError: _request_error, HTTPException: _http_error},
+        middleware=[URLLengthLimit(settings.max_url_bytes)],
+        request_max_body_size=settings.max_body_bytes,
+        request_class=GuardedRequest,
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                               allow_headers=["Content-Type"]) if settings.cors_origins else None,
+        state=State({"settings": settings}),
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Outing recommendations", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Outing recommendations", version="1.0.0", path="/schema",
+            components=Components(security_schemes={"adminToken": SecurityScheme(
+                type="http", scheme="bearer", description="RECSYS_ADMIN_TOKEN; admin endpoints are off without one")}),
+        ),
         logging_config=None,
     )
 

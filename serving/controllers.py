@@ -1,20 +1,33 @@
-"""HTTP endpoints: place and people recommendations (GET and POST), health, readiness, version."""
+"""HTTP endpoints: place and people recommendations (GET and POST), health, readiness, version,
+and the token-protected admin reload."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import re
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post, route
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
-from litestar.params import FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.enums import HttpMethod
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody, QueryParameter
+from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_503_SERVICE_UNAVAILABLE
 
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.people import recommend_people
 from recsys_core.recommend.places import recommend_places
-from recsys_core.recommend.queries import PeopleQuery, PlaceQuery, category_ids, tag_ids
+from recsys_core.recommend.queries import PeopleQuery, PlaceQuery, RequestError, category_ids, tag_ids
+from recsys_core.taxonomy import COARSE_CATEGORIES, FINE_TAGS, N_TIME_SLOTS
 from serving.schemas import (
+    MAX_ID,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    ErrorBody,
     Health,
     PeopleRequest,
     PeopleResponse,
@@ -23,21 +36,62 @@ from serving.schemas import (
     PlaceRequest,
     PlaceResponse,
     Ready,
+    ReloadResult,
     VersionInfo,
 )
 from serving.state import ArtifactHolder, Served
 
-LIST_HELP = "ids or names; repeat the parameter or separate with commas"
-UserId = Annotated[int, QueryParameter(ge=0)]
+LIST_HELP = f"ids or names; repeat the parameter or separate with commas; at most {MAX_LIST_ITEMS} in all"
+UserId = Annotated[int, QueryParameter(ge=0, le=MAX_ID)]
+# schema_extra: Litestar 2 drops a `minimum` of 0 from optional parameters in the OpenAPI schema
+OptionalId = Annotated[int | None, QueryParameter(ge=0, le=MAX_ID, schema_extra={"minimum": 0})]
+TimeSlot = Annotated[int | None, QueryParameter(ge=0, le=N_TIME_SLOTS - 1, description="0..5: morning .. weekend_night",
+                                                schema_extra={"minimum": 0})]
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="1..100")]
-Vocabulary = Annotated[list[str] | None, QueryParameter(description=LIST_HELP)]
+Vocabulary = Annotated[list[str] | None, QueryParameter(description=LIST_HELP, max_items=MAX_LIST_ITEMS)]
 Current = NamedDependency[Served]
 Holder = NamedDependency[ArtifactHolder]
+# What a vocabulary value may look like before it is looked up: an id, or a name in any case with
+# spaces for underscores. Anything else (other scripts, control characters, punctuation) is
+# rejected here with a message saying so, rather than reported as an unknown name.
+_VOCABULARY_TEXT = re.compile(rf"-?[0-9]{{1,19}}|[A-Za-z_ ]{{1,{MAX_NAME_CHARS}}}")
 
 
-def _split(values: list[str] | None) -> list[str]:
+def errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses an endpoint can answer with (all `ErrorBody`)."""
+    what = {
+        400: "A client mistake: a missing, malformed or out-of-range field, or an unknown name; `field` names it",
+        401: "Missing or wrong admin token",
+        403: "Admin endpoints are disabled (no RECSYS_ADMIN_TOKEN configured)",
+        404: "An unknown user or place; `field` names it",
+        413: "Request body larger than RECSYS_MAX_BODY_BYTES",
+        414: "Path and query string longer than RECSYS_MAX_URL_BYTES",
+        503: "Artifacts not loaded yet",
+    }
+    return {code: ResponseSpec(ErrorBody, description=what[code], generate_examples=False) for code in codes}
+
+
+READ_ERRORS = errors(400, 404, 414, 503)
+BODY_ERRORS = errors(400, 404, 413, 414, 503)
+
+
+def _split(field: str, values: list[str] | None) -> list[str]:
     """`?tags=jazz,techno&tags=3` -> ["jazz", "techno", "3"]."""
-    return [part for value in values or [] for part in value.split(",") if part.strip()]
+    parts = [part for value in values or [] for part in value.split(",") if part.strip()]
+    if len(parts) > MAX_LIST_ITEMS:
+        raise RequestError(field, f"at most {MAX_LIST_ITEMS} values, got {len(parts)}")
+    return parts
+
+
+def _vocabulary(field: str, values: list[int | str], names: tuple[str, ...]) -> list[int | str]:
+    for value in values:
+        if isinstance(value, str) and not _VOCABULARY_TEXT.fullmatch(value.strip()):
+            raise RequestError(
+                field,
+                f"{value[:MAX_NAME_CHARS]!r} is neither an id (0..{len(names) - 1}) nor a name: names are ASCII letters "
+                f"and underscores, e.g. {names[0]!r}",
+            )
+    return values
 
 
 def served(holder: ArtifactHolder) -> Served:
@@ -52,8 +106,8 @@ def _places(art: ServingArtifacts, body: PlaceRequest) -> PlaceResponse:
         user_id=body.user_id,
         city_id=body.city_id,
         time_slot=body.time_slot,
-        desired_categories=category_ids("desired_categories", body.desired_categories),
-        desired_tags=tag_ids("desired_tags", body.desired_tags),
+        desired_categories=category_ids("desired_categories", _vocabulary("desired_categories", body.desired_categories, COARSE_CATEGORIES)),
+        desired_tags=tag_ids("desired_tags", _vocabulary("desired_tags", body.desired_tags, FINE_TAGS)),
         top_k=body.top_k,
     )
     items = [PlaceItem(r.place_id, r.name, r.score, r.explanations) for r in recommend_places(art, query)]
@@ -65,53 +119,64 @@ def _people(art: ServingArtifacts, body: PeopleRequest) -> PeopleResponse:
         user_id=body.user_id,
         city_id=body.city_id,
         target_place_id=body.target_place_id,
-        activity_tags=tag_ids("activity_tags", body.activity_tags),
+        activity_tags=tag_ids("activity_tags", _vocabulary("activity_tags", body.activity_tags, FINE_TAGS)),
         top_k=body.top_k,
     )
     items = [PersonItem(r.user_id, r.compat_score, r.attend_prob, r.combined_score, r.explanations) for r in recommend_people(art, query)]
     return PeopleResponse(items, art.model_version)
 
 
-class PlacesController(Controller):
+class GetAndPost(Controller):
+    """A resource answering GET and POST. Litestar 2's automatic OPTIONS handler lists only the
+    first handler's method in `Allow` when a path has several (litestar#4169, fixed in 3.x)."""
+
+    @route(http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False, status_code=HTTP_204_NO_CONTENT)
+    def options(self) -> Response[None]:
+        return Response(None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": "GET, OPTIONS, POST"})
+
+
+class PlacesController(GetAndPost):
     path = "/recommend/places"
     tags = ["recommendations"]
 
-    @get(sync_to_thread=False, summary="Places a user will like, re-ranked for the request context")
+    @get(sync_to_thread=False, summary="Places a user will like, re-ranked for the request context", responses=READ_ERRORS)
     def get_places(
         self,
         serving: Current,
         user_id: UserId,
-        city_id: FromQuery[int | None] = None,
-        time_slot: Annotated[int | None, QueryParameter(description="0..5: morning .. weekend_night")] = None,
+        city_id: OptionalId = None,
+        time_slot: TimeSlot = None,
         desired_categories: Vocabulary = None,
         desired_tags: Vocabulary = None,
         top_k: TopK = 10,
     ) -> PlaceResponse:
-        body = PlaceRequest(user_id, city_id, time_slot, _split(desired_categories), _split(desired_tags), top_k)
+        body = PlaceRequest(user_id, city_id, time_slot, _split("desired_categories", desired_categories),
+                            _split("desired_tags", desired_tags), top_k)
         return _places(serving.artifacts, body)
 
-    @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body")
+    @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
     def post_places(self, serving: Current, data: JSONBody[PlaceRequest]) -> PlaceResponse:
         return _places(serving.artifacts, data)
 
 
-class PeopleController(Controller):
+class PeopleController(GetAndPost):
     path = "/recommend/people"
     tags = ["recommendations"]
 
-    @get(sync_to_thread=False, summary="People a user would get along with / who would come along to a place")
+    @get(sync_to_thread=False, summary="People a user would get along with / who would come along to a place",
+         responses=READ_ERRORS)
     def get_people(
         self,
         serving: Current,
         user_id: UserId,
-        city_id: FromQuery[int | None] = None,
-        target_place_id: FromQuery[int | None] = None,
+        city_id: OptionalId = None,
+        target_place_id: OptionalId = None,
         activity_tags: Vocabulary = None,
         top_k: TopK = 10,
     ) -> PeopleResponse:
-        return _people(serving.artifacts, PeopleRequest(user_id, city_id, target_place_id, _split(activity_tags), top_k))
+        return _people(serving.artifacts, PeopleRequest(user_id, city_id, target_place_id, _split("activity_tags", activity_tags), top_k))
 
-    @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body")
+    @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
     def post_people(self, serving: Current, data: JSONBody[PeopleRequest]) -> PeopleResponse:
         return _people(serving.artifacts, data)
 
@@ -119,15 +184,15 @@ class PeopleController(Controller):
 class OpsController(Controller):
     tags = ["operations"]
 
-    @get("/health", sync_to_thread=False, summary="Liveness")
+    @get("/health", sync_to_thread=False, summary="Liveness", responses=errors(414))
     def health(self) -> Health:
         return Health("ok")
 
-    @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before")
+    @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before", responses=errors(414, 503))
     def ready(self, holder: Holder) -> Ready:
         return Ready(True, served(holder).artifacts.manifest.version)  # 503 until loaded
 
-    @get("/version", sync_to_thread=False, summary="The manifest being served")
+    @get("/version", sync_to_thread=False, summary="The manifest being served", responses=errors(414, 503))
     def version(self, serving: Current, holder: Holder) -> VersionInfo:
         m = serving.artifacts.manifest
         return VersionInfo(
@@ -141,4 +206,37 @@ class OpsController(Controller):
             last_reload_error=holder.last_error,
             artifacts={"model": m.model.path, "graph": m.graph.path, "user_embeddings": m.user_embeddings.path,
                        "place_embeddings": m.place_embeddings.path},
+        )
+
+
+def admin_token_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """`Authorization: Bearer <RECSYS_ADMIN_TOKEN>`; without a configured token admin is off."""
+    token = connection.app.state.settings.admin_token
+    if token is None:
+        raise PermissionDeniedException("admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
+    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    # Bytes, so a token of any characters compares in constant time (str needs ASCII).
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise NotAuthorizedException("missing or wrong admin token: send Authorization: Bearer <RECSYS_ADMIN_TOKEN>",
+                                     headers={"WWW-Authenticate": "Bearer"})
+
+
+class AdminController(Controller):
+    path = "/admin"
+    tags = ["operations"]
+    guards = [admin_token_guard]
+    security = [{"adminToken": []}]
+
+    @post("/reload", status_code=200, summary="Check for a new serving manifest now (also retries one that failed)",
+          responses=errors(401, 403, 414))
+    async def reload(self, holder: Holder) -> ReloadResult:
+        reloaded = await asyncio.to_thread(holder.load_if_changed, True)
+        current = holder.current
+        manifest = current.artifacts.manifest if current else None
+        return ReloadResult(
+            reloaded=reloaded,
+            version=manifest.version if manifest else None,
+            model_version=manifest.model_version if manifest else None,
+            reloads=holder.reloads,
+            last_reload_error=holder.last_error,
         )

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import gc
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,22 +37,30 @@ class ArtifactHolder:
         self.reloads = 0
         self.last_error: str | None = None
         self._seen_text: str | None = None
+        self._loading = threading.Lock()  # the watcher and POST /admin/reload may both ask
 
-    def _read_if_changed(self) -> ServingManifest | None:
+    def _read_if_changed(self, force: bool = False) -> ServingManifest | None:
         try:
             text = self.manifest_path.read_text()
         except FileNotFoundError:
             self.last_error = f"no serving manifest at {self.manifest_path} yet (run `make materialize`)"
             return None
-        if text == self._seen_text:
+        if text == self._seen_text and not force:
             return None
         self._seen_text = text
         return ServingManifest.from_json(text)
 
-    def load_if_changed(self) -> bool:
-        """Blocking: load a new manifest if there is one; True when a new version is live."""
+    def load_if_changed(self, force: bool = False) -> bool:
+        """Blocking: load a new manifest if there is one; True when a new version is live.
+
+        `force` re-reads a manifest whose text was already seen, so one that failed to load
+        (an artifact missing at the time) is tried again; the version being served is not reloaded."""
+        with self._loading:
+            return self._load_if_changed(force)
+
+    def _load_if_changed(self, force: bool) -> bool:
         try:
-            manifest = self._read_if_changed()
+            manifest = self._read_if_changed(force)
             if manifest is None or (self.current and manifest.version == self.current.artifacts.manifest.version):
                 return False
             artifacts = ServingArtifacts.load(manifest)
