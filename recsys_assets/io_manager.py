@@ -1,8 +1,12 @@
 """Artifact storage: every materialization writes to its own immutable directory.
 
 Paths are `<root>/<asset>/<partition or all>/<run_id>/`, so a failed or killed run never
-touches what an earlier run produced. Downstream steps find the newest artifact through
-the `path` metadata of the latest materialization recorded in the Dagster instance.
+touches what an earlier run produced. Each artifact is written into a hidden temporary
+directory beside its final one (`.<run_id>.partial-*`) and renamed into place only once
+complete, so `<run_id>/` is whole or absent: a process killed mid-write leaves at most a
+partial directory that nothing reads. Downstream steps find the newest artifact through
+the `path` metadata of the latest materialization recorded in the Dagster instance, which
+is only recorded after the rename.
 Tables are Parquet with the contract's schema; the graph is a dict of plain tensors
 (loaded with weights_only=True). Nothing is pickled.
 """
@@ -10,6 +14,9 @@ Tables are Parquet with the contract's schema; the graph is a dict of plain tens
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +25,7 @@ from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputCo
 
 from recsys_core.evaluation.compare import Comparison
 from recsys_core.graph import GraphBundle, load_graph, save_graph
-from recsys_core.manifest import MANIFEST_FILE, ServingManifest, file_sha256
+from recsys_core.manifest import MANIFEST_FILE, ServingManifest, file_sha256, fsync_directory
 from recsys_core.retrieval.index import CityIndex
 from recsys_core.training.pipeline import TrainedModel
 
@@ -33,36 +40,64 @@ class ArtifactIOManager(ConfigurableIOManager):
         return Path(self.root, *context.asset_key.path, partition, context.run_id)
 
     def handle_output(self, context: OutputContext, obj: object) -> None:
-        directory = self._directory(context)
-        directory.mkdir(parents=True, exist_ok=True)
-        if isinstance(obj, pa.Table):
-            main = directory / "table.parquet"
-            pq.write_table(obj, main)
-            fmt = "table"
-        elif isinstance(obj, GraphBundle):
-            main = save_graph(obj, directory)
-            fmt = "graph"
-        elif isinstance(obj, TrainedModel):
-            main = obj.save(directory)
-            fmt = "model"
-        elif isinstance(obj, Comparison):
-            main = obj.save(directory)
-            fmt = "evaluation"
-        elif isinstance(obj, CityIndex):
-            main = obj.save(directory)
-            fmt = "index"
-        elif isinstance(obj, ServingManifest):
-            main = obj.write(directory / MANIFEST_FILE)
-            fmt = "manifest"
-        else:
-            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
-        sha = file_sha256(main)
-        (directory / MANIFEST).write_text(json.dumps({"format": fmt, "file": main.name, "sha256": sha}))
-        context.add_output_metadata({"path": MetadataValue.path(str(directory)), "sha256": sha, "bytes": main.stat().st_size})
+        final = self._directory(context)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+        try:
+            partial.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a service running as another user
+            fmt, main = _write(context, obj, partial)
+            sha = file_sha256(main)
+            record = {"format": fmt, "file": main.name, "sha256": sha, "bytes": main.stat().st_size}
+            (partial / MANIFEST).write_text(json.dumps(record))
+            _fsync_tree(partial)
+            _move_into_place(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        context.add_output_metadata({"path": MetadataValue.path(str(final)), "sha256": sha, "bytes": record["bytes"]})
 
     def load_input(self, context: InputContext) -> object:
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         return load_latest(context.instance, context.asset_key, partitions)
+
+
+def _write(context: OutputContext, obj: object, directory: Path) -> tuple[str, Path]:
+    """Write `obj` into `directory`; (format, main file)."""
+    if isinstance(obj, pa.Table):
+        main = directory / "table.parquet"
+        pq.write_table(obj, main)
+        return "table", main
+    if isinstance(obj, GraphBundle):
+        return "graph", save_graph(obj, directory)
+    if isinstance(obj, TrainedModel):
+        return "model", obj.save(directory)
+    if isinstance(obj, Comparison):
+        return "evaluation", obj.save(directory)
+    if isinstance(obj, CityIndex):
+        return "index", obj.save(directory)
+    if isinstance(obj, ServingManifest):
+        return "manifest", obj.write(directory / MANIFEST_FILE)
+    raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file of a freshly written artifact to disk before it is renamed into place."""
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_directory(directory)
+
+
+def _move_into_place(partial: Path, final: Path) -> None:
+    """Rename a complete artifact directory to its final name (a re-executed step replaces
+    its own earlier output; no other run writes under this run id)."""
+    if final.exists():
+        stale = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        final.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    partial.rename(final)
+    fsync_directory(final.parent)
 
 
 LOADERS = {

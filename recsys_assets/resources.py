@@ -97,7 +97,17 @@ class WorldSource(ConfigurableResource):
 
 
 class TrainingSettings(ConfigurableResource):
-    """Model and training knobs exposed to the UI and to tests (small values make a fast run)."""
+    """Model and training knobs exposed to the UI and to tests (small values make a fast run).
+
+    Checkpoints: training saves its whole state (model, optimizer, step, best weights, RNG
+    states, history) every `checkpoint_every` steps (0: at every evaluation) and when it stops,
+    atomically, under `checkpoint_dir` (default: `<artifact root>/checkpoints`), one
+    subdirectory per trained model (`graphrec`, `two_tower`). With `resume=True` a run
+    continues from that checkpoint (e.g. after a killed retrain: set `resume: true` under
+    `resources.training.config` in the launchpad); the step counter and history carry on.
+    A checkpoint of another graph, split or configuration is ignored and training starts
+    afresh, so leaving `resume` on is safe. `checkpoint_every=-1` turns checkpoints off.
+    """
 
     max_steps: int = 200
     time_budget_s: float = 240.0
@@ -111,12 +121,19 @@ class TrainingSettings(ConfigurableResource):
     seed: int = 0
     oracle: bool = True  # compare with the generator's true preferences (synthetic worlds only)
     baseline_budget_s: float = 90.0  # per trained baseline (MF-BPR, LightGCN)
+    checkpoint_dir: str = ""  # "": <artifact root>/checkpoints
+    checkpoint_every: int = 0  # steps between checkpoints; 0: at every evaluation; -1: no checkpoints
+    resume: bool = False  # continue from the last checkpoint when it fits this run
 
     def graphrec_config(self, **overrides) -> ModelConfig:
         settings = dict(d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay)
         return ModelConfig(**{**settings, **overrides})
 
-    def train_config(self) -> TrainConfig:
+    def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
+        """The trainer's config; checkpoints of model `name` go to `<checkpoint_dir or
+        artifact_root/checkpoints>/<name>` (nowhere when neither is known or they are off)."""
+        root = self.checkpoint_dir or (Path(artifact_root) / "checkpoints" if artifact_root else "")
+        directory = str(Path(root) / name) if root and self.checkpoint_every >= 0 else ""
         return TrainConfig(
             max_steps=self.max_steps,
             time_budget_s=self.time_budget_s,
@@ -124,6 +141,9 @@ class TrainingSettings(ConfigurableResource):
             batch_size=self.batch_size,
             engagement_weighted=self.engagement_weighted,
             seed=self.seed,
+            checkpoint_dir=directory,
+            checkpoint_every=max(self.checkpoint_every, 0),
+            resume=self.resume and bool(directory),
         )
 
 

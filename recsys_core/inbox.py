@@ -4,6 +4,13 @@ A file is accepted whole or not at all. Accepted files move to `accepted/<city>/
 appended by the next `interactions` materialization of that city; rejected ones move to
 `rejected/<city>/` next to a `<name>.reason.txt` that says what is wrong (the first
 violations, row by row). Nothing is ever partly applied.
+
+Refused: a file that is not Parquet/CSV (or is empty, or cannot be read), a missing column,
+a value that is not of its column's type, nulls and NaN, unknown user or place ids, a row
+repeated exactly, a timestamp in the future, and every other contract rule of
+`validation.validate_interactions`. Rows are numbered from 0, the first data row (a CSV's
+header line is not a row). Hidden files (`.name.parquet`) are left alone, so a writer can
+upload under a hidden name and rename when complete.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ SUFFIXES = (".parquet", ".csv")
 ACCEPTED, REJECTED = "accepted", "rejected"
 
 
+MAX_ROWS_NAMED = 20  # offending rows named per column whose values do not convert
+CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
 def read_interactions_file(path: Path) -> pa.Table:
     """A Parquet or CSV file in the interactions contract; ValueError names what does not fit."""
     path = Path(path)
@@ -31,12 +42,65 @@ def read_interactions_file(path: Path) -> pa.Table:
         if path.suffix == ".parquet":
             table = pq.read_table(path)
         elif path.suffix == ".csv":
-            options = pcsv.ConvertOptions(column_types={"timestamp": pa.timestamp("us", tz="UTC")})
-            table = pcsv.read_csv(path, convert_options=options)
+            # Timestamps as text: cast below, so a bad one is reported with its row.
+            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={"timestamp": pa.string()}))
         else:
             raise ValueError(f"unsupported file type {path.suffix!r}; use .parquet or .csv")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"cannot read {path.name}: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        kind = "Parquet" if path.suffix == ".parquet" else "CSV"
+        detail = "".join(c if c.isprintable() else "?" for c in str(exc))[:300]  # no binary junk in the reason
+        raise ValueError(f"cannot read {path.name} as {kind} (empty, truncated or another format): {detail}") from exc
+    return conform(table)
+
+
+def _uncastable_rows(column: pa.ChunkedArray, target: pa.DataType, chunk: int = 4096) -> list[int]:
+    """The first rows whose value does not convert to `target` (casting chunk by chunk, then
+    row by row inside a failing chunk, so a large valid file costs one cast)."""
+    column = column.combine_chunks()
+    rows: list[int] = []
+    for start in range(0, len(column), chunk):
+        part = column.slice(start, chunk)
+        try:
+            part.cast(target)
+            continue
+        except CAST_ERRORS:
+            pass
+        for i in range(len(part)):
+            try:
+                part.slice(i, 1).cast(target)
+            except CAST_ERRORS:
+                rows.append(start + i)
+                if len(rows) >= MAX_ROWS_NAMED:
+                    return rows
+    return rows
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """`contracts.conform` for interactions, with the rows named when a column's values do not
+    convert to the contract's type."""
+    schema = contracts.SCHEMAS["interactions"]
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"interactions: missing column(s) {', '.join(missing)}")
+    problems = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type == field.type:
+            continue
+        try:
+            column.cast(field.type)
+            continue
+        except CAST_ERRORS:
+            rows = _uncastable_rows(column, field.type)
+        if not rows or len(rows) == len(column):
+            problems.append(f"column {field.name} is {column.type}, which does not convert to {field.type}")
+        else:
+            shown = ", ".join(f"row {r} ({column[r].as_py()!r})" for r in rows[:5])
+            more = f" (first {len(rows)} named)" if len(rows) >= MAX_ROWS_NAMED else ""
+            problems.append(f"column {field.name} must be {field.type}; these values are not{more}: {shown}"
+                            + (f"; rows {rows}" if len(rows) > 5 else ""))
+    if problems:
+        raise ValueError("interactions: " + "; ".join(problems))
     return contracts.conform(table, "interactions")
 
 
@@ -45,8 +109,8 @@ def problems_of(table: pa.Table, user_ids: np.ndarray, place_ids: np.ndarray) ->
     if table.num_rows == 0:
         return ["the file has no rows"]
     now = np.datetime64(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
-    violations = validation.validate_interactions(table, user_ids, place_ids, now=now)
-    return [f"row {r.row} ({r.key}): {r.rule}: {r.reason}" for r in violations.itertuples()]
+    violations = validation.validate_interactions(table, user_ids, place_ids, now=now, unique_rows=True)
+    return [f"row {r.row} (user:place {r.key}): {r.rule}: {r.reason}" for r in violations.itertuples()]
 
 
 @dataclass(frozen=True)
@@ -62,8 +126,11 @@ class Triage:
 
 
 def pending_files(inbox: Path, city: str) -> list[Path]:
+    """The city's dropped files, oldest name first; hidden files (uploads in progress) wait."""
     directory = Path(inbox) / city
-    return sorted(p for p in directory.glob("*") if p.suffix in SUFFIXES) if directory.exists() else []
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith("."))
 
 
 def triage(path: Path, inbox: Path, city: str, user_ids: np.ndarray, place_ids: np.ndarray) -> Triage:
@@ -78,7 +145,8 @@ def triage(path: Path, inbox: Path, city: str, user_ids: np.ndarray, place_ids: 
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         (folder / f"{destination.name}.reason.txt").write_text(
-            f"{path.name} was rejected and nothing of it was applied:\n" + "\n".join(shown) + "\n"
+            f"{path.name} was rejected and nothing of it was applied "
+            f"(rows are numbered from 0, the first data row):\n" + "\n".join(shown) + "\n"
         )
     shutil.move(str(path), destination)
     return Triage(city, Path(path), destination, tuple(problems))

@@ -24,7 +24,8 @@ def live_manifest_path(artifact_root: str | Path) -> Path:
 
 
 class ManifestError(RuntimeError):
-    """A manifest that cannot be served: missing file, changed hash, malformed JSON."""
+    """A manifest that cannot be served: missing or truncated file, changed hash, wrong
+    dimension, malformed JSON. The message names the artifact and what is wrong with it."""
 
 
 def file_sha256(path: Path) -> str:
@@ -35,28 +36,78 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside `directory` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, prefix: str = ".tmp-") -> Path:
+    """Write `data` to `path` so readers see the old file or the new one, never part of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return path
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     path: str  # the artifact's directory
     file: str  # its main file, the one hashed
     sha256: str
+    bytes: int | None = None  # its size when published (None in manifests that predate it)
 
     @property
     def directory(self) -> Path:
         return Path(self.path)
 
-    def verify(self) -> None:
-        target = Path(self.path, self.file)
-        if not target.exists():
-            raise ManifestError(f"artifact file missing: {target}")
+    @property
+    def target(self) -> Path:
+        return Path(self.path, self.file)
+
+    def problem(self, name: str = "artifact") -> str | None:
+        """What is wrong with the file on disk, as `<name>: <file> <what>`; None when it is intact."""
+        target = self.target
+        if not target.is_file():
+            return f"{name}: artifact file missing: {target}"
+        size = target.stat().st_size
+        if self.bytes is not None and size != self.bytes:
+            what = "truncated" if size < self.bytes else "grown"
+            return f"{name}: {target} is {what}: {size} bytes, the manifest says {self.bytes}; it changed since it was checked"
         actual = file_sha256(target)
         if actual != self.sha256:
-            raise ManifestError(f"artifact {target} changed since it was checked: sha256 {actual[:12]} != {self.sha256[:12]}")
+            return (f"{name}: {target} changed since it was checked: sha256 mismatch "
+                    f"({actual[:12]}... on disk, {self.sha256[:12]}... in the manifest; {size} bytes)")
+        return None
+
+    def verify(self, name: str = "artifact") -> None:
+        problem = self.problem(name)
+        if problem:
+            raise ManifestError(problem)
 
     @classmethod
     def of_directory(cls, directory: Path, file: str) -> "ArtifactRef":
         directory = Path(directory)
-        return cls(path=str(directory.resolve()), file=file, sha256=file_sha256(directory / file))
+        target = directory / file
+        return cls(path=str(directory.resolve()), file=file, sha256=file_sha256(target), bytes=target.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -75,11 +126,22 @@ class ServingManifest:
     extra: dict[str, object] = field(default_factory=dict)
 
     def refs(self) -> list[ArtifactRef]:
-        return [self.model, self.graph, self.user_embeddings, self.place_embeddings, *self.place_indices.values(), *self.user_indices.values()]
+        return list(self.named_refs().values())
+
+    def named_refs(self) -> dict[str, ArtifactRef]:
+        """Every artifact under the name errors use: `graph`, `place_index[city 3]`, ..."""
+        return {
+            "model": self.model, "graph": self.graph,
+            "user_embeddings": self.user_embeddings, "place_embeddings": self.place_embeddings,
+            **{f"place_index[city {c}]": ref for c, ref in self.place_indices.items()},
+            **{f"user_index[city {c}]": ref for c, ref in self.user_indices.items()},
+        }
 
     def verify(self) -> None:
-        for ref in self.refs():
-            ref.verify()
+        """Every file present, of its recorded size and sha256; all problems in one error."""
+        problems = [p for name, ref in self.named_refs().items() if (p := ref.problem(name))]
+        if problems:
+            raise ManifestError("; ".join(problems))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -97,24 +159,15 @@ class ServingManifest:
                     "user_indices": {c: ref(v) for c, v in raw["user_indices"].items()},
                 }
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"malformed serving manifest: {exc}") from exc
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"malformed serving manifest: {type(exc).__name__}: {exc}") from exc
 
     def write(self, path: Path) -> Path:
-        """Atomic replace: temp file in the same directory, fsync, rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Atomic replace: temp file in the same directory, fsync, rename, fsync the directory.
+
+        A writer killed at any point leaves the old manifest byte for byte (and at worst a
+        stray `.manifest-*.tmp`, which no reader looks at)."""
+        return write_atomically(Path(path), self.to_json().encode(), prefix=".manifest-")
 
     @classmethod
     def read(cls, path: Path) -> "ServingManifest":

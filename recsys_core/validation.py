@@ -38,11 +38,13 @@ class Report:
     keys: np.ndarray | None = None
     parts: list[pd.DataFrame] = field(default_factory=list)
 
-    def add(self, rule: str, bad: np.ndarray, reason: str) -> None:
+    def add(self, rule: str, bad: np.ndarray, reason: str | np.ndarray) -> None:
+        """Rows where `bad` is true; `reason` is one text, or one per row of the table."""
         rows = np.flatnonzero(bad)
         if len(rows):
             keys = self.keys[rows] if self.keys is not None else rows
-            self.parts.append(pd.DataFrame({"rule": rule, "row": rows, "key": keys.astype(str), "reason": reason}))
+            reasons = reason[rows] if isinstance(reason, np.ndarray) else reason
+            self.parts.append(pd.DataFrame({"rule": rule, "row": rows, "key": keys.astype(str), "reason": reasons}))
 
     def add_table_level(self, rule: str, reason: str) -> None:
         self.parts.append(pd.DataFrame({"rule": [rule], "row": [-1], "key": [""], "reason": [reason]}))
@@ -196,13 +198,28 @@ def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFram
     return report.frame()
 
 
+def first_occurrence(table: pa.Table) -> np.ndarray:
+    """For every row, the index of the first row equal to it in every column (itself if none)."""
+    if table.num_rows == 0:
+        return np.zeros(0, np.int64)
+    groups = table.to_pandas().groupby(table.column_names, dropna=False, sort=False).ngroup().to_numpy()
+    first = np.full(groups.max() + 1, table.num_rows, np.int64)
+    np.minimum.at(first, groups, np.arange(table.num_rows))
+    return first[groups]
+
+
 def validate_interactions(
     interactions: pa.Table,
     user_ids: np.ndarray,
     place_ids: np.ndarray,
     now: np.datetime64 | None = None,
+    unique_rows: bool = False,
 ) -> pd.DataFrame:
-    """Contract rules plus referential integrity: users of this partition, places of any city."""
+    """Contract rules plus referential integrity: users of this partition, places of any city.
+
+    `now`: timestamps after it are violations. `unique_rows`: a row that repeats an earlier
+    one in every column is a violation (new-data files; the generator's world may repeat
+    an event's user, place and time, never a whole row)."""
     schema = check_schema(interactions, "interactions")
     if len(schema):
         return schema
@@ -237,7 +254,11 @@ def validate_interactions(
     report.add("day_of_week_consistency", dow != (weekday >= 5), "day_of_week_bucket disagrees with the timestamp's weekday")
     if now is not None:
         future = micros > np.datetime64(now, "us").astype(np.int64)
-        report.add("future_timestamp", future, "timestamp is in the future")
+        report.add("future_timestamp", future, f"timestamp is in the future (after {np.datetime64(now, 's')} UTC)")
+    if unique_rows:
+        first = first_occurrence(interactions)
+        repeats = first != np.arange(len(first))
+        report.add("duplicate_row", repeats, np.char.add("repeats row ", first.astype(str)))
     return report.frame()
 
 

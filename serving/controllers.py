@@ -190,7 +190,8 @@ class OpsController(Controller):
 
     @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before", responses=errors(414, 503))
     def ready(self, holder: Holder) -> Ready:
-        return Ready(True, served(holder).artifacts.manifest.version)  # 503 until loaded
+        # 503 until loaded; once serving, `detail` names a newer manifest that was refused
+        return Ready(True, served(holder).artifacts.manifest.version, detail=holder.last_error)
 
     @get("/version", sync_to_thread=False, summary="The manifest being served", responses=errors(414, 503))
     def version(self, serving: Current, holder: Holder) -> VersionInfo:

@@ -3,8 +3,12 @@ and swapped in with one reference assignment.
 
 A request takes `holder.current` once at its start and keeps using that object, so
 requests in flight finish on the version they started with; the old artifacts are freed
-when the last of them returns. A manifest that fails to load (missing file, hash
-mismatch) is logged and reported by /version; the current version keeps serving.
+when the last of them returns. A manifest that fails to load (missing, truncated or changed
+file, an embedding or index dimension that does not match the model, malformed JSON; any
+error at all) is logged and reported by /version as `last_reload_error`, naming the artifact
+and what is wrong; the current version keeps serving and /ready stays 200. Without any
+manifest the service is live (/health) but not ready, and the watcher loads the first one
+that appears.
 """
 
 from __future__ import annotations
@@ -61,12 +65,16 @@ class ArtifactHolder:
     def _load_if_changed(self, force: bool) -> bool:
         try:
             manifest = self._read_if_changed(force)
-            if manifest is None or (self.current and manifest.version == self.current.artifacts.manifest.version):
+            if manifest is None:
+                return False
+            if self.current and manifest.version == self.current.artifacts.manifest.version:
+                self.last_error = None  # the live manifest names what is served again (e.g. a bad one was rolled back)
                 return False
             artifacts = ServingArtifacts.load(manifest)
-        except (ManifestError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # whatever a bad manifest does, the current version keeps serving
             self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("serving manifest %s not loaded, keeping the current version: %s", self.manifest_path, exc)
+            logger.error("serving manifest %s not loaded, keeping the current version: %s", self.manifest_path, exc,
+                         exc_info=not isinstance(exc, (ManifestError, OSError)))
             return False
         previous = self.current
         self.current = Served(artifacts, dt.datetime.now(dt.timezone.utc).isoformat())  # the atomic swap
@@ -89,4 +97,7 @@ class ArtifactHolder:
         """Poll the manifest; loading runs in a worker thread so requests keep flowing."""
         while True:
             await asyncio.sleep(self.poll_interval_s)
-            await asyncio.to_thread(self.load_if_changed)
+            try:
+                await asyncio.to_thread(self.load_if_changed)
+            except Exception:  # never let one bad poll end hot reload for the life of the process
+                logger.exception("manifest watcher: polling %s failed", self.manifest_path)

@@ -57,7 +57,7 @@ GRAPH_ASSETS = ["user_features", "place_features", "hetero_graph"]
 MODEL_ASSETS = ["trained_model", "model_evaluation"]
 INDEX_ASSETS = ["place_index", "user_index"]
 # A few steps and seconds: enough to exercise every stage, not to reach good quality.
-SMALL_TRAINING = dict(max_steps=60, eval_every=20, batch_size=2048, time_budget_s=60.0, baseline_budget_s=3.0)
+SMALL_TRAINING = dict(max_steps=60, eval_every=20, batch_size=2048, time_budget_s=600.0, baseline_budget_s=3.0)  # step-bound: the same model on a busy machine
 
 
 def materialize_selection(defs, instance, selection, partition_key=None, raise_on_error=True):

@@ -23,7 +23,7 @@ from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
 from recsys_core.training.pipeline import SPLIT_FILE, TrainedModel, fit
 from recsys_core.training.ranking import city_blocks, local_matrix, score_city
 from recsys_core.training.split import Split, split_indices, training_graph
-from recsys_core.training.trainer import TrainConfig, train, validation_recall
+from recsys_core.training.trainer import CHECKPOINT_FILE, TrainConfig, load_training_state, train, validation_recall
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -273,6 +273,70 @@ def test_checkpoint_round_trip_for_other_configs(bundle, split, config, tmp_path
     torch.manual_seed(4)
     fresh = GraphRec(config, inputs.edge_dims()).eval()
     assert not torch.equal(_scores(fresh, inputs)[1], place_a)
+
+
+# --------------------------------------------------------------------------- resuming from a training checkpoint
+
+
+class Killed(Exception):
+    """Stands in for the process dying between two steps."""
+
+
+def _kill_at(step: int):
+    def progress(record):
+        if record["step"] == step:
+            raise Killed
+
+    return progress
+
+
+def test_training_killed_mid_way_resumes_from_its_last_checkpoint_like_an_uninterrupted_run(bundle, split, trained, tmp_path):
+    """Checkpoints every 5 steps; killed after step 12, so steps 11-12 are lost. Resuming
+    continues at step 11 and ends exactly where the uninterrupted 15-step run (`trained`) ends."""
+    config = dataclasses.replace(TRAIN, checkpoint_dir=str(tmp_path), checkpoint_every=5)
+    with pytest.raises(Killed):
+        train(bundle, split, MODEL, config, progress=_kill_at(12))
+    saved = load_training_state(tmp_path)  # weights_only=True: tensors and plain values only
+    assert saved["step"] == 10 and [r["step"] for r in saved["history"]] == list(range(1, 11))
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temp file left behind
+
+    resumed = fit(bundle, MODEL, dataclasses.replace(config, resume=True), split=split)
+    assert resumed.resumed_from_step == 10
+    assert list(resumed.history["step"]) == list(range(1, TRAIN.max_steps + 1))
+    assert_same_run(resumed, trained)
+    assert load_training_state(tmp_path)["step"] == TRAIN.max_steps
+
+
+def test_a_run_stopped_by_max_steps_continues_when_resumed_with_more_steps(bundle, split, trained, tmp_path):
+    config = dataclasses.replace(TRAIN, max_steps=10, checkpoint_dir=str(tmp_path))
+    first = train(bundle, split, MODEL, config)
+    assert first.stopped_because == "max_steps reached" and len(first.history) == 10
+    more = fit(bundle, MODEL, dataclasses.replace(config, max_steps=TRAIN.max_steps, resume=True), split=split)
+    assert more.resumed_from_step == 10 and more.history["step"].iloc[-1] == TRAIN.max_steps
+    assert more.history["seconds"].iloc[10] >= more.history["seconds"].iloc[9]  # the clock carries on
+    assert_same_run(more, trained)
+
+
+def test_a_checkpoint_of_another_configuration_or_unreadable_is_not_resumed(bundle, split, tmp_path):
+    short = dataclasses.replace(TRAIN, max_steps=2, eval_every=2, checkpoint_dir=str(tmp_path))
+    train(bundle, split, MODEL, short)
+    other_seed = train(bundle, split, MODEL, dataclasses.replace(short, seed=1, resume=True))
+    assert other_seed.resumed_from_step == 0 and [r["step"] for r in other_seed.history] == [1, 2]
+    assert load_training_state(tmp_path)["step"] == 2
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    fresh = train(bundle, split, MODEL, dataclasses.replace(short, resume=True))
+    assert fresh.resumed_from_step == 0 and len(fresh.history) == 2
+
+
+def test_training_settings_put_checkpoints_under_the_artifact_root_and_pass_resume_on(tmp_path):
+    from recsys_assets.resources import TrainingSettings
+
+    config = TrainingSettings(resume=True).train_config("graphrec", tmp_path)
+    assert (config.checkpoint_dir, config.resume) == (str(tmp_path / "checkpoints" / "graphrec"), True)
+    assert TrainingSettings(checkpoint_dir="/ckpt").train_config("two_tower", tmp_path).checkpoint_dir == "/ckpt/two_tower"
+    off = TrainingSettings(checkpoint_every=-1, resume=True).train_config("graphrec", tmp_path)
+    assert (off.checkpoint_dir, off.resume) == ("", False)
+    assert TrainingSettings().train_config().checkpoint_dir == ""  # no artifact root given: nowhere
 
 
 # --------------------------------------------------------------------------- the served two-stage ranking

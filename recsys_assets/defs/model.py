@@ -6,7 +6,7 @@ import pyarrow as pa
 from dagster import AllPartitionMapping, AssetIn, MetadataValue, Output, asset
 
 from recsys_assets.metadata import png_markdown
-from recsys_assets.resources import TrainingSettings
+from recsys_assets.resources import ServingSettings, TrainingSettings
 from recsys_core.evaluation.compare import Comparison, WorldTruth, compare, summary_markdown
 from recsys_core.graph import GraphBundle
 from recsys_core.training.pipeline import TrainedModel, describe, fit
@@ -40,9 +40,11 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
     return png_markdown(buffer.getvalue(), "training curve")
 
 
-@asset(**MODEL, description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights.")
-def trained_model(hetero_graph: GraphBundle, training: TrainingSettings) -> Output[TrainedModel]:
-    trained = fit(hetero_graph, training.graphrec_config(), training.train_config(), split_seed=training.seed)
+@asset(**MODEL, description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights. "
+        "Checkpointed while it trains; `resume: true` in the training resource continues a killed run.")
+def trained_model(hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings) -> Output[TrainedModel]:
+    config = training.train_config("graphrec", serving.artifact_root)
+    trained = fit(hetero_graph, training.graphrec_config(), config, split_seed=training.seed)
     info = describe(trained)
     return Output(
         trained,
@@ -51,6 +53,7 @@ def trained_model(hetero_graph: GraphBundle, training: TrainingSettings) -> Outp
             "best_step": info["best_step"],
             "train_seconds": info["train_seconds"],
             "stopped_because": info["stopped_because"],
+            "resumed_from_step": info["resumed_from_step"],
             "steps": info["steps"],
             "parameters": info["parameters"],
             "val_pairs": info["held_out"]["val_pairs"],
@@ -78,9 +81,11 @@ def model_evaluation(
     places: pa.Table,
     interactions: pa.Table,
     training: TrainingSettings,
+    serving: ServingSettings,
 ) -> Output[Comparison]:
     two_tower = fit(
-        hetero_graph, training.graphrec_config(n_layers=0), training.train_config(), split=trained_model.split
+        hetero_graph, training.graphrec_config(n_layers=0), training.train_config("two_tower", serving.artifact_root),
+        split=trained_model.split,
     ).model
     world = WorldTruth(users, places, interactions) if training.oracle else None
     comparison = compare(

@@ -85,7 +85,7 @@ def user_index(context: AssetExecutionContext, user_embeddings: pa.Table, servin
 def _ref(context: AssetExecutionContext, key, partition: str | None = None) -> ArtifactRef:
     directory = latest_artifact_path(context.instance, key, partition)
     stored = json.loads((directory / MANIFEST).read_text())
-    return ArtifactRef(path=str(directory.resolve()), file=stored["file"], sha256=stored["sha256"])
+    return ArtifactRef(path=str(directory.resolve()), file=stored["file"], sha256=stored["sha256"], bytes=stored.get("bytes"))
 
 
 def _key(name: str) -> AssetKey:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,7 +19,7 @@ import torch
 
 from recsys_core.explain import place_name
 from recsys_core.graph import INTERACTS, SOCIAL, load_graph_tensors
-from recsys_core.manifest import ManifestError, ServingManifest
+from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.recommend.fast_head import FastPlaceHead
@@ -40,9 +40,35 @@ def _align(table_ids: np.ndarray, graph_ids: np.ndarray, what: str) -> np.ndarra
     order = np.argsort(table_ids)
     pos = np.searchsorted(table_ids[order], graph_ids)
     pos = np.minimum(pos, len(order) - 1)
-    if len(table_ids) != len(graph_ids) or not np.array_equal(table_ids[order][pos], graph_ids):
-        raise ManifestError(f"{what} do not cover the graph's nodes one to one")
+    if len(table_ids) == 0 or len(table_ids) != len(graph_ids) or not np.array_equal(table_ids[order][pos], graph_ids):
+        raise ManifestError(f"{what}: {len(table_ids)} rows do not cover the graph's {len(graph_ids)} nodes one to one")
     return order[pos]
+
+
+@contextmanager
+def _reading(name: str, ref: ArtifactRef | None = None):
+    """Any failure while loading becomes a ManifestError that names the artifact (and file)."""
+    try:
+        yield
+    except ManifestError:
+        raise
+    except Exception as exc:  # truncated Parquet, a zip torch cannot read, a FAISS file of another kind ...
+        where = f" ({ref.target})" if ref is not None else ""
+        raise ManifestError(f"{name}{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_dimension(name: str, ref: ArtifactRef, dim: int, model_dim: int) -> None:
+    if dim != model_dim:
+        raise ManifestError(f"{name} ({ref.target}) has dimension {dim}, but the model's embeddings have {model_dim}")
+
+
+def _check_index(name: str, ref: ArtifactRef, index: CityIndex, model_dim: int, allowed_ids: np.ndarray) -> None:
+    """An index must match the model's dimension and hold only the city's own nodes."""
+    _check_dimension(name, ref, int(index.index.d), model_dim)
+    foreign = index.ids[~np.isin(index.ids, allowed_ids)]
+    if len(foreign):
+        raise ManifestError(f"{name} ({ref.target}) holds {len(foreign)} ids that are not the city's nodes in the graph, "
+                            f"e.g. {foreign[:5].tolist()}")
 
 
 @dataclass
@@ -95,20 +121,60 @@ class ServingArtifacts:
 
     @classmethod
     def load(cls, manifest: ServingManifest, verify: bool = True) -> "ServingArtifacts":
+        """Everything the manifest names, checked: sha256 and size (`verify`), then shapes:
+        embeddings and indices of the model's dimension, one embedding row per graph node, an
+        index per city where users live. Any problem raises ManifestError naming the artifact."""
         started = time.perf_counter()
         if verify:
             manifest.verify()
-        model, _ = load_checkpoint(manifest.model.directory)
-        graph = load_graph_tensors(manifest.graph.directory)  # plain tensors: no PyG import in the service
-        user_ids, place_ids = graph["node/user/node_id"].numpy(), graph["node/place/node_id"].numpy()
+        with _reading("model", manifest.model):
+            model, _ = load_checkpoint(manifest.model.directory)
+        dim = model.config.d_model
+        with _reading("graph", manifest.graph):
+            graph = load_graph_tensors(manifest.graph.directory)  # plain tensors: no PyG import in the service
+            user_ids, place_ids = graph["node/user/node_id"].numpy(), graph["node/place/node_id"].numpy()
         if not (np.all(np.diff(user_ids) > 0) and np.all(np.diff(place_ids) > 0)):
-            raise ManifestError("graph node ids must be sorted and unique")
-        users = pq.read_table(Path(manifest.user_embeddings.path, manifest.user_embeddings.file))
-        places = pq.read_table(Path(manifest.place_embeddings.path, manifest.place_embeddings.file))
-        u_rows = _align(users.column("user_id").to_numpy(), user_ids, "user embeddings")
-        p_rows = _align(places.column("place_id").to_numpy(), place_ids, "place embeddings")
-        z_user = torch.from_numpy(embedding_matrix(users)[u_rows].copy())
-        z_place = torch.from_numpy(embedding_matrix(places)[p_rows].copy())
+            raise ManifestError(f"graph ({manifest.graph.target}): node ids must be sorted and unique")
+        tables = {}
+        for name, ref, ids, id_column in (
+            ("user_embeddings", manifest.user_embeddings, user_ids, "user_id"),
+            ("place_embeddings", manifest.place_embeddings, place_ids, "place_id"),
+        ):
+            with _reading(name, ref):
+                table = pq.read_table(ref.target)
+                rows = _align(table.column(id_column).to_numpy(), ids, name)
+                vectors = embedding_matrix(table)
+            _check_dimension(name, ref, vectors.shape[1], dim)
+            tables[name] = (table, rows, vectors)
+        (users, u_rows, user_vectors), (places, p_rows, place_vectors) = tables["user_embeddings"], tables["place_embeddings"]
+        z_user = torch.from_numpy(user_vectors[u_rows].copy())
+        z_place = torch.from_numpy(place_vectors[p_rows].copy())
+        user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
+        place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
+        indices: dict[str, dict[int, CityIndex]] = {"place_index": {}, "user_index": {}}
+        for kind, refs, ids, city in (
+            ("place_index", manifest.place_indices, place_ids, place_city),
+            ("user_index", manifest.user_indices, user_ids, user_city),
+        ):
+            for c, ref in refs.items():
+                name = f"{kind}[city {c}]"
+                with _reading(name, ref):
+                    index = CityIndex.load(ref.directory)
+                _check_index(name, ref, index, dim, ids[city == int(c)])
+                indices[kind][int(c)] = index
+            uncovered = sorted(set(np.unique(user_city).tolist()) - set(indices[kind]))
+            if uncovered:
+                raise ManifestError(f"{kind}: the manifest has no index for cities {uncovered}, where users live")
+        with _reading("graph and model together", manifest.graph):
+            artifacts = cls._assemble(manifest, model, graph, users, u_rows, user_ids, place_ids, z_user, z_place,
+                                      user_city, place_city, indices)
+        artifacts.loaded_in_s = time.perf_counter() - started
+        logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)
+        return artifacts
+
+    @classmethod
+    def _assemble(cls, manifest, model, graph, users, u_rows, user_ids, place_ids, z_user, z_place, user_city, place_city,
+                  indices) -> "ServingArtifacts":
         influence_ids = users.column("influential_place_ids").to_pylist()
         influences = [np.searchsorted(place_ids, np.asarray(influence_ids[r], np.int64)) for r in u_rows]
         n_users, n_places = len(user_ids), len(place_ids)
@@ -122,24 +188,17 @@ class ServingArtifacts:
             friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
         x_user = graph.get("node/user/x", torch.zeros(n_users, 0)).float()
         x_place = graph.get("node/place/x", torch.zeros(n_places, 0)).float().numpy()
-        user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
-        place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
-        place_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.place_indices.items()}
-        user_indices = {int(c): CityIndex.load(ref.directory) for c, ref in manifest.user_indices.items()}
         mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
         names = [place_name(row) for row in x_place] if x_place.shape[1] else [f"place {i}" for i in place_ids]
-        artifacts = cls(
+        return cls(
             manifest=manifest, model=model.eval(), user_ids=user_ids, place_ids=place_ids,
             z_user=z_user, z_place=z_place, x_user=x_user,
             user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=names,
-            place_indices=place_indices, user_indices=user_indices, score_mean=mean, score_std=std,
+            place_indices=indices["place_index"], user_indices=indices["user_index"], score_mean=mean, score_std=std,
             place_head=FastPlaceHead(model, z_place, x_place), z_user_np=z_user.numpy(), x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )
-        artifacts.loaded_in_s = time.perf_counter() - started
-        logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)
-        return artifacts
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ class TrainedModel:
     best_val_recall: float
     stopped_because: str
     seconds: float
+    resumed_from_step: int = 0  # the checkpoint step training continued from (0: from scratch)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -49,6 +50,7 @@ class TrainedModel:
                 "best_val_recall": self.best_val_recall,
                 "stopped_because": self.stopped_because,
                 "seconds": self.seconds,
+                "resumed_from_step": self.resumed_from_step,
             },
         )
         torch.save({f.name: torch.from_numpy(getattr(self.split, f.name)) for f in dataclasses.fields(Split)}, directory / SPLIT_FILE)
@@ -69,6 +71,7 @@ class TrainedModel:
             best_val_recall=float(meta["best_val_recall"]),
             stopped_because=str(meta["stopped_because"]),
             seconds=float(meta["seconds"]),
+            resumed_from_step=int(meta.get("resumed_from_step", 0)),
         )
 
     def weights_are_finite(self) -> bool:
@@ -95,6 +98,7 @@ def fit(
         best_val_recall=result.best_val_recall,
         stopped_because=result.stopped_because,
         seconds=result.seconds,
+        resumed_from_step=result.resumed_from_step,
     )
 
 
@@ -104,6 +108,7 @@ def describe(trained: TrainedModel) -> dict[str, object]:
         "best_val_recall@20": round(trained.best_val_recall, 4),
         "stopped_because": trained.stopped_because,
         "train_seconds": round(trained.seconds, 1),
+        "resumed_from_step": trained.resumed_from_step,
         "parameters": int(sum(p.numel() for p in trained.model.parameters())),
         "model_config": json.loads(trained.model.config.to_json()),
         "held_out": {"val_pairs": int(len(trained.split.val_edges)), "test_pairs": int(len(trained.split.test_edges))},

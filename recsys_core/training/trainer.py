@@ -3,15 +3,28 @@
 Every step runs one full-graph pass (the default graphs fit in memory), then scores a large
 batch of training pairs against sampled negatives. Validation Recall@20 on held-out pairs
 drives early stopping and best-checkpoint selection; the test part is never looked at here.
+
+With `checkpoint_dir` set, the whole training state (model, optimizer, step, best weights so
+far, RNG states, history) is saved there every `checkpoint_every` steps and when training
+stops, atomically, as a dict of tensors and plain values (loaded with weights_only=True:
+nothing is unpickled). `resume=True` continues from that checkpoint: the step counter and
+history carry on, and the run is step for step the one that was never interrupted. A
+checkpoint of another graph, split or configuration is ignored (training starts afresh).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,8 +72,16 @@ class TrainConfig:
     engagement_weighted: bool = False
     hard_negative_share: float = 1.0  # head negatives: share from the user's city (rest: anywhere)
     context_dropout: float = 0.5
-    time_budget_s: float = 600.0
+    time_budget_s: float = 600.0  # per run: a resumed run gets a fresh budget
     seed: int = 0
+    checkpoint_dir: str = ""  # where the training state is saved ("": nowhere)
+    checkpoint_every: int = 0  # steps between checkpoints (0: at every evaluation)
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir, if it fits this run
+
+
+# Fields that may differ between a run and the run that resumes it.
+RUN_ONLY = ("max_steps", "time_budget_s", "checkpoint_dir", "checkpoint_every", "resume")
+CHECKPOINT_FILE = "train_state.pt"
 
 
 @dataclass
@@ -71,6 +92,7 @@ class TrainResult:
     best_val_recall: float = float("nan")
     stopped_because: str = ""
     seconds: float = 0.0
+    resumed_from_step: int = 0  # 0: trained from scratch
 
 
 def gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -282,6 +304,60 @@ def _optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
+def fingerprint(bundle: GraphBundle, split: Split, inputs: GraphInputs, model_config: ModelConfig, config: TrainConfig) -> str:
+    """What a checkpoint must match to be resumed: graph, split, model and training settings."""
+    digest = hashlib.sha256(model_config.to_json().encode())
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    arrays = [bundle.data[INTERACTS].edge_index, *(inputs.x[t] for t in sorted(inputs.x)),
+              *(torch.from_numpy(np.ascontiguousarray(getattr(split, f.name))) for f in dataclasses.fields(Split))]
+    for array in arrays:
+        digest.update(str(tuple(array.shape)).encode())
+        digest.update(array.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_training_state(state: dict, directory: str | Path) -> Path:
+    """torch.save into a temp file beside the checkpoint, fsync, rename: never half a checkpoint."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_FILE}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_training_state(directory: str | Path) -> dict | None:
+    """The saved training state, or None when there is none (weights_only: no arbitrary objects)."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, weights_only=True)
+
+
+def _resumable_state(directory: str, key: str) -> dict | None:
+    """The checkpoint in `directory` if it is readable and of this very run, else None (and why, logged)."""
+    try:
+        saved = load_training_state(directory)
+    except Exception as exc:  # an unreadable checkpoint must not block training
+        logger.warning("checkpoint in %s cannot be read (%s): training from scratch", directory, exc)
+        return None
+    if saved is None:
+        logger.info("no checkpoint in %s yet: training from scratch", directory)
+    elif saved.get("fingerprint") != key:
+        logger.warning("checkpoint in %s is of another graph, split or configuration: training from scratch", directory)
+        saved = None
+    return saved
+
+
 def train(
     bundle: GraphBundle, split: Split, model_config: ModelConfig, config: TrainConfig, progress=None
 ) -> TrainResult:
@@ -301,9 +377,38 @@ def train(
         val_users = np.sort(rng.choice(val_users, config.eval_users, replace=False))
     result = TrainResult(model=model)
     best_state, bad_evals = None, 0
+    first_step, seconds_before, early_stop = 1, 0.0, ""
+    checkpoints = bool(config.checkpoint_dir)
+    key = fingerprint(bundle, split, inputs, model_config, config) if checkpoints else ""
+    saved = _resumable_state(config.checkpoint_dir, key) if checkpoints and config.resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        best_state = saved["best"] or None
+        bad_evals, early_stop = saved["bad_evals"], saved["early_stop"]
+        result.best_step, result.best_val_recall = saved["best_step"], saved["best_val_recall"]
+        result.history = list(saved["history"])
+        result.resumed_from_step, first_step = saved["step"], saved["step"] + 1
+        seconds_before = saved["seconds"]
+        torch.set_rng_state(saved["torch_rng"])
+        sampler.g.set_state(saved["sampler_rng"])
+        logger.info("resuming training from step %d (checkpoint in %s)", saved["step"], config.checkpoint_dir)
+    every = config.checkpoint_every or config.eval_every
+
+    def checkpoint(step: int) -> None:
+        save_training_state({
+            "fingerprint": key, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "best": best_state or {}, "best_step": result.best_step, "best_val_recall": result.best_val_recall,
+            "bad_evals": bad_evals, "early_stop": early_stop, "history": result.history,
+            "seconds": seconds_before + time.perf_counter() - started,
+            "torch_rng": torch.get_rng_state(), "sampler_rng": sampler.g.get_state(),
+        }, config.checkpoint_dir)
+
     has_labels = len(split.train_labels) > 0
     model.train()
-    for step in range(1, config.max_steps + 1):
+    for step in range(first_step, config.max_steps + 1):
+        if early_stop:  # the checkpoint's run had stopped for good: nothing to continue
+            break
         if step <= config.warmup_steps:
             for group, peak in zip(optimizer.param_groups, peak_lr):
                 group["lr"] = peak * step / config.warmup_steps
@@ -318,9 +423,10 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        elapsed = time.perf_counter() - started
         record = {"step": step, "loss": loss.item(), "place_loss": place_loss.item(), "friend_loss": friend_loss.item(),
-                  "attend_loss": attend_loss.item(), "seconds": time.perf_counter() - started}
-        out_of_time = record["seconds"] > config.time_budget_s
+                  "attend_loss": attend_loss.item(), "seconds": seconds_before + elapsed}
+        out_of_time = elapsed > config.time_budget_s
         if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
             record["val_recall@20"] = validation_recall(
                 model, inputs, bundle, split, val_users, rerank_depth=config.eval_rerank_depth
@@ -332,7 +438,7 @@ def train(
                 bad_evals += 1
                 for group in optimizer.param_groups:
                     group["lr"] *= config.lr_decay_on_plateau
-            rate = step / record["seconds"]
+            rate = (step - first_step + 1) / elapsed
             logger.info(
                 "step %d/%d loss %.4f val recall@20 %.4f (best %.4f @ %d) %.2f steps/s ETA %.0fs",
                 step, config.max_steps, record["loss"], record["val_recall@20"], result.best_val_recall,
@@ -342,16 +448,19 @@ def train(
         if progress:
             progress(record)
         if bad_evals >= config.patience:
-            result.stopped_because = f"early stop: no validation gain in {config.patience} evaluations"
+            early_stop = f"early stop: no validation gain in {config.patience} evaluations"
+        if checkpoints and (step % every == 0 or early_stop or out_of_time or step == config.max_steps):
+            checkpoint(step)
+        if early_stop:
             break
         if out_of_time:
             result.stopped_because = f"time budget of {config.time_budget_s:.0f}s reached"
             break
     else:
         result.stopped_because = "max_steps reached"
+    result.stopped_because = early_stop or result.stopped_because
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    result.seconds = time.perf_counter() - started
+    result.seconds = seconds_before + time.perf_counter() - started
     return result
-
