@@ -7,6 +7,7 @@ method GF-CF, Eq. (9) and the authors' reference implementation.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -120,12 +121,38 @@ class ItemItemFilter:
             else:
                 _, s, vt = svds(Rn, k=k, random_state=self.seed, return_singular_vectors="vh")
             d_sqrt = np.sqrt(di)
-            self.singular_values = np.sort(np.asarray(s, dtype=np.float32))[::-1]
+            order = np.argsort(-np.asarray(s), kind="stable")  # strongest first, so truncated() can cut
+            s, vt = np.asarray(s)[order], vt[order]
+            self.singular_values = s.astype(np.float32)
             # r_u D_I^{-1/2} V_k^T  (items x k)   and   V_k D_I^{1/2}  (k x items)
             self._low_left = np.ascontiguousarray((vt.T * di_inv_sqrt[:, None]).astype(np.float32))
             self._low_right = np.ascontiguousarray((vt * d_sqrt[None, :]).astype(np.float32))
         logger.info("ItemItemFilter: fitted in %.1fs", time.perf_counter() - t0)
         return self
+
+    def truncated(self, alpha: float, k: int) -> "ItemItemFilter":
+        """The same fitted filter with the ideal low-pass cut to the top ``k`` directions and
+        weighted ``alpha``: tuning both needs one SVD, not one per setting."""
+        if self._R is None:
+            raise RuntimeError("ItemItemFilter.truncated called before fit")
+        fitted = self._low_left.shape[1] if self._low_left is not None else 0
+        if not 0 <= k <= fitted:
+            raise ValueError(f"k={k} is outside the fitted 0..{fitted} directions")
+        other = copy.copy(self)
+        other.alpha, other.k = float(alpha), int(k)
+        if k == 0 or alpha == 0.0:
+            other._low_left = other._low_right = None
+        else:
+            other._low_left = np.ascontiguousarray(self._low_left[:, :k])
+            other._low_right = np.ascontiguousarray(self._low_right[:k])
+        return other
+
+    def low_pass_scores(self, users: np.ndarray) -> np.ndarray:
+        """The ideal low-pass term alone, unweighted: ``r_u D_I^{-1/2} V_k^T V_k D_I^{1/2}``."""
+        if self._low_left is None:
+            raise RuntimeError("ItemItemFilter.low_pass_scores needs a fitted filter with k > 0 and alpha != 0")
+        users = as_user_index(users, self._R.shape[0])
+        return np.asarray((self._R[users] @ self._low_left) @ self._low_right, dtype=np.float32)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Filter scores (len(users), n_items), float32, computed in chunks of ``batch_users``."""

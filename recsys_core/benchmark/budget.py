@@ -18,11 +18,13 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class Budget:
-    """Seconds allowed for the whole run; phases ask for shares of what is left."""
+    """Seconds allowed for the whole run. Optional phases get a share of the total, capped by
+    what is left after ``reserve_s``: the measured cost of the work that must still happen."""
 
     total_s: float
     started: float = field(default_factory=time.perf_counter)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    reserve_s: float = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -30,14 +32,17 @@ class Budget:
     def remaining(self) -> float:
         return max(self.total_s - self.elapsed(), 0.0)
 
-    def allot(self, fraction_of_total: float, floor_s: float = 1.0) -> float:
-        """``fraction_of_total`` of the whole budget, but never more than what is left minus a reserve."""
-        reserve = 0.25 * self.total_s  # final refit, scoring and writing always keep a quarter
-        return max(min(fraction_of_total * self.total_s, self.remaining() - reserve), floor_s)
+    def spare(self) -> float:
+        """Seconds left once the reserve is kept."""
+        return max(self.remaining() - self.reserve_s, 0.0)
+
+    def allot(self, fraction_of_total: float) -> float:
+        """``fraction_of_total`` of the whole budget, but never more than the spare time."""
+        return min(fraction_of_total * self.total_s, self.spare())
 
     def can_afford(self, fraction_of_total: float) -> bool:
-        """Whether an optional phase of this share still fits before the final reserve."""
-        return self.remaining() - 0.25 * self.total_s >= fraction_of_total * self.total_s
+        """Whether an optional phase of this share still fits before the reserve."""
+        return self.spare() >= fraction_of_total * self.total_s
 
     @contextmanager
     def phase(self, name: str):

@@ -1,9 +1,10 @@
 """People recommendation on a friendship graph: a learned blend of link-prediction signals.
 
 Each candidate pair (u, v) is described by graph-proximity features (common neighbours,
-Adamic-Adar, resource allocation, Jaccard, length-3 paths), taste similarity from the
-interactions (cosine of tf-idf weighted listen vectors, and of GraphRec embeddings when
-given) and the candidate's degree. A logistic regression over log-scaled features is fit
+Adamic-Adar, resource allocation, Jaccard, length-3 paths, personalized PageRank, Katz),
+taste similarity from the interactions (cosine of tf-idf weighted listen vectors, the same
+smoothed over the friend graph, and of GraphRec embeddings when given) and the candidate's
+degree. A logistic regression over log-scaled features is fit
 on held-out friendships against sampled non-friends, so the weights say which signal
 matters; the blend ranks every user against every other user.
 """
@@ -21,8 +22,13 @@ logger = logging.getLogger(__name__)
 
 FEATURES = (
     "common_neighbours", "adamic_adar", "resource_allocation", "jaccard", "paths_3",
-    "taste_cosine", "embedding_cosine", "candidate_degree",
+    "personalized_pagerank", "katz", "taste_cosine", "social_taste", "embedding_cosine", "candidate_degree",
 )
+# Whole-graph proximities (matrix inverses, paths of length 3) are dense n x n computations;
+# above this many users they are left out (zero) rather than slowing everything down.
+DENSE_GRAPH_MAX_USERS = 20_000
+PPR_RESTART = 0.15
+KATZ_DECAY = 0.1  # times 1 / spectral radius
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -55,12 +61,20 @@ class PairFeatures:
         ra = (a @ sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ a).toarray()
         union = deg[:, None] + deg[None, :] - cn
         jac = np.divide(cn, union, out=np.zeros_like(cn), where=union > 0)
-        p3 = (a @ sp.csr_matrix(cn)).toarray() if a.shape[0] <= 20000 else np.zeros_like(cn)
+        small = a.shape[0] <= DENSE_GRAPH_MAX_USERS
+        p3 = (a @ sp.csr_matrix(cn)).toarray() if small else np.zeros_like(cn)
+        ppr, katz = _walk_proximities(a) if small else (np.zeros_like(cn), np.zeros_like(cn))
         taste = taste_vectors(interactions)
+        taste_sim = taste @ taste.T
+        norm_adj = sp.diags(_inv_sqrt(deg)) @ a @ sp.diags(_inv_sqrt(deg))
+        social_taste = norm_adj @ taste_sim
         out = {
             "common_neighbours": cn, "adamic_adar": aa, "resource_allocation": ra, "jaccard": jac,
             "paths_3": p3 / np.maximum(np.sqrt(np.outer(np.maximum(deg, 1), np.maximum(deg, 1))), 1.0),
-            "taste_cosine": taste @ taste.T,
+            "personalized_pagerank": ppr,
+            "katz": katz,
+            "taste_cosine": taste_sim,
+            "social_taste": social_taste + social_taste.T,  # your friends' taste next to theirs
             "embedding_cosine": (lambda e: e @ e.T)(_unit(embeddings)) if embeddings is not None else np.zeros_like(cn),
             "candidate_degree": np.broadcast_to(deg[None, :], cn.shape),
         }
@@ -73,6 +87,22 @@ class PairFeatures:
     def dense(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), n_users, n_features) features of the given users against everyone."""
         return np.stack([_transform(name, self.matrices[name][rows]) for name in FEATURES], axis=-1)
+
+
+def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
+    return np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+
+
+def _walk_proximities(a: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Personalized PageRank (symmetrized) and the Katz index: all walk lengths, decayed."""
+    n = a.shape[0]
+    dense = a.toarray().astype(np.float64)
+    deg = dense.sum(axis=1)
+    walk = dense / np.maximum(deg, 1.0)[:, None]
+    ppr = PPR_RESTART * np.linalg.inv(np.eye(n) - (1 - PPR_RESTART) * walk)
+    radius = float(np.max(np.abs(np.linalg.eigvalsh(dense)))) if n else 0.0
+    katz = np.linalg.inv(np.eye(n) - KATZ_DECAY / max(radius, 1e-9) * dense) - np.eye(n)
+    return ppr + ppr.T, katz
 
 
 def _transform(name: str, x: np.ndarray) -> np.ndarray:
