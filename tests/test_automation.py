@@ -78,6 +78,52 @@ def test_publish_waits_for_every_city_index_then_publishes_once():
     assert "waiting for indices" in automation.publish_decision(instance).skip_message
 
 
+def _index_run(instance, fail: bool) -> list:
+    """A run that records every city's indices, then (as a blocking recall check would) fails or
+    succeeds; returns the publish decisions taken while it was still running and after it ended."""
+    decisions = []
+
+    @op
+    def build_indices(context) -> None:
+        for city in CITY_SLUGS:
+            for asset in automation.INDEX_ASSETS:
+                context.log_event(AssetMaterialization(asset_key=asset, partition=city))
+        decisions.append(automation.publish_decision(context.instance))  # the run's checks are still to come
+        if fail:
+            raise RuntimeError("place_index_recall failed")
+
+    @job
+    def city_indices():
+        build_indices()
+
+    city_indices.execute_in_process(instance=instance, raise_on_error=False)
+    decisions.append(automation.publish_decision(instance))
+    return decisions
+
+
+def test_publish_waits_until_the_runs_that_built_the_indices_succeeded():
+    instance = DagsterInstance.ephemeral()
+    _materialized(instance, "user_embeddings")
+    during, after = _index_run(instance, fail=False)
+    assert isinstance(during, SkipReason) and "waiting for the runs building" in during.skip_message
+    assert isinstance(after, RunRequest)
+
+
+def test_an_index_whose_run_failed_is_not_published():
+    instance = DagsterInstance.ephemeral()
+    _materialized(instance, "user_embeddings")
+    during, after = _index_run(instance, fail=True)
+    assert isinstance(during, SkipReason) and "waiting for the runs building" in during.skip_message
+    assert isinstance(after, SkipReason) and "failed" in after.skip_message
+    for city in CITY_SLUGS[:-1]:  # rebuilt outside that run, all but one city: still refused
+        for asset in automation.INDEX_ASSETS:
+            _materialized(instance, asset, city)
+    assert f"[{CITY_SLUGS[-1]}]" in automation.publish_decision(instance).skip_message
+    for asset in automation.INDEX_ASSETS:
+        _materialized(instance, asset, CITY_SLUGS[-1])
+    assert isinstance(automation.publish_decision(instance), RunRequest)
+
+
 def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(tmp_path, monkeypatch):
     """`recsys materialize --users 400` then `make dagster`: a city refresh or an inbox ingest under the
     daemon must regenerate that world (same size and seed) and retrain with the same settings, not the defaults."""

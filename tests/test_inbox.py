@@ -57,6 +57,8 @@ def test_valid_file_is_appended_and_an_invalid_one_rejected_with_its_reason(tiny
     result = materialize([*defs.assets, *defs.asset_checks], selection=["interactions"], partition_key=CITY,
                          instance=instance, resources=defs.resources, run_config=requests[0].run_config)
     assert result.success
+    [shown] = result.asset_materializations_for_node("interactions")  # the UI names the file and its rows
+    assert shown.metadata["appended_rows"].value == fresh.num_rows and shown.metadata["appended_file"].value.endswith("good.parquet")
     appended = load_latest(instance, AssetKey("interactions"), [CITY])
     assert appended.num_rows == existing.num_rows + fresh.num_rows
     assert pc.is_in(fresh.column("timestamp"), appended.column("timestamp")).to_numpy().all()

@@ -4,7 +4,8 @@ A retrain is three kinds of run, because the assets are partitioned differently:
 `retrain` (features -> graph -> model -> evaluation -> embeddings, all cities in one run),
 then `city_indices` for every city partition (started by `indices_after_retrain` when a
 retrain succeeds), then `publish_manifest` (started by `publish_when_indices_are_fresh`
-once every city's indices are newer than the embeddings). The evaluation's blocking quality
+once every city's indices are newer than the embeddings and the runs that built them, recall
+checks included, have succeeded). The evaluation's blocking quality
 gate stops a bad model inside `retrain`: no embeddings, no indices, no manifest, and the
 previous model keeps serving while the failed run and check are visible in the UI.
 """
@@ -19,11 +20,13 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     RunStatusSensorContext,
     ScheduleDefinition,
     SensorEvaluationContext,
     SkipReason,
     define_asset_job,
+    in_process_executor,
     run_status_sensor,
     sensor,
 )
@@ -37,30 +40,34 @@ RETRAIN_ASSETS = ["user_features", "place_features", "hetero_graph", "trained_mo
                   "user_embeddings", "place_embeddings"]
 INDEX_ASSETS = ["place_index", "user_index"]
 CITY_WORLD_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
+# Every step of these jobs takes seconds, but a step in its own process (the default multiprocess
+# executor) first imports the code location, torch included: 10-70 s per step on a busy 2-core machine
+# (an ingest was 6 s of work in a 196 s run). In process, a run pays that import once.
+IN_PROCESS = dict(executor_def=in_process_executor)
 
 world_tables_job = define_asset_job(
-    "world_tables", selection=AssetSelection.groups("world"),
+    "world_tables", **IN_PROCESS, selection=AssetSelection.groups("world"),
     description="A city's world tables. The full pipeline is this for every city (a backfill), then `retrain`; "
     "the sensors carry it on to indices and the manifest (`recsys materialize` does all of it in order).",
 )
 retrain_job = define_asset_job(
-    "retrain", selection=AssetSelection.assets(*RETRAIN_ASSETS),
+    "retrain", **IN_PROCESS, selection=AssetSelection.assets(*RETRAIN_ASSETS),
     description="Graph -> model -> evaluation (blocking quality gate) -> embeddings, from the latest world tables.",
 )
 city_indices_job = define_asset_job(
-    "city_indices", selection=AssetSelection.assets(*INDEX_ASSETS),
+    "city_indices", **IN_PROCESS, selection=AssetSelection.assets(*INDEX_ASSETS),
     description="One city's FAISS indices from the latest embeddings.",
 )
 city_refresh_job = define_asset_job(
-    "city_refresh", selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
+    "city_refresh", **IN_PROCESS, selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
     description="One city's world tables and indices (serving picks them up at the next publish).",
 )
 ingest_job = define_asset_job(
-    "ingest_interactions", selection=AssetSelection.assets(*CITY_WORLD_ASSETS[1:]),
+    "ingest_interactions", **IN_PROCESS, selection=AssetSelection.assets(*CITY_WORLD_ASSETS[1:]),
     description="Append an accepted inbox file to a city's interactions and rebuild its social tables.",
 )
 publish_job = define_asset_job(
-    "publish_manifest", selection=AssetSelection.assets("serving_manifest"),
+    "publish_manifest", **IN_PROCESS, selection=AssetSelection.assets("serving_manifest"),
     description="Write the serving manifest (refuses unless upstream checks passed).",
 )
 
@@ -90,22 +97,47 @@ def _latest(instance, asset: str, partition: str | None = None):
     return latest_materialization(instance, AssetKey(asset), partition)
 
 
+def _runs_not_succeeded(instance, records: dict) -> tuple[list[str], list[str]]:
+    """Of these materializations (named `asset[city]`), those whose run has not finished and those
+    whose run failed. A runless materialization (reported from outside a run) counts as finished."""
+    by_run = {record.run_id for record in records.values() if record.run_id}
+    status = {r.dagster_run.run_id: r.dagster_run.status
+              for r in instance.get_run_records(RunsFilter(run_ids=sorted(by_run)))} if by_run else {}
+    unfinished, failed = [], []
+    for name, record in records.items():
+        # No run (a runless report) or a run since deleted: nothing to wait for.
+        state = status.get(record.run_id, DagsterRunStatus.SUCCESS) if record.run_id else DagsterRunStatus.SUCCESS
+        if state in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            failed.append(name)
+        elif state != DagsterRunStatus.SUCCESS:
+            unfinished.append(name)
+    return unfinished, failed
+
+
 def publish_decision(instance) -> RunRequest | SkipReason:
-    """Publish when every city's indices are newer than the embeddings and the manifest is older."""
+    """Publish when every city's indices are newer than the embeddings and were built by runs that
+    succeeded (their recall checks passed), and the manifest is older."""
     embeddings = _latest(instance, "user_embeddings")
     if embeddings is None:
         return SkipReason("no embeddings materialized yet")
-    stale = [
-        f"{asset}[{city}]"
+    latest = {
+        f"{asset}[{city}]": _latest(instance, asset, city)
         for asset in INDEX_ASSETS
         for city in city_partitions.get_partition_keys()
-        if (record := _latest(instance, asset, city)) is None or record.timestamp < embeddings.timestamp
-    ]
+    }
+    stale = [name for name, record in latest.items() if record is None or record.timestamp < embeddings.timestamp]
     if stale:
         return SkipReason(f"waiting for indices built from the latest embeddings: {', '.join(stale[:6])}")
     manifest = _latest(instance, "serving_manifest")
     if manifest is not None and manifest.timestamp > embeddings.timestamp:
         return SkipReason("the serving manifest already names the latest embeddings")
+    # An index is recorded before its blocking recall check has run: wait until the run that built each
+    # index has succeeded (its check passed); an index whose run failed is never published.
+    unfinished, failed = _runs_not_succeeded(instance, latest)
+    if failed:
+        return SkipReason(f"not publishing: the runs that built {', '.join(failed[:6])} failed; rebuild those indices")
+    if unfinished:
+        return SkipReason(f"waiting for the runs building {', '.join(unfinished[:6])} to finish (index checks)")
     return RunRequest(run_key=f"publish-{embeddings.run_id}")
 
 

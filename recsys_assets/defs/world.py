@@ -4,7 +4,7 @@
 from pathlib import Path
 
 import pyarrow as pa
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, Output, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
 
 from recsys_assets.metadata import column_schema, table_metadata
 from recsys_assets.partitions import city_of, city_partitions
@@ -47,16 +47,18 @@ class InteractionsConfig(Config):
 def interactions(
     context: AssetExecutionContext, config: InteractionsConfig, world: WorldSource, users: pa.Table, places: pa.Table
 ) -> Output[pa.Table]:
+    appended: dict[str, object] = {}
     if not config.append_file:
         table = world.interactions(city_of(context), users, places)
     else:
-        table = _with_new_events(context, Path(config.append_file), users, places)
-    return Output(table, metadata=table_metadata(table, ("attended", "implicit_rating", "time_of_day_bucket")))
+        table, added = _with_new_events(context, Path(config.append_file), users, places)
+        appended = {"appended_file": MetadataValue.path(config.append_file), "appended_rows": added}
+    return Output(table, metadata={**table_metadata(table, ("attended", "implicit_rating", "time_of_day_bucket")), **appended})
 
 
-def _with_new_events(context: AssetExecutionContext, path: Path, users: pa.Table, places: pa.Table) -> pa.Table:
-    """Latest interactions + the file's events; the file is validated again first, so an
-    invalid one fails the run before anything is written."""
+def _with_new_events(context: AssetExecutionContext, path: Path, users: pa.Table, places: pa.Table) -> tuple[pa.Table, int]:
+    """Latest interactions + the file's events (and how many); the file is validated again first, so
+    an invalid one fails the run before anything is written."""
     from recsys_assets.io_manager import load_latest
 
     new = inbox.read_interactions_file(path)
@@ -65,7 +67,7 @@ def _with_new_events(context: AssetExecutionContext, path: Path, users: pa.Table
         raise Failure(description=f"{path.name} not appended: " + "; ".join(problems[:10]))
     existing = load_latest(context.instance, context.assets_def.key, [context.partition_key])
     context.log.info("appending %d events from %s to %d existing", new.num_rows, path.name, existing.num_rows)
-    return inbox.append(existing, new)
+    return inbox.append(existing, new), new.num_rows
 
 
 @asset(**WORLD, metadata=_columns("user_user_edges"), description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).")
