@@ -350,3 +350,31 @@ def test_a_run_killed_while_writing_an_artifact_leaves_the_previous_one_and_the_
     after = latest_materialization(instance, places, city)
     assert after.storage_id != before.storage_id
     assert load_latest(instance, places, [city]).equals(table)
+
+
+# --------------------------------------------------------------------------- a replaced version is freed
+
+
+def test_a_replaced_version_is_freed_by_reference_counting_at_the_swap(published, tmp_path):
+    """No reference cycle keeps a replaced model alive: the swap needs no full-heap collection
+    (which would pause every request) and memory does not grow by a version per reload."""
+    import gc
+    import weakref
+
+    from serving.state import ArtifactHolder
+
+    live = tmp_path / "manifest.json"
+    _publish(dataclasses.replace(ServingManifest.read(published), version="a"), live)
+    holder = ArtifactHolder(live, poll_interval_s=3600)
+    assert holder.load_if_changed()
+    old = holder.current.artifacts
+    refs = [weakref.ref(old.model), weakref.ref(old.place_head)]
+    old.place_head._context((0, 0, (), ()))  # fill the context cache, as requests do
+    del old
+    gc.disable()  # only reference counting may free it
+    try:
+        _publish(dataclasses.replace(ServingManifest.read(published), version="b"), live)
+        assert holder.load_if_changed() and holder.current.artifacts.manifest.version == "b"
+        assert [r() is None for r in refs] == [True, True]
+    finally:
+        gc.enable()

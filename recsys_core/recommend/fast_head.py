@@ -67,7 +67,10 @@ class FastPlaceHead:
             self.place_cats = place_x[:, _CATS] > 0
             self.place_tags = place_x[:, _TAGS] > 0
             self.place_slot = place_x[:, _SLOT][:, 0].astype(np.int64)
-        self._context = lru_cache(maxsize=4096)(lambda key: self._encode_context(model, *key))
+        # The cached function holds the model, not `self`: no reference cycle, so a replaced
+        # version is freed by reference counting the moment its last request returns.
+        encode = FastPlaceHead._encode_context
+        self._context = lru_cache(maxsize=4096)(lambda key, model=model: encode(model, *key))
         assert self.user_w.shape[0] == d and self.ctx_w.shape[0] == d_ctx
 
     @staticmethod

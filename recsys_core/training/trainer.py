@@ -17,11 +17,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from recsys_core.evaluation import metrics
 from recsys_core.features import INTERACTION_EDGE_LAYOUT, PLACE_LAYOUT
 from recsys_core.graph import INTERACTS, GraphBundle
+from recsys_core.manifest import write_atomically
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
@@ -318,21 +318,10 @@ def fingerprint(bundle: GraphBundle, split: Split, inputs: GraphInputs, model_co
 
 
 def save_training_state(state: dict, directory: str | Path) -> Path:
-    """torch.save into a temp file beside the checkpoint, fsync, rename: never half a checkpoint."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_FILE}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save, then written beside the checkpoint, fsynced and renamed: never half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_atomically(Path(directory) / CHECKPOINT_FILE, buffer.getvalue(), prefix=f".{CHECKPOINT_FILE}-")
 
 
 def load_training_state(directory: str | Path) -> dict | None:
