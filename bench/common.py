@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-
-import os
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -25,9 +26,10 @@ def peak_rss_mib() -> float:
 
 
 def run_isolated(module: str, *args: str) -> dict[str, object]:
-    """Run `python -m module args` in a fresh process so its peak memory is its own; it prints JSON last."""
+    """Run `python -m module args` in a fresh process so its peak memory is its own; it prints JSON
+    last on stdout. Its stderr (progress, errors) goes to ours."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", module, *args], check=True, stdout=subprocess.PIPE, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = round(time.perf_counter() - started, 2)
     return result
@@ -38,3 +40,95 @@ def write_section(name: str, figures: dict[str, object]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[name] = {**figures, "machine": machine(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+# --- the real service, for the serving benchmarks --------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process now (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_ready(base: str, timeout_s: float = 120.0) -> float:
+    """Seconds until GET /ready answers 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("service never became ready")
+
+
+def start_server(port: int, manifest: Path, *extra: str, nice: int = 0) -> subprocess.Popen:
+    """`recsys serve` (one uvicorn worker) on loopback, following `manifest`; its log is discarded.
+    `nice` < 0 (root only) favours it over other work on a shared machine."""
+    command = [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra]
+    return popen_niced(command, nice, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def popen_niced(command: list[str], nice: int = 0, **kwargs) -> subprocess.Popen:
+    """Start `command`; with `nice` != 0 at that niceness, in a session of its own whose scheduler
+    autogroup gets the same niceness: with autogroups on (Linux desktop default) the niceness of
+    a process only counts against its own session, so that is what favours it over other
+    sessions' work. Negative values need root."""
+    if not nice:
+        return subprocess.Popen(command, **kwargs)
+    proc = subprocess.Popen(["nice", "-n", str(nice), *command], start_new_session=True, **kwargs)
+    autogroup = Path(f"/proc/{proc.pid}/autogroup")
+    if autogroup.exists():
+        try:
+            autogroup.write_text(str(nice))
+        except OSError:
+            pass
+    return proc
+
+
+def machine_cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, all cores, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """How many cores the machine kept busy over the next `seconds` (all processes)."""
+    busy0, total0 = machine_cpu_jiffies()
+    time.sleep(seconds)
+    busy1, total1 = machine_cpu_jiffies()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
+def wait_for_quiet(max_cores: float, max_wait_s: float, window_s: float = 5.0) -> tuple[float, float]:
+    """Wait (at most `max_wait_s`) until other work on the machine uses at most `max_cores` over
+    `window_s`, so a latency benchmark does not measure someone else's job. Returns (seconds waited,
+    busy cores in the last window)."""
+    started = time.perf_counter()
+    while True:
+        busy = busy_cores(window_s)
+        waited = time.perf_counter() - started
+        if busy <= max_cores or waited >= max_wait_s:
+            return round(waited, 1), round(busy, 2)
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's main thread has spent runnable but waiting for a CPU (schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9

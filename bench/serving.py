@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.common import free_port, rss_mib, start_server, wait_ready
 from recsys_core.graph import build_from_world
 from recsys_core.model.config import ModelConfig
 from recsys_core.retrieval.publish import publish
@@ -33,31 +31,6 @@ from recsys_core.training.pipeline import fit
 from recsys_core.training.trainer import TrainConfig
 
 RATE, DURATION_S, SATURATION_S = 200.0, 30.0, 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _wait_ready(base: str, timeout_s: float = 120.0) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return time.perf_counter() - started
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("service never became ready")
 
 
 def _load(port: int, targets: list[str], work: Path, name: str, rate: float | None = None, duration: float = DURATION_S) -> dict:
@@ -82,15 +55,11 @@ def main() -> None:
     places = [f"/recommend/places?user_id={u}&top_k=10" for u in users]
     places_ctx = [f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}&desired_tags={FINE_TAGS[rng.integers(100)]}" for u in users]
     people = [f"/recommend/people?user_id={u}&top_k=10" for u in users]
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    server = start_server(port, manifest)
     try:
-        ready_s = _wait_ready(base)
-        rss_ready = _rss_mib(server.pid)
+        ready_s = wait_ready(f"http://127.0.0.1:{port}")
+        rss_ready = rss_mib(server.pid)
         _load(port, places, work, "warmup", rate=100.0, duration=5.0)
         figures = {
             "start_to_ready_s": round(ready_s, 2),
@@ -100,7 +69,7 @@ def main() -> None:
             "people_at_200rps": _load(port, people, work, "people", rate=RATE),
             "places_saturation": _load(port, places, work, "places_sat", duration=SATURATION_S),
             "people_saturation": _load(port, people, work, "people_sat", duration=SATURATION_S),
-            "rss_mib_after_load": round(_rss_mib(server.pid), 1),
+            "rss_mib_after_load": round(rss_mib(server.pid), 1),
             "targets": {"places_p50_ms": 3, "places_p99_ms": 20, "start_to_ready_s": 10},
             "setup": "default world (10k users, 10k places), 1 uvicorn worker, load generator in its own process, loopback",
         }
