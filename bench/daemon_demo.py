@@ -542,7 +542,8 @@ class Demo:
 
         reason = wait_for("the inbox sensor to reject the file", reason_file, self.args.timeout, self.t,
                           every_s=self.args.poll, services=self.services)
-        self.t.say(f"rejected after {time.monotonic() - dropped:.0f}s: {reason.relative_to(self.work)}")
+        rejected_after = round(time.monotonic() - dropped)
+        self.t.say(f"rejected after {rejected_after}s: {reason.relative_to(self.work)}")
         text = reason.read_text()
         self.t.section(f"{reason.relative_to(self.work)}", text)
         for needle in ("987654321", "unknown_user", "dwell_time"):
@@ -566,7 +567,7 @@ class Demo:
         manifest_after, served_after = self.manifest_version(), self.served()["version"]
         if (manifest_after, served_after) != (manifest_before, served_before):
             raise StepFailed(f"something changed: manifest {manifest_before} -> {manifest_after}, served {served_before} -> {served_after}")
-        self.facts.update(bad_file=name, bad_reason=reason.name, bad_wait=round(time.monotonic() - dropped))
+        self.facts.update(bad_file=name, bad_reason=reason.name, bad_wait=rejected_after)
         self.t.say(f"{self.args.settle:.0f}s later: no run started, manifest and served version still {served_after}")
 
     def stop_all(self) -> None:
