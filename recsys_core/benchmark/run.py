@@ -77,7 +77,7 @@ def _sample_users(truth: sp.csr_matrix, n: int, seed: int) -> np.ndarray:
     return users
 
 
-def _graph_filter(config: BenchmarkConfig, n_items: int, alpha: float, k: int) -> ItemItemFilter:
+def _graph_filter(config: BenchmarkConfig, alpha: float, k: int) -> ItemItemFilter:
     return ItemItemFilter(alpha=alpha, k=k, svd="randomized", seed=config.seed, batch_users=512)
 
 
@@ -114,7 +114,7 @@ def _tune_graph_filter(config: BenchmarkConfig, train: sp.csr_matrix, check: _Va
     """One SVD with the largest cut-off; (alpha, k) chosen on validation. Returns the chosen
     setting, its validation scores and the sweep."""
     k_max = _filter_k(config, train.shape[1])
-    fitted = _graph_filter(config, train.shape[1], 1.0, k_max).fit(train)
+    fitted = _graph_filter(config, 1.0, k_max).fit(train)
     linear = check.scores(fitted.truncated(0.0, 0).score)
     best, sweep = (-1.0, 0.0, 0, None), {}
     for cut in sorted({max(int(k_max * f), 1) for f in FILTER_CUTS}):
@@ -172,7 +172,7 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
         report["graph_filter"] = {"alpha": alpha, "k": cut, "validation_recall_by_setting": sweep}
 
     with budget.phase("final_ranking_filter"):
-        final_filter = _graph_filter(config, dataset.n_items, alpha, cut).fit(full)
+        final_filter = _graph_filter(config, alpha, cut).fit(full)
         rank_seconds = _rank_and_write(config, dataset, full, final_filter.score, "ranking (graph filter)")
         report["written_by"] = "graph filter"
         report["cold_users"] = int((np.diff(full.indptr) == 0).sum())
