@@ -9,6 +9,7 @@ DEMO_USERS ?= 10000
 DEMO_PLACES ?= 10000
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= 2  # service worker processes: one per core of the 2-core target machine
 
 .PHONY: install test demo materialize serve dagster daemon-demo bench audit clean
 
@@ -32,7 +33,7 @@ materialize: install $(DAGSTER_HOME)
 	$(VENV)/bin/recsys materialize --users $(DEMO_USERS) --places $(DEMO_PLACES)
 
 serve: install
-	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 MANIFEST := var/artifacts/serving/manifest.json
 
@@ -44,7 +45,7 @@ demo: install $(DAGSTER_HOME)
 	@echo "Every asset is materialized for every city (artifacts under var/artifacts)."
 	@echo "Starting the service on http://$(HOST):$(PORT)  (API docs: /schema, try /recommend/places?user_id=1)"
 	@echo "Dagster UI in another shell:  make dagster   (then http://127.0.0.1:3000)"
-	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/recsys serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 dagster: install $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -50,12 +50,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (a multi-worker service is a supervisor and its workers)."""
+    import psutil
+
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return [pid]
+
+
+def _proc_read(pid: int, name: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # a child that exited since it was listed
+        return None
+
+
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process now (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory now (VmRSS) of a process and its descendants."""
+    total = 0.0
+    for p in process_tree(pid):
+        for line in (_proc_read(p, "status") or "").splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def wait_ready(base: str, timeout_s: float = 120.0) -> float:
@@ -72,7 +91,7 @@ def wait_ready(base: str, timeout_s: float = 120.0) -> float:
 
 
 def start_server(port: int, manifest: Path, *extra: str, nice: int = 0) -> subprocess.Popen:
-    """`recsys serve` (one uvicorn worker) on loopback, following `manifest`; its log is discarded.
+    """`recsys serve` on loopback, following `manifest` (`extra`: e.g. `--workers 2`); its log is discarded.
     `nice` < 0 (root only) favours it over other work on a shared machine."""
     command = [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra]
     return popen_niced(command, nice, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,10 +122,14 @@ def machine_cpu_jiffies() -> tuple[int, int]:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds a process and its descendants have used so far."""
+    total = 0
+    for p in process_tree(pid):
+        stat = _proc_read(p, "stat")
+        if stat:
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def busy_cores(seconds: float = 2.0) -> float:
@@ -130,5 +153,6 @@ def wait_for_quiet(max_cores: float, max_wait_s: float, window_s: float = 5.0) -
 
 
 def runqueue_wait_s(pid: int) -> float:
-    """Seconds the process's main thread has spent runnable but waiting for a CPU (schedstat)."""
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    """Seconds the main threads of a process and its descendants have spent runnable but waiting
+    for a CPU (schedstat), summed."""
+    return sum(int(stat.split()[1]) for p in process_tree(pid) if (stat := _proc_read(p, "schedstat"))) / 1e9

@@ -54,7 +54,7 @@ def _materialize(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from serving.cli import serve
 
-    serve(args.host, args.port, args.manifest, args.poll_interval)
+    serve(args.host, args.port, args.manifest, args.poll_interval, args.workers)
 
 
 def _benchmark(args: argparse.Namespace) -> None:
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--manifest", help="serving manifest to follow (default: var/artifacts/serving/manifest.json)")
     srv.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks for a newer manifest")
+    srv.add_argument("--workers", type=int, default=1,
+                     help="worker processes (one per core for throughput; each holds its own copy of the served artifacts)")
     bench = sub.add_parser("benchmark", help="train on a public dataset within a time budget; write top-K files and report.json")
     bench.add_argument("dataset", choices=["gowalla", "lastfm"])
     bench.add_argument("--data-dir", required=True, help="the dataset's directory (e.g. ../shared/datasets/gowalla)")

@@ -34,10 +34,11 @@ from serving.schemas import ErrorBody
 from serving.state import ArtifactHolder
 
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "artifacts"
+MANIFEST_ENV, POLL_INTERVAL_ENV = "RECSYS_MANIFEST", "RECSYS_POLL_INTERVAL_S"
 
 
 def default_manifest_path() -> Path:
-    return Path(os.environ.get("RECSYS_MANIFEST", live_manifest_path(os.environ.get("RECSYS_ARTIFACTS", DEFAULT_ARTIFACTS))))
+    return Path(os.environ.get(MANIFEST_ENV, live_manifest_path(os.environ.get("RECSYS_ARTIFACTS", DEFAULT_ARTIFACTS))))
 
 
 def _request_error(request: Request, exc: RequestError) -> Response:
@@ -113,7 +114,7 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, 
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         torch.set_num_threads(1)  # one request is a few small matmuls: threads only add latency
         faiss.omp_set_num_threads(1)
-        await asyncio.to_thread(holder.load_if_changed)
+        await holder.reload()
         watcher = asyncio.create_task(holder.watch())
         try:
             yield
@@ -121,6 +122,7 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            holder.close()
 
     return Litestar(
         route_handlers=[PlacesController, PeopleController, OpsController, AdminController],
@@ -146,6 +148,12 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, 
 
 
 def main_app() -> Litestar:
-    """Factory for `uvicorn --factory serving.app:main_app`."""
+    """Factory for `uvicorn --factory serving.app:main_app` and for each of `recsys serve --workers N`'s
+    processes: everything from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return create_app()
+    raw = os.environ.get(POLL_INTERVAL_ENV, "2.0")
+    try:
+        poll_interval_s = float(raw)
+    except ValueError:
+        raise ValueError(f"{POLL_INTERVAL_ENV} must be a number of seconds, got {raw!r}") from None
+    return create_app(poll_interval_s=poll_interval_s)

@@ -1,4 +1,10 @@
-"""`recsys serve`: one uvicorn worker running the Litestar app."""
+"""`recsys serve`: the Litestar app on uvicorn, in one process or a worker process per core.
+
+Each worker loads the served version itself and follows the manifest on its own (a worker
+that sees a new manifest loads it in the background and swaps it in), so after a publication
+every worker serves the new version within a poll interval. `POST /admin/reload` reaches the
+one worker that accepted the request; the others follow by polling.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +20,29 @@ from pathlib import Path  # noqa: E402
 
 import uvicorn  # noqa: E402
 
-from serving.app import create_app, default_manifest_path  # noqa: E402
+from serving.app import MANIFEST_ENV, POLL_INTERVAL_ENV, create_app, default_manifest_path  # noqa: E402
 from serving.config import ServiceSettings  # noqa: E402
 
 
-def serve(host: str, port: int, manifest: str | None, poll_interval_s: float = 2.0, settings: ServiceSettings | None = None) -> None:
-    """`settings` default to the environment (RECSYS_ADMIN_TOKEN, RECSYS_CORS_ORIGINS, RECSYS_MAX_*_BYTES);
+def serve(host: str, port: int, manifest: str | None, poll_interval_s: float = 2.0, workers: int = 1) -> None:
+    """Settings come from the environment (RECSYS_ADMIN_TOKEN, RECSYS_CORS_ORIGINS, RECSYS_MAX_*_BYTES);
     a bad value is a ValueError naming the variable, before anything starts."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = settings or ServiceSettings.from_env()
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if poll_interval_s <= 0:
+        raise ValueError(f"--poll-interval must be positive, got {poll_interval_s}")
+    settings = ServiceSettings.from_env()
     path = Path(manifest) if manifest else default_manifest_path()
     log = logging.getLogger("serving")
-    log.info("serving manifest %s on http://%s:%d (docs at /schema)", path, host, port)
+    log.info("serving manifest %s on http://%s:%d with %d worker(s) (docs at /schema)", path, host, port, workers)
     log.info("admin endpoints %s; CORS origins: %s; limits: bodies %d bytes, URLs %d bytes",
              "enabled" if settings.admin_token else "disabled (no RECSYS_ADMIN_TOKEN)",
              ", ".join(settings.cors_origins) or "none", settings.max_body_bytes, settings.max_url_bytes)
-    uvicorn.run(create_app(path, poll_interval_s, settings), host=host, port=port, workers=1, access_log=False, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(path, poll_interval_s, settings), host=host, port=port, access_log=False, log_level="info")
+        return
+    # Worker processes import the app themselves (`main_app`), configured through the environment.
+    os.environ[MANIFEST_ENV], os.environ[POLL_INTERVAL_ENV] = str(path), str(poll_interval_s)
+    uvicorn.run("serving.app:main_app", factory=True, workers=workers, host=host, port=port, access_log=False,
+                log_level="info")

@@ -3,8 +3,8 @@ and the token-protected admin reload."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
+import os
 import re
 from typing import Annotated
 
@@ -207,6 +207,7 @@ class OpsController(Controller):
             last_reload_error=holder.last_error,
             artifacts={"model": m.model.path, "graph": m.graph.path, "user_embeddings": m.user_embeddings.path,
                        "place_embeddings": m.place_embeddings.path},
+            worker_pid=os.getpid(),
         )
 
 
@@ -231,7 +232,7 @@ class AdminController(Controller):
     @post("/reload", status_code=200, summary="Check for a new serving manifest now (also retries one that failed)",
           responses=errors(401, 403, 414))
     async def reload(self, holder: Holder) -> ReloadResult:
-        reloaded = await asyncio.to_thread(holder.load_if_changed, True)
+        reloaded = await holder.reload(force=True)
         current = holder.current
         manifest = current.artifacts.manifest if current else None
         return ReloadResult(

@@ -87,6 +87,7 @@ class VersionInfo(Struct):
     reloads: int
     last_reload_error: str | None
     artifacts: dict[str, str]
+    worker_pid: int  # which worker process answered (`recsys serve --workers N` runs several)
 
 
 class ErrorBody(Struct):

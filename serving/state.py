@@ -9,16 +9,30 @@ error at all) is logged and reported by /version as `last_reload_error`, naming 
 and what is wrong; the current version keeps serving and /ready stays 200. Without any
 manifest the service is live (/health) but not ready, and the watcher loads the first one
 that appears.
+
+Loading costs a second or two of CPU, and it must not take it from requests: the workers of one
+service (`recsys serve --workers N`, each following the same manifest) load one at a time (a
+file lock), so while one loads the others keep their cores for requests; and while a worker
+loads, the interpreter hands the GIL back to its request thread every millisecond instead of
+every 5. (A lower OS priority for the loader thread was tried and dropped: preempted while
+holding the GIL, it stalled the request thread for 100-180 ms.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import datetime as dt
+import fcntl
 import gc
+import hashlib
 import logging
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +44,35 @@ logger = logging.getLogger("serving.reload")
 
 
 _LIBC = ctypes.CDLL(None)
+LOADING_GIL_SWITCH_S = 0.001  # how long the loader may hold the GIL while the request thread waits
+
+
+@contextlib.contextmanager
+def _short_gil_slices() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(LOADING_GIL_SWITCH_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@contextlib.contextmanager
+def _one_loader_at_a_time(manifest_path: Path) -> Iterator[None]:
+    """An exclusive lock shared by every process serving this manifest (the other workers)."""
+    key = hashlib.sha1(str(manifest_path.resolve()).encode()).hexdigest()[:16]
+    try:
+        lock = open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a")
+    except OSError as exc:  # no writable temp dir: load unsynchronized rather than not at all
+        logger.warning("no reload lock (%s); workers may load at the same time", exc)
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _malloc_trim() -> None:
@@ -54,6 +97,7 @@ class ArtifactHolder:
         self._seen_text: str | None = None
         self._trim_pending = False  # a swap freed a version: hand its memory back to the OS
         self._loading = threading.Lock()  # the watcher and POST /admin/reload may both ask
+        self._loader: ThreadPoolExecutor | None = None  # started by the first reload, stopped by close()
 
     def _read_if_changed(self, force: bool = False) -> ServingManifest | None:
         try:
@@ -82,7 +126,8 @@ class ArtifactHolder:
             if self.current and manifest.version == self.current.artifacts.manifest.version:
                 self.last_error = None  # the live manifest names what is served again (e.g. a bad one was rolled back)
                 return False
-            artifacts = ServingArtifacts.load(manifest)
+            with _one_loader_at_a_time(self.manifest_path), _short_gil_slices():
+                artifacts = ServingArtifacts.load(manifest)
         except Exception as exc:  # whatever a bad manifest does, the current version keeps serving
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.error("serving manifest %s not loaded, keeping the current version: %s", self.manifest_path, exc,
@@ -110,6 +155,18 @@ class ArtifactHolder:
         )
         return True
 
+    async def reload(self, force: bool = False) -> bool:
+        """`load_if_changed` on the loader thread, awaited without blocking the event loop."""
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(1, thread_name_prefix="artifact-loader")
+        return await asyncio.get_running_loop().run_in_executor(self._loader, self.load_if_changed, force)
+
+    def close(self) -> None:
+        """Stop the loader thread (the app's shutdown); a later reload starts a new one."""
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
+            self._loader = None
+
     async def watch(self) -> None:
         """Poll the manifest; loading runs in a worker thread so requests keep flowing."""
         while True:
@@ -118,6 +175,6 @@ class ArtifactHolder:
                 self._trim_pending = False
                 await asyncio.to_thread(_malloc_trim)
             try:
-                await asyncio.to_thread(self.load_if_changed)
+                await self.reload()
             except Exception:  # never let one bad poll end hot reload for the life of the process
                 logger.exception("manifest watcher: polling %s failed", self.manifest_path)

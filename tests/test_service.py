@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -286,35 +291,38 @@ def test_service_without_a_manifest_is_live_but_not_ready(tmp_path):
 # --------------------------------------------------------------------------- the real server
 
 
-def test_recsys_serve_runs_uvicorn_and_answers_over_http(served_world, some_user):
-    import socket
-    import subprocess
-    import sys
-    import urllib.error
-    import urllib.request
-
+def _start_recsys_serve(manifest: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`recsys serve` on a free port, once it answers /ready (its output kept for the failure message)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    user_id, _ = some_user
     server = subprocess.Popen(
-        [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(served_world.manifest_path)],
+        [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return server, base
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    server.kill()
+    pytest.fail(f"server never became ready: {server.communicate()[0].decode()[-2000:]}")
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:  # a new connection each time: any worker may answer
+        return json.loads(r.read())
+
+
+def test_recsys_serve_runs_uvicorn_and_answers_over_http(served_world, some_user):
+    user_id, _ = some_user
+    server, base = _start_recsys_serve(served_world.manifest_path)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        else:
-            pytest.fail("server never became ready")
-        with urllib.request.urlopen(f"{base}/recommend/places?user_id={user_id}&top_k=5", timeout=5) as r:
-            body = json.loads(r.read())
+        body = _get_json(f"{base}/recommend/places?user_id={user_id}&top_k=5")
         assert len(body["recommendations"]) == 5
         request = urllib.request.Request(
             f"{base}/recommend/people", data=json.dumps({"user_id": user_id, "top_k": 3}).encode(),
@@ -328,6 +336,38 @@ def test_recsys_serve_runs_uvicorn_and_answers_over_http(served_world, some_user
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_every_worker_serves_and_follows_a_new_manifest(served_world, some_user, tmp_path):
+    """`--workers 2`: both processes answer, and after a publication both serve the new version."""
+    import psutil
+
+    user_id, _ = some_user
+    live = tmp_path / "manifest.json"
+    _republish(served_world.manifest_path, live, "v1", "graphrec-v1")
+    server, base = _start_recsys_serve(live, "--workers", "2", "--poll-interval", "0.2")
+    workers = psutil.Process(server.pid).children(recursive=True)
+    try:
+        def versions_by_worker(want: str, timeout_s: float = 60.0) -> dict[int, str]:
+            seen: dict[int, str] = {}
+            deadline = time.time() + timeout_s
+            while time.time() < deadline and not (len(seen) == 2 and set(seen.values()) == {want}):
+                info = _get_json(f"{base}/version")
+                seen[info["worker_pid"]] = info["model_version"]
+                assert _get_json(f"{base}/recommend/places?user_id={user_id}&top_k=3")["recommendations"]
+            return seen
+
+        before = versions_by_worker("graphrec-v1")
+        assert set(before.values()) == {"graphrec-v1"} and len(before) == 2
+        assert set(before) <= {w.pid for w in workers}
+        _republish(served_world.manifest_path, live, "v2", "graphrec-v2")
+        after = versions_by_worker("graphrec-v2")
+        assert after == {pid: "graphrec-v2" for pid in before}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    _, still_running = psutil.wait_procs(workers, timeout=15)  # workers and multiprocessing's tracker follow
+    assert not still_running
 
 
 def test_people_leave_out_existing_friends_when_the_edges_are_friendships(serving_artifacts, some_user):

@@ -187,3 +187,12 @@ def test_recsys_serve_refuses_bad_settings_before_starting(monkeypatch, capsys):
     monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "short")
     assert main(["serve", "--manifest", str(ABSENT), "--port", "9"]) == 2
     assert "RECSYS_ADMIN_TOKEN must be at least 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, problem", [(["--workers", "0"], "--workers must be at least 1"),
+                                           (["--poll-interval", "0"], "--poll-interval must be positive")])
+def test_recsys_serve_refuses_bad_process_options(args, problem, capsys):
+    from recsys_assets.cli import main
+
+    assert main(["serve", "--manifest", str(ABSENT), "--port", "9", *args]) == 2
+    assert problem in capsys.readouterr().err

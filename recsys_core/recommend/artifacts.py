@@ -22,7 +22,7 @@ from recsys_core.graph import INTERACTS, SOCIAL, load_graph_tensors
 from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.graphrec import GraphRec
-from recsys_core.recommend.fast_head import FastPlaceHead
+from recsys_core.recommend.fast_head import FastFriendHead, FastPlaceHead
 from recsys_core.retrieval.embeddings import embedding_matrix
 from recsys_core.retrieval.index import CityIndex
 
@@ -71,6 +71,25 @@ def _check_index(name: str, ref: ArtifactRef, index: CityIndex, model_dim: int, 
                             f"e.g. {foreign[:5].tolist()}")
 
 
+class PlaceNames:
+    """Place names, each made on first use: naming all 10k places at load is 0.16 s of Python holding
+    the GIL while requests wait (a hot reload), where a request shows ten."""
+
+    def __init__(self, x_place: np.ndarray, place_ids: np.ndarray):
+        self._x, self._ids = x_place, place_ids
+        self._made: dict[int, str] = {}
+
+    def __getitem__(self, index) -> str:
+        index = int(index)
+        name = self._made.get(index)
+        if name is None:
+            name = self._made[index] = place_name(self._x[index]) if self._x.shape[1] else f"place {self._ids[index]}"
+        return name
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 @dataclass
 class ServingArtifacts:
     manifest: ServingManifest
@@ -86,14 +105,15 @@ class ServingArtifacts:
     friends: sp.csr_matrix  # user x user: social edges
     influences: list[np.ndarray]  # per user: place indices that weighed most
     popularity: np.ndarray  # per place: log1p(interacting users), the cold-start prior
-    place_names: list[str]
+    place_names: PlaceNames
     place_indices: dict[int, CityIndex]
     user_indices: dict[int, CityIndex]
     # Per user: mean and std of <z_u, z_p> over the home city's places, to say how much
     # a given place stands out for them (the target-place term of attendance).
     score_mean: np.ndarray
     score_std: np.ndarray
-    place_head: FastPlaceHead  # the place head's inference path, in numpy
+    place_head: FastPlaceHead  # the heads' inference paths, in numpy
+    friend_head: FastFriendHead
     z_user_np: np.ndarray
     x_user_np: np.ndarray  # numpy views of the features, for explanations
     x_place_np: np.ndarray
@@ -189,14 +209,14 @@ class ServingArtifacts:
         x_user = graph.get("node/user/x", torch.zeros(n_users, 0)).float()
         x_place = graph.get("node/place/x", torch.zeros(n_places, 0)).float().numpy()
         mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
-        names = [place_name(row) for row in x_place] if x_place.shape[1] else [f"place {i}" for i in place_ids]
         return cls(
             manifest=manifest, model=model.eval(), user_ids=user_ids, place_ids=place_ids,
             z_user=z_user, z_place=z_place, x_user=x_user,
             user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
-            popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=names,
+            popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=PlaceNames(x_place, place_ids),
             place_indices=indices["place_index"], user_indices=indices["user_index"], score_mean=mean, score_std=std,
-            place_head=FastPlaceHead(model, z_place, x_place), z_user_np=z_user.numpy(), x_user_np=x_user.numpy(),
+            place_head=FastPlaceHead(model, z_place, x_place),
+            friend_head=FastFriendHead(model, x_user.numpy()), z_user_np=z_user.numpy(), x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )
 

@@ -1,11 +1,13 @@
-"""The place head for one user at a time, in numpy: the serving hot path.
+"""The place and friend heads for one user at a time, in numpy: the serving hot path.
 
 A request scores ~200 candidates with the same user and context. In torch that is ~60 small
 ops whose fixed overhead (tens of microseconds each) costs more than the arithmetic. Here the
 trained weights are exported once into numpy arrays, the first layer is split by input block
 (user and context terms once per request; the place and product terms folded into one matrix
-per request), and the request context's embedding is memoised. `tests/test_serving_fast_head.py` holds it equal to
-`GraphRec.place_scores`.
+per request), and the request context's embedding is memoised. The friend head gets the same
+treatment: its symmetric trunk sees each pair in both orders, but the terms the two orders share
+(product, distance, raw pair features) are computed once. `tests/test_serving_fast_head.py`
+holds them equal to `GraphRec.place_scores` and `GraphRec.friend_scores`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys_core.features import PLACE_LAYOUT
+from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
 
 _CATS, _TAGS, _SLOT = PLACE_LAYOUT["category_one_hot"], PLACE_LAYOUT["fine_tag_vector"], PLACE_LAYOUT["typical_time_slot"]
+_FINE, _VIBE, _AREA = USER_LAYOUT["fine_pref"], USER_LAYOUT["vibe_pref"], USER_LAYOUT["area_freqs"]
+_COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's
 
 
 def _layers(sequential: nn.Sequential) -> list[tuple[str, tuple[np.ndarray, ...]]]:
@@ -107,3 +111,52 @@ class FastPlaceHead:
         first += np.abs(z_u - z_p) @ self.distance_w
         first += self._match(places, slot, cats, tags) @ self.match_w
         return z_p @ z_u + _run(self.rest, first)[:, 0]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _COSINE_EPS)
+
+
+class FastFriendHead:
+    """`GraphRec.friend_scores` for one user against many candidates.
+
+    The trunk's first layer on [z_a, z_b, z_u*z_v, |z_u-z_v|, pair] is split by block: the
+    user's own terms once per request, the candidate's terms for both orders and the product in
+    one matmul (z_v (W + diag(z_u) W_product)), distance and pair terms once for both orders.
+    """
+
+    def __init__(self, model: GraphRec, x_user: np.ndarray):
+        head, d = model.friend_head, model.config.d_model
+        w = head.trunk[0].weight.detach().numpy()
+        self.first_w = w[:, :d].T.copy(), w[:, d : 2 * d].T.copy()  # the pair's first and second member
+        self.product_w, self.distance_w, self.pair_w = (w[:, a:b].T.copy() for a, b in ((2 * d, 3 * d), (3 * d, 4 * d), (4 * d, w.shape[1])))
+        self.bias = head.trunk[0].bias.detach().numpy().copy()
+        self.trunk_rest, self.compat, self.attend = _layers(head.trunk[1:]), _layers(head.compat), _layers(head.attend)
+        self.wide_w, self.wide_b = head.wide.weight.detach().numpy().T.copy(), head.wide.bias.detach().numpy().copy()
+        self.has_features = x_user.shape[1] > 0
+        if self.has_features:
+            self.fine, self.vibe = _unit_rows(x_user[:, _FINE]), _unit_rows(x_user[:, _VIBE])
+            self.city, self.area = x_user[:, 0], x_user[:, _AREA]
+
+    def _pair(self, user: int, others: np.ndarray) -> np.ndarray:
+        if not self.has_features:
+            return np.zeros((len(others), self.pair_w.shape[0]), np.float32)
+        same_city = self.city[others] == self.city[user]
+        area = np.minimum(self.area[user], self.area[others]).sum(-1) * same_city
+        return np.stack([self.fine[others] @ self.fine[user], self.vibe[others] @ self.vibe[user], area], -1).astype(np.float32)
+
+    def scores(self, z_user: np.ndarray, user: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(compatibility logit, attendance logit) of `user` with each of `others`."""
+        z_u, z_v, n = z_user[user], z_user[others], len(others)
+        first_a, first_b = self.first_w
+        pair = self._pair(user, others)
+        both_orders = z_v @ np.concatenate([first_b + z_u[:, None] * self.product_w, first_a + z_u[:, None] * self.product_w], 1)
+        shared = np.abs(z_u - z_v) @ self.distance_w + pair @ self.pair_w
+        h = np.concatenate([both_orders[:, : len(self.bias)] + (z_u @ first_a + self.bias),
+                            both_orders[:, len(self.bias) :] + (z_u @ first_b + self.bias)])
+        h[:n] += shared
+        h[n:] += shared
+        h = _run(self.trunk_rest, h)
+        trunk = np.maximum(0.5 * (h[:n] + h[n:]), 0.0)
+        wide = pair @ self.wide_w + self.wide_b
+        return _run(self.compat, trunk)[:, 0] + wide[:, 0], _run(self.attend, trunk)[:, 0] + wide[:, 1]

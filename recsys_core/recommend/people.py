@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from recsys_core.explain import Wishes, explain_person
 from recsys_core.features import USER_LAYOUT
@@ -69,12 +68,9 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
     return [_result(art, user, int(candidates[i]), compat[i], attend[i], combined[i], wishes, target) for i in order]
 
 
-@torch.no_grad()
 def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = torch.from_numpy(candidates)
-    u = torch.full_like(v, user)
-    compat, attend = art.model.friend_scores(art.z_user[u], art.z_user[v], art.x_user[u], art.x_user[v])
-    return _sigmoid(compat.numpy()), _sigmoid(attend.numpy())
+    compat, attend = art.friend_head.scores(art.z_user_np, user, candidates)
+    return _sigmoid(compat), _sigmoid(attend)
 
 
 def _result(art, user, other, compat, attend, combined, wishes, target) -> PersonResult:

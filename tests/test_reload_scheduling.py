@@ -1,0 +1,91 @@
+"""Reloading must not take the cores from requests: one loader at a time across the workers of a
+service, handing the GIL back to the request thread often while it loads."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from serving import state
+from serving.state import LOADING_GIL_SWITCH_S, ArtifactHolder
+
+
+class _Recorder:
+    """Stands in for ServingArtifacts.load: records overlap and the loading thread's niceness."""
+
+    def __init__(self, seconds: float = 0.2):
+        self.seconds, self.active, self.max_active, self.switch_intervals = seconds, 0, 0, []
+        self.together: threading.Barrier | None = None  # when set, loads wait for each other
+        self._lock = threading.Lock()
+
+    def load(self, manifest):
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        self.switch_intervals.append(sys.getswitchinterval())
+        if self.together:
+            self.together.wait(timeout=10)  # BrokenBarrierError (a failed load) if they cannot overlap
+        time.sleep(self.seconds)
+        with self._lock:
+            self.active -= 1
+        return SimpleNamespace(manifest=manifest, loaded_in_s=self.seconds)
+
+
+def _holder(path, version: str) -> ArtifactHolder:
+    holder = ArtifactHolder(path, poll_interval_s=3600)
+    holder._read_if_changed = lambda force=False: SimpleNamespace(version=version, model_version=f"model-{version}")
+    return holder
+
+
+@pytest.fixture
+def recorder(monkeypatch) -> _Recorder:
+    rec = _Recorder()
+    monkeypatch.setattr(state.ServingArtifacts, "load", rec.load)
+    return rec
+
+
+def test_holders_of_one_manifest_load_one_at_a_time(tmp_path, recorder):
+    manifest = tmp_path / "manifest.json"
+    holders = [_holder(manifest, "v1") for _ in range(3)]  # as the workers of one service would
+    threads = [threading.Thread(target=h.load_if_changed) for h in holders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(h.current is not None for h in holders)
+    assert recorder.max_active == 1
+
+
+def test_holders_of_different_manifests_do_not_wait_for_each_other(tmp_path, recorder):
+    holders = [_holder(tmp_path / f"m{i}.json", "v1") for i in range(2)]
+    recorder.together = threading.Barrier(2)
+    threads = [threading.Thread(target=h.load_if_changed) for h in holders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(h.current is not None for h in holders) and recorder.max_active == 2
+
+
+def test_loading_shortens_the_gil_slices_and_restores_them(tmp_path, recorder):
+    holder = _holder(tmp_path / "manifest.json", "v1")
+    before = sys.getswitchinterval()
+    assert asyncio.run(holder.reload()) is True
+    holder.close()
+    assert recorder.switch_intervals == [pytest.approx(LOADING_GIL_SWITCH_S)]
+    assert sys.getswitchinterval() == before
+
+
+def test_a_closed_holder_reloads_again_when_its_app_restarts(tmp_path, recorder):
+    """The app's lifespan may run more than once (test clients do): close() must not end reloading."""
+    holder = _holder(tmp_path / "manifest.json", "v1")
+    assert asyncio.run(holder.reload()) is True
+    holder.close()
+    holder._read_if_changed = lambda force=False: SimpleNamespace(version="v2", model_version="model-v2")
+    assert asyncio.run(holder.reload()) is True and holder.current.artifacts.manifest.version == "v2"
+    holder.close()
