@@ -1,4 +1,4 @@
-"""Shared plumbing for the baseline recommenders: input checks, BPR sampling and training loop."""
+"""Shared plumbing for the baseline recommenders: input checks, per-user standardization, BPR sampling and training loop."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def as_interactions(train, binarize: bool = False) -> sp.csr_matrix:
         m.data[:] = 1.0
     m.sort_indices()
     return m
+
+
+def row_standardize(scores: np.ndarray) -> np.ndarray:
+    """Per-user z-scores, so differently scaled models can be blended with one weight."""
+    scores = np.asarray(scores, dtype=np.float32)
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return (scores - mean) / np.maximum(std, 1e-8)
 
 
 def as_user_index(users, n_users: int) -> np.ndarray:

@@ -39,10 +39,3 @@ def ranking_metrics(topk: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str,
         f"ndcg@{k}": round(metrics.mean_ignoring_nan(metrics.ndcg_at_k(topk, truth, k)), 5),
     }
 
-
-def row_standardize(scores: np.ndarray) -> np.ndarray:
-    """Per-user z-scores, so differently scaled models can be blended with one weight."""
-    scores = np.asarray(scores, dtype=np.float32)
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.maximum(std, 1e-8)

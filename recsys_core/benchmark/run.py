@@ -4,17 +4,20 @@ Phases (each timed in the report, all inside ``time_budget_min``):
   1. load the training files; carve 20% of each user's items (and for LastFM 20% of the
      friendships) as validation, the same shape as the held-out test splits;
   2. the model's graph filter (GF-CF form: linear + ideal low-pass on the normalized item
-     graph): one SVD on the carve, its cut-off and weight tuned on validation; then refit on
-     the full training file and every user ranked, so the output files exist early and the
-     measured cost of a full ranking becomes the budget's reserve;
-  3. baselines on the carve: popularity, the linear item-item filter, MF-BPR and LightGCN (the
+     graph, over count-weighted interactions): one SVD on the carve, its cut-off and weight
+     tuned on validation; then refit on the full training file and every user ranked, so the
+     output files exist early and the measured cost of a full ranking becomes the budget's reserve;
+  3. for LastFM, friends: a proximity heuristic proposes candidates and a logistic re-ranker
+     (fit on an inner carve) orders them (``friends.py``); written before anything optional;
+  4. baselines on the carve: popularity, the linear item-item filter, MF-BPR and LightGCN (the
      two trained ones get shares of the budget when the reserve allows);
-  4. GraphRec (featureless, id embeddings, early-stopped on the validation pairs) with what is
-     left, then the blend weight between GraphRec and the filter chosen on validation (the
-     report shows each part alone and the blend);
-  5. for LastFM, friends: proximity features blended by a logistic model fit on carved pairs;
-  6. if the blend beats the filter alone on validation and the reserve still fits, every user
-     is ranked again with the blend (GraphRec embedding the full graph) and the files replaced.
+  5. the model's factor part: a bag of iALS fits (``baselines/ials.py``);
+  6. GraphRec (featureless, id embeddings, early-stopped on the validation pairs) with what is
+     left;
+  7. the blend: the per-user z-scores of filter, iALS and GraphRec summed with weights chosen on
+     validation (the report shows each part alone, each pair and the blend);
+  8. if the blend beats the filter alone on validation and the reserve still fits, iALS is
+     refit on the full file and every user is ranked again with the blend.
 Training items are excluded; users without history get the popularity ranking.
 """
 
@@ -32,6 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys_core.baselines._common import row_standardize
+from recsys_core.baselines.ials import BaggedALS
 from recsys_core.baselines.item_filter import ItemItemFilter
 from recsys_core.baselines.lightgcn import LightGCN
 from recsys_core.baselines.mf import MatrixFactorizationBPR
@@ -39,18 +44,20 @@ from recsys_core.baselines.popularity import Popularity
 from recsys_core.benchmark import friends as friend_model
 from recsys_core.benchmark.budget import Budget, peak_rss_mb
 from recsys_core.benchmark.graphrec_places import fit_graphrec
-from recsys_core.benchmark.ranking import ranking_metrics, row_standardize, top_k
+from recsys_core.benchmark.ranking import ranking_metrics, top_k
 from recsys_core.datasets import LOADERS
-from recsys_core.datasets.base import InteractionDataset, carve_pairs, carve_validation
+from recsys_core.datasets.base import InteractionDataset, carve_pairs, carve_validation, relative_count_weights
 
 logger = logging.getLogger(__name__)
 
-BLEND_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)  # weight of GraphRec next to the filter
+# Blend weights tried on validation, next to the graph filter's 1 (each part's scores z-scored per user).
+IALS_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+GRAPHREC_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+IALS_REFIT_SAFETY = 1.5  # the full file is 25% larger than the carve, and the machine may be busier
 FILTER_ALPHAS = (0.1, 0.3, 0.5, 1.0)  # weight of the ideal low-pass next to the linear filter
 FILTER_CUTS = (0.25, 0.5, 1.0)  # ideal low-pass cut-offs tried, as fractions of filter_k
 RESERVE_SAFETY = 1.5  # a re-ranking may be this much slower than the first one
 RESERVE_FLOOR_S = 20.0
-FRIENDS_RESERVE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class BenchmarkConfig:
     filter_k: int = 256  # largest ideal low-pass cut-off (singular vectors) of the graph filter
     d_model: int = 64
     share_graphrec: float = 0.50
+    share_ials: float = 0.15
     share_mf: float = 0.06
     share_lightgcn: float = 0.08
 
@@ -161,26 +169,31 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
         dataset: InteractionDataset = LOADERS[config.dataset](config.data_dir)
         full = dataset.binary()
         train, val = carve_validation(full, config.validation_fraction, config.seed)
+        counts_train = dataset.counts_on(train)
         report["data"] = dataset.summary() | {"validation_pairs": int(val.nnz)}
         if k > dataset.n_items:
             raise ValueError(f"k={k} exceeds the number of items ({dataset.n_items})")
     check = _Validation(train, val, config, report["validation"])
 
     with budget.phase("graph_filter"):
-        alpha, cut, filter_val, sweep = _tune_graph_filter(config, train, check)
+        alpha, cut, filter_val, sweep = _tune_graph_filter(config, relative_count_weights(counts_train), check)
         check.record("model: graph_filter_only", filter_val)
-        report["graph_filter"] = {"alpha": alpha, "k": cut, "validation_recall_by_setting": sweep}
+        report["graph_filter"] = {"alpha": alpha, "k": cut, "input": "relative count weights",
+                                  "validation_recall_by_setting": sweep}
 
     with budget.phase("final_ranking_filter"):
-        final_filter = _graph_filter(config, alpha, cut).fit(full)
+        final_filter = _graph_filter(config, alpha, cut).fit(relative_count_weights(dataset.interactions))
         rank_seconds = _rank_and_write(config, dataset, full, final_filter.score, "ranking (graph filter)")
         report["written_by"] = "graph filter"
         report["cold_users"] = int((np.diff(full.indptr) == 0).sum())
-    # What must still fit after the optional phases: the blend sweep, friends, a re-ranking.
-    blend_seconds = len(BLEND_GRID) * 2 * float(np.mean(check.metric_seconds))
-    budget.reserve_s = RESERVE_SAFETY * (rank_seconds + blend_seconds) + RESERVE_FLOOR_S
+
     if dataset.friends is not None:
-        budget.reserve_s += FRIENDS_RESERVE_S
+        with budget.phase("friends"):
+            report["friends"] = _friends(dataset, config, out)
+
+    # What must still fit after the optional phases: the blend search and a re-ranking.
+    blend_seconds = (len(IALS_WEIGHTS) + 2 * len(GRAPHREC_WEIGHTS)) * 2 * float(np.mean(check.metric_seconds))
+    budget.reserve_s = RESERVE_SAFETY * (rank_seconds + blend_seconds) + RESERVE_FLOOR_S
     report["reserve_seconds"] = round(budget.reserve_s, 1)
 
     with budget.phase("baselines"):
@@ -193,6 +206,23 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
             model = cls(epochs=1000, time_budget_s=budget.allot(share), seed=config.seed).fit(train)
             check.record(name, check.scores(model.score))
 
+    parts = {"graph_filter": row_standardize(filter_val)}
+    del filter_val
+    ials_seconds = 0.0
+    if budget.can_afford(config.share_ials):
+        with budget.phase("ials"):
+            t0 = time.perf_counter()
+            ials = BaggedALS(seed=config.seed, time_budget_s=budget.allot(config.share_ials)).fit(counts_train)
+            ials_seconds = time.perf_counter() - t0
+            parts["ials"] = row_standardize(check.scores(ials.score))
+            check.record("model: ials_bag_only", parts["ials"])
+            report["ials"] = {"fits": len(ials.fits), "seconds": round(ials_seconds, 1)}
+            # A blend with iALS needs it refit on the full file before the re-ranking.
+            budget.reserve_s += IALS_REFIT_SAFETY * ials_seconds
+            report["reserve_seconds"] = round(budget.reserve_s, 1)
+    else:
+        report["validation"]["model: ials_bag_only"] = {"skipped": "time budget"}
+
     with budget.phase("graphrec_train"):
         # Two embedding passes and the last evaluation come after the trainer's own deadline.
         graphrec = fit_graphrec(dataset.with_interactions(full), val, max(0.8 * budget.allot(config.share_graphrec), 1.0),
@@ -202,34 +232,28 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
             "best_val_recall@20_trainer": round(graphrec.result.best_val_recall, 5),
             "stopped_because": graphrec.result.stopped_because, "seconds": round(graphrec.result.seconds, 1),
         }
-        gnn_val = check.scores(graphrec.validation.score)
-        check.record("model: graphrec_gnn_only", gnn_val)
+        parts["graphrec"] = row_standardize(check.scores(graphrec.validation.score))
+        check.record("model: graphrec_gnn_only", parts["graphrec"])
 
     with budget.phase("blend"):
-        z_f, z_g = row_standardize(filter_val), row_standardize(gnn_val)
-        sweep, best_w, best = {}, 0.0, None
-        for w in BLEND_GRID:
-            m = check.metrics((1 - w) * z_f + w * z_g)
-            sweep[str(w)] = m[f"recall@{k}"]
-            if best is None or m[f"recall@{k}"] > best[f"recall@{k}"]:
-                best_w, best = w, m
-        report["validation"]["model: graphrec (gnn + graph filter blend)"] = best
-        report["blend"] = {"graphrec_weight": best_w, "validation_recall_by_weight": sweep}
-        logger.info("blend: GraphRec weight %.2f -> validation recall@%d %.4f", best_w, k, best[f"recall@{k}"])
-        del filter_val, gnn_val, z_f, z_g
+        weights, blend = _tune_blend(parts, check)
+        report["blend"] = blend
+        logger.info("blend weights %s -> validation recall@%d %.4f", weights, k, blend["validation_recall"])
+        del parts
+    # The search is done: what is left to keep is the re-ranking (and iALS's refit for it).
+    budget.reserve_s = RESERVE_SAFETY * rank_seconds + RESERVE_FLOOR_S + (IALS_REFIT_SAFETY * ials_seconds if weights["ials"] else 0.0)
 
-    if dataset.friends is not None:
-        with budget.phase("friends"):
-            report["friends"] = _friends(dataset, graphrec.full.user, config, out)
-
-    if best_w > 0 and budget.remaining() > budget.reserve_s:
+    if any(w > 0 for name, w in weights.items() if name != "graph_filter") and budget.remaining() > budget.reserve_s:
         with budget.phase("final_ranking_blend"):
+            final_ials = BaggedALS(seed=config.seed, n_fits=len(ials.fits)).fit(dataset.interactions) if weights.get("ials") else None
+            models = {"graph_filter": final_filter.score, "ials": final_ials and final_ials.score, "graphrec": graphrec.full.score}
+
             def blended(rows: np.ndarray) -> np.ndarray:
-                return (1 - best_w) * row_standardize(final_filter.score(rows)) + best_w * row_standardize(graphrec.full.score(rows))
+                return sum(w * row_standardize(models[name](rows)) for name, w in weights.items() if w > 0)
 
             _rank_and_write(config, dataset, full, blended, "ranking (blend)")
-            report["written_by"] = f"graphrec blend (GraphRec weight {best_w})"
-    elif best_w > 0:
+            report["written_by"] = f"blend {weights}"
+    elif any(w > 0 for name, w in weights.items() if name != "graph_filter"):
         report["written_by"] = "graph filter (no time left to re-rank with the blend)"
 
     report["phases"] = budget.phases
@@ -241,40 +265,71 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
     return report
 
 
-def _friends(dataset: InteractionDataset, embeddings: np.ndarray, config: BenchmarkConfig, out: Path) -> dict:
-    """Tune the friend blend on carved friendships, then rank everyone on the full friend graph."""
+def _tune_blend(parts: dict[str, np.ndarray], check: _Validation) -> tuple[dict[str, float], dict]:
+    """Weights of the z-scored parts (the filter's fixed at 1) chosen on validation by coordinate
+    search: iALS's weight next to the filter, then GraphRec's next to both (and, for the report,
+    GraphRec's next to the filter alone). Each evaluation ranks every validation user, so the
+    search tries about 20 settings rather than the whole grid.
+
+    The report keeps the best blend of every subset of parts, so each part's contribution shows."""
+    key = f"recall@{check.k}"
+    tried: dict[tuple[float, float], dict[str, float]] = {}
+
+    def recall(w_ials: float, w_gnn: float) -> float:
+        if (w_ials, w_gnn) not in tried:
+            weights = {"graph_filter": 1.0, "ials": w_ials, "graphrec": w_gnn}
+            tried[w_ials, w_gnn] = check.metrics(sum(w * parts[name] for name, w in weights.items() if w > 0))
+        return tried[w_ials, w_gnn][key]
+
+    best_ials = max(IALS_WEIGHTS if "ials" in parts else (0.0,), key=lambda w: recall(w, 0.0))  # ties: the smaller weight
+    for w_gnn in GRAPHREC_WEIGHTS:
+        recall(best_ials, w_gnn)
+        if best_ials > 0:
+            recall(0.0, w_gnn)  # GraphRec next to the filter alone, for the report
+    best_of: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+    for (w_ials, w_gnn), metrics in tried.items():
+        weights = {"graph_filter": 1.0, "ials": w_ials, "graphrec": w_gnn}
+        label = " + ".join(name for name, w in weights.items() if w > 0)
+        if label not in best_of or metrics[key] > best_of[label][0][key]:
+            best_of[label] = (metrics, weights)
+    for label, (metrics, weights) in best_of.items():
+        if label != "graph_filter":
+            check.results[f"model: {label} (best weights)"] = metrics
+            logger.info("validation %-46s %s %s", f"model: {label}", weights, metrics)
+    best_metrics, best_weights = max(best_of.values(), key=lambda r: r[0][key])
+    check.results["model: blend"] = best_metrics
+    return best_weights, {"weights": best_weights, "validation_recall": best_metrics[key], "settings_tried": len(tried),
+                          "validation_recall_by_parts": {label: {"recall": m[key], "weights": w} for label, (m, w) in best_of.items()}}
+
+
+def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) -> dict:
+    """The friend baselines and the re-ranker on carved friendships, then everyone ranked on the full graph."""
     k = config.k
     known, held = carve_pairs(dataset.friends, config.validation_fraction, config.seed)
     users = np.flatnonzero(np.diff(held.indptr) > 0)
-    carved = friend_model.PairFeatures.build(known, dataset.interactions, embeddings)
+    taste = friend_model.taste_cosine(dataset.interactions)
+    carved = friend_model.FriendSignals.build(known, dataset.interactions, taste)
+    exclude = (known[users] + sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)), shape=(len(users), known.shape[0]))).tocsr()
 
     def evaluate(scores: np.ndarray) -> dict[str, float]:
-        exclude = (known[users] + sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)), shape=(len(users), known.shape[0]))).tocsr()
         return ranking_metrics(top_k(lambda r: scores[r], np.arange(len(users)), exclude, k), held[users], k)
 
-    results = {
-        "common_neighbours": evaluate(carved.matrices["common_neighbours"][users]),
-        "adamic_adar": evaluate(carved.matrices["adamic_adar"][users]),
-        "personalized_pagerank": evaluate(carved.matrices["personalized_pagerank"][users]),
-        "katz": evaluate(carved.matrices["katz"][users]),
-        "taste_cosine": evaluate(carved.matrices["taste_cosine"][users]),
-    }
-    blend = friend_model.fit_friend_blend(carved, known, held, config.seed)
-    # The blend is fit on the held-out pairs themselves; its validation figure comes from a
-    # second, disjoint carve so the number is not measured on what it was fit to.
-    known2, held2 = carve_pairs(known, config.validation_fraction, config.seed + 1)
-    features2 = friend_model.PairFeatures.build(known2, dataset.interactions, embeddings)
-    blend2 = friend_model.fit_friend_blend(features2, known2, held2, config.seed)
-    results["model: friend_blend (fit on an inner carve)"] = evaluate(blend2.score(carved, users))
+    results = {name: evaluate(carved.matrices[name][users]) for name in (
+        "common_neighbours", "adamic_adar", "katz", "ppr_0.1", "taste_cosine", "heuristic")}
+    # Fit on an inner carve of the known graph: the validation pairs are never seen by the fit.
+    ranker = friend_model.FriendRanker.fit(known, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
+    results["model: friend re-ranker"] = evaluate(ranker.score(carved, users))
     for name, value in results.items():
         logger.info("friends validation %-40s %s", name, value)
+    del carved
 
-    full = friend_model.PairFeatures.build(dataset.friends, dataset.interactions, embeddings)
+    final = friend_model.FriendRanker.fit(dataset.friends, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
+    signals = friend_model.FriendSignals.build(dataset.friends, dataset.interactions, taste)
     all_users = np.arange(dataset.n_users)
-    exclude = (dataset.friends + sp.identity(dataset.n_users, format="csr")).tocsr()
-    top = top_k(lambda r: blend.score(full, r), all_users, exclude, k, label="friend ranking")
+    exclude_all = (dataset.friends + sp.identity(dataset.n_users, format="csr")).tocsr()
+    top = top_k(lambda r: final.score(signals, r), all_users, exclude_all, k, label="friend ranking")
     _write_top(out / f"friends_top{k}.txt", dataset.user_ids, dataset.user_ids[top])
-    return {"validation": results, "weights": blend.as_dict()}
+    return {"validation": results, "strongest_weights": final.strongest()}
 
 
 def _write_top(path: Path, ids: np.ndarray, top_ids: np.ndarray) -> None:

@@ -43,6 +43,10 @@ class InteractionDataset:
         m.data[:] = 1.0
         return m
 
+    def counts_on(self, pairs: sp.csr_matrix) -> sp.csr_matrix:
+        """The interaction counts of the given (user, item) pairs, e.g. of a carve's training part."""
+        return self.interactions.multiply(pairs > 0).tocsr()
+
     def with_interactions(self, interactions: sp.csr_matrix, friends: sp.csr_matrix | None = None) -> "InteractionDataset":
         return replace(self, interactions=interactions.tocsr(), friends=self.friends if friends is None else friends)
 
@@ -115,6 +119,18 @@ def symmetric_pairs(u: np.ndarray, v: np.ndarray, n: int) -> sp.csr_matrix:
     m = sp.csr_matrix((np.ones(2 * len(u), np.float32), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n))
     m.sum_duplicates()
     m.data[:] = 1.0
+    return m
+
+
+def relative_count_weights(counts: sp.csr_matrix, strength: float = 0.5) -> sp.csr_matrix:
+    """1 + strength * log(1 + count / the user's mean count): a user's favourites weigh more than
+    their one-off listens, without heavy listeners' rows drowning everyone else's. Constant
+    counts (check-ins given as 1s) give a constant weight, which a degree-normalized filter ignores."""
+    m = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+    m.eliminate_zeros()
+    n = np.diff(m.indptr)
+    mean = np.asarray(m.sum(axis=1)).ravel() / np.maximum(n, 1)
+    m.data = 1.0 + strength * np.log1p(m.data / np.repeat(mean, n))
     return m
 
 
