@@ -3,7 +3,8 @@
 Each worker loads the served version itself and follows the manifest on its own (a worker
 that sees a new manifest loads it in the background and swaps it in), so after a publication
 every worker serves the new version within a poll interval. `POST /admin/reload` reaches the
-one worker that accepted the request; the others follow by polling.
+one worker that accepted the request; the others load a changed manifest when they next poll,
+and retry one that failed to load when it is published again.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import logging
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,21 +46,36 @@ logger = logging.getLogger("serving.reload")
 
 _LIBC = ctypes.CDLL(None)
 LOADING_GIL_SWITCH_S = 0.001  # how long the loader may hold the GIL while the request thread waits
+LOAD_LOCK_WAIT_S = 60.0  # a load takes seconds; a lock held longer belongs to a hung load
+
+
+_slices_lock = threading.Lock()
+_slices_users = 0  # loads in progress in this process (holders of different manifests may overlap)
+_slices_saved = 0.0
 
 
 @contextlib.contextmanager
 def _short_gil_slices() -> Iterator[None]:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(LOADING_GIL_SWITCH_S)
+    """The first load in progress shortens the interval, the last one out restores it."""
+    global _slices_users, _slices_saved
+    with _slices_lock:
+        if _slices_users == 0:
+            _slices_saved = sys.getswitchinterval()
+            sys.setswitchinterval(LOADING_GIL_SWITCH_S)
+        _slices_users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(previous)
+        with _slices_lock:
+            _slices_users -= 1
+            if _slices_users == 0:
+                sys.setswitchinterval(_slices_saved)
 
 
 @contextlib.contextmanager
 def _one_loader_at_a_time(manifest_path: Path) -> Iterator[None]:
-    """An exclusive lock shared by every process serving this manifest (the other workers)."""
+    """An exclusive lock shared by every process serving this manifest (the other workers). A
+    lock that stays taken (a load hung elsewhere) is given up on after LOAD_LOCK_WAIT_S."""
     key = hashlib.sha1(str(manifest_path.resolve()).encode()).hexdigest()[:16]
     try:
         lock = open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a")
@@ -68,11 +84,21 @@ def _one_loader_at_a_time(manifest_path: Path) -> Iterator[None]:
         yield
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline, locked = time.monotonic() + LOAD_LOCK_WAIT_S, False
+        while not locked:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    logger.warning("reload lock still taken after %.0fs; loading anyway", LOAD_LOCK_WAIT_S)
+                    break
+                time.sleep(0.05)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _malloc_trim() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +17,7 @@ from serving.state import LOADING_GIL_SWITCH_S, ArtifactHolder
 
 
 class _Recorder:
-    """Stands in for ServingArtifacts.load: records overlap and the loading thread's niceness."""
+    """Stands in for ServingArtifacts.load: records overlap and the GIL switch interval it ran with."""
 
     def __init__(self, seconds: float = 0.2):
         self.seconds, self.active, self.max_active, self.switch_intervals = seconds, 0, 0, []
@@ -62,6 +63,7 @@ def test_holders_of_one_manifest_load_one_at_a_time(tmp_path, recorder):
 
 
 def test_holders_of_different_manifests_do_not_wait_for_each_other(tmp_path, recorder):
+    before = sys.getswitchinterval()
     holders = [_holder(tmp_path / f"m{i}.json", "v1") for i in range(2)]
     recorder.together = threading.Barrier(2)
     threads = [threading.Thread(target=h.load_if_changed) for h in holders]
@@ -70,6 +72,25 @@ def test_holders_of_different_manifests_do_not_wait_for_each_other(tmp_path, rec
     for t in threads:
         t.join()
     assert all(h.current is not None for h in holders) and recorder.max_active == 2
+    # overlapping loads: both ran with short slices, and the last one out restored the interval
+    assert recorder.switch_intervals == [pytest.approx(LOADING_GIL_SWITCH_S)] * 2
+    assert sys.getswitchinterval() == before
+
+
+def test_a_lock_held_by_a_hung_load_is_given_up_on(tmp_path, recorder, monkeypatch):
+    import fcntl
+    import hashlib
+    import tempfile
+
+    manifest = tmp_path / "manifest.json"
+    key = hashlib.sha1(str(manifest.resolve()).encode()).hexdigest()[:16]
+    monkeypatch.setattr(state, "LOAD_LOCK_WAIT_S", 0.3)
+    with open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a") as hung:  # as another worker would
+        fcntl.flock(hung, fcntl.LOCK_EX)
+        started = time.monotonic()
+        holder = _holder(manifest, "v1")
+        assert holder.load_if_changed() is True and holder.current is not None
+        assert 0.3 <= time.monotonic() - started < 5
 
 
 def test_loading_shortens_the_gil_slices_and_restores_them(tmp_path, recorder):

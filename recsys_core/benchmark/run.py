@@ -187,7 +187,7 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
         report["written_by"] = "graph filter"
         report["cold_users"] = int((np.diff(full.indptr) == 0).sum())
 
-    if dataset.friends is not None:
+    if dataset.friends is not None:  # dense n x n signals: seconds for LastFM's 1,892 users, refused above 5,000
         with budget.phase("friends"):
             report["friends"] = _friends(dataset, config, out)
 
@@ -242,10 +242,14 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
         del parts
     # The search is done: what is left to keep is the re-ranking (and iALS's refit for it).
     budget.reserve_s = RESERVE_SAFETY * rank_seconds + RESERVE_FLOOR_S + (IALS_REFIT_SAFETY * ials_seconds if weights["ials"] else 0.0)
+    report["reserve_seconds_after_blend"] = round(budget.reserve_s, 1)
 
     if any(w > 0 for name, w in weights.items() if name != "graph_filter") and budget.remaining() > budget.reserve_s:
         with budget.phase("final_ranking_blend"):
-            final_ials = BaggedALS(seed=config.seed, n_fits=len(ials.fits)).fit(dataset.interactions) if weights.get("ials") else None
+            # The refit stops adding fits once the re-ranking's own reserve is all that is left.
+            refit_s = budget.remaining() - RESERVE_SAFETY * rank_seconds - RESERVE_FLOOR_S
+            final_ials = BaggedALS(seed=config.seed, n_fits=len(ials.fits), time_budget_s=refit_s).fit(
+                dataset.interactions) if weights["ials"] else None
             models = {"graph_filter": final_filter.score, "ials": final_ials and final_ials.score, "graphrec": graphrec.full.score}
 
             def blended(rows: np.ndarray) -> np.ndarray:
@@ -308,6 +312,8 @@ def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) ->
     known, held = carve_pairs(dataset.friends, config.validation_fraction, config.seed)
     users = np.flatnonzero(np.diff(held.indptr) > 0)
     taste = friend_model.taste_cosine(dataset.interactions)
+    # Fit on an inner carve of the known graph: the validation pairs are never seen by the fit.
+    ranker = friend_model.FriendRanker.fit(known, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
     carved = friend_model.FriendSignals.build(known, dataset.interactions, taste)
     exclude = (known[users] + sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)), shape=(len(users), known.shape[0]))).tocsr()
 
@@ -316,8 +322,6 @@ def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) ->
 
     results = {name: evaluate(carved.matrices[name][users]) for name in (
         "common_neighbours", "adamic_adar", "katz", "ppr_0.1", "taste_cosine", "heuristic")}
-    # Fit on an inner carve of the known graph: the validation pairs are never seen by the fit.
-    ranker = friend_model.FriendRanker.fit(known, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
     results["model: friend re-ranker"] = evaluate(ranker.score(carved, users))
     for name, value in results.items():
         logger.info("friends validation %-40s %s", name, value)
