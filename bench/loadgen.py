@@ -120,11 +120,10 @@ async def open_loop(host, port, targets, rate, duration, samples_out=None, max_c
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     ms, lag = latency * 1000, (sent_at - due_at) * 1000
-    result = {**summarize(ms, lag), "errors": int(np.sum(status != 200)), "achieved_rps": round(n / elapsed, 1),
+    result = {**summarize(ms, lag, status), "errors": int(np.sum(status != 200)), "achieved_rps": round(n / elapsed, 1),
               "started_at_unix": round(start_unix, 3), "connections_opened": int(fresh.sum()),
               "status_counts": {("connection_error" if c == 0 else str(c)): int(k) for c, k in zip(*np.unique(status, return_counts=True))},
               "by_endpoint": {e: summarize(ms[kind == j], status=status[kind == j]) for j, e in enumerate(endpoints)}}
-    result["failed"] = int(np.sum((status < 200) | (status > 299)))
     if samples_out:
         save_samples(samples_out, {"sent_unix": start_unix + (sent_at - start), "latency_ms": ms.astype(np.float32),
                                    "send_lag_ms": lag.astype(np.float32), "status": status, "endpoint": kind,

@@ -122,7 +122,6 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            holder.close()
 
     return Litestar(
         route_handlers=[PlacesController, PeopleController, OpsController, AdminController],

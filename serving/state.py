@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +41,9 @@ from recsys_core.recommend.artifacts import ServingArtifacts
 
 logger = logging.getLogger("serving.reload")
 
-
-
 _LIBC = ctypes.CDLL(None)
 LOADING_GIL_SWITCH_S = 0.001  # how long the loader may hold the GIL while the request thread waits
 LOAD_LOCK_WAIT_S = 60.0  # a load takes seconds; a lock held longer belongs to a hung load
-
 
 _slices_lock = threading.Lock()
 _slices_users = 0  # loads in progress in this process (holders of different manifests may overlap)
@@ -107,6 +103,7 @@ def _malloc_trim() -> None:
     if trim is not None:
         trim(0)
 
+
 @dataclass
 class Served:
     artifacts: ServingArtifacts
@@ -123,7 +120,6 @@ class ArtifactHolder:
         self._seen_text: str | None = None
         self._trim_pending = False  # a swap freed a version: hand its memory back to the OS
         self._loading = threading.Lock()  # the watcher and POST /admin/reload may both ask
-        self._loader: ThreadPoolExecutor | None = None  # started by the first reload, stopped by close()
 
     def _read_if_changed(self, force: bool = False) -> ServingManifest | None:
         try:
@@ -182,16 +178,8 @@ class ArtifactHolder:
         return True
 
     async def reload(self, force: bool = False) -> bool:
-        """`load_if_changed` on the loader thread, awaited without blocking the event loop."""
-        if self._loader is None:
-            self._loader = ThreadPoolExecutor(1, thread_name_prefix="artifact-loader")
-        return await asyncio.get_running_loop().run_in_executor(self._loader, self.load_if_changed, force)
-
-    def close(self) -> None:
-        """Stop the loader thread (the app's shutdown); a later reload starts a new one."""
-        if self._loader is not None:
-            self._loader.shutdown(wait=False, cancel_futures=True)
-            self._loader = None
+        """`load_if_changed` in a worker thread, awaited without blocking the event loop."""
+        return await asyncio.to_thread(self.load_if_changed, force)
 
     async def watch(self) -> None:
         """Poll the manifest; loading runs in a worker thread so requests keep flowing."""

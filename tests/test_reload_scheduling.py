@@ -97,16 +97,13 @@ def test_loading_shortens_the_gil_slices_and_restores_them(tmp_path, recorder):
     holder = _holder(tmp_path / "manifest.json", "v1")
     before = sys.getswitchinterval()
     assert asyncio.run(holder.reload()) is True
-    holder.close()
     assert recorder.switch_intervals == [pytest.approx(LOADING_GIL_SWITCH_S)]
     assert sys.getswitchinterval() == before
 
 
-def test_a_closed_holder_reloads_again_when_its_app_restarts(tmp_path, recorder):
-    """The app's lifespan may run more than once (test clients do): close() must not end reloading."""
+def test_a_holder_reloads_again_when_its_app_restarts(tmp_path, recorder):
+    """The app's lifespan may run more than once (test clients do), each in its own event loop."""
     holder = _holder(tmp_path / "manifest.json", "v1")
     assert asyncio.run(holder.reload()) is True
-    holder.close()
     holder._read_if_changed = lambda force=False: SimpleNamespace(version="v2", model_version="model-v2")
     assert asyncio.run(holder.reload()) is True and holder.current.artifacts.manifest.version == "v2"
-    holder.close()

@@ -31,19 +31,14 @@ from recsys_core.baselines._common import as_interactions, as_user_index, row_st
 logger = logging.getLogger(__name__)
 
 
-def log_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
-    m = counts.copy()
-    m.data = np.log1p(m.data)
+WEIGHTINGS = ("binary", "log")  # what an observed pair's confidence grows with: 1, or log(1 + count)
+
+
+def _weighted(counts, weighting: str) -> sp.csr_matrix:
+    m = as_interactions(counts, binarize=weighting == "binary")
+    if weighting == "log":
+        m.data = np.log1p(m.data)
     return m
-
-
-def binary_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
-    m = counts.copy()
-    m.data[:] = 1.0
-    return m
-
-
-WEIGHTINGS = {"binary": binary_weights, "log": log_weights}
 
 
 def _cg_sweep(x: np.ndarray, y: np.ndarray, conf: sp.csr_matrix, reg: float, steps: int) -> None:
@@ -84,13 +79,12 @@ class ImplicitALS:
 
     def fit(self, counts) -> ImplicitALS:
         """`counts`: users x items, the interaction counts (or 1s); weighted by `weighting`."""
-        m = as_interactions(counts)
-        conf = WEIGHTINGS[self.weighting](m).astype(np.float32)
+        conf = _weighted(counts, self.weighting)
         conf.data *= self.alpha
         conf_t = conf.T.tocsr()
         rng = np.random.default_rng(self.seed)
-        self.user_factors = rng.normal(0, 0.01, (m.shape[0], self.dim)).astype(np.float32)
-        self.item_factors = rng.normal(0, 0.01, (m.shape[1], self.dim)).astype(np.float32)
+        self.user_factors = rng.normal(0, 0.01, (conf.shape[0], self.dim)).astype(np.float32)
+        self.item_factors = rng.normal(0, 0.01, (conf.shape[1], self.dim)).astype(np.float32)
         for _ in range(self.iterations):
             _cg_sweep(self.user_factors, self.item_factors, conf, self.reg, self.cg_steps)
             _cg_sweep(self.item_factors, self.user_factors, conf_t, self.reg, self.cg_steps)

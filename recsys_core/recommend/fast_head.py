@@ -150,7 +150,8 @@ class FastFriendHead:
         z_u, z_v, n = z_user[user], z_user[others], len(others)
         first_a, first_b = self.first_w
         pair = self._pair(user, others)
-        both_orders = z_v @ np.concatenate([first_b + z_u[:, None] * self.product_w, first_a + z_u[:, None] * self.product_w], 1)
+        product = z_u[:, None] * self.product_w  # (z_u * z_v) W_product = z_v (diag(z_u) W_product)
+        both_orders = z_v @ np.concatenate([first_b + product, first_a + product], 1)
         shared = np.abs(z_u - z_v) @ self.distance_w + pair @ self.pair_w
         h = np.concatenate([both_orders[:, : len(self.bias)] + (z_u @ first_a + self.bias),
                             both_orders[:, len(self.bias) :] + (z_u @ first_b + self.bias)])
