@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -25,11 +27,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_isolated(module: str, *args: str) -> dict[str, object]:
+def run_isolated(module: str, *args: str) -> dict[str, Any]:
     """Run `python -m module args` in a fresh process so its peak memory is its own; it prints JSON
-    last on stdout. Its stderr (progress, errors) goes to ours."""
+    last on stdout (returned decoded). Its stderr (progress, errors) goes to ours."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, stdout=subprocess.PIPE, text=True)
+    out = subprocess.run(  # noqa: S603 - one of our own bench modules, run by this interpreter
+        [sys.executable, "-m", module, *args], check=True, stdout=subprocess.PIPE, text=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = round(time.perf_counter() - started, 2)
     return result
@@ -43,6 +47,7 @@ def write_section(name: str, figures: dict[str, object]) -> None:
 
 
 # --- the real service, for the serving benchmarks --------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -79,10 +84,10 @@ def rss_mib(pid: int) -> float:
 
 def wait_ready(base: str, timeout_s: float = 120.0) -> float:
     """Seconds until GET /ready answers 200."""
-    started = time.perf_counter()
+    started, url = time.perf_counter(), f"{base}/ready"
     while time.perf_counter() - started < timeout_s:
         try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback URL of the service under test
                 if r.status == 200:
                     return time.perf_counter() - started
         except OSError:
@@ -93,7 +98,17 @@ def wait_ready(base: str, timeout_s: float = 120.0) -> float:
 def start_server(port: int, manifest: Path, *extra: str, nice: int = 0) -> subprocess.Popen:
     """`recsys serve` on loopback, following `manifest` (`extra`: e.g. `--workers 2`); its log is discarded.
     `nice` < 0 (root only) favours it over other work on a shared machine."""
-    command = [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "recsys_core.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--manifest",
+        str(manifest),
+        *extra,
+    ]
     return popen_niced(command, nice, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -103,14 +118,16 @@ def popen_niced(command: list[str], nice: int = 0, **kwargs) -> subprocess.Popen
     a process only counts against its own session, so that is what favours it over other
     sessions' work. Negative values need root."""
     if not nice:
-        return subprocess.Popen(command, **kwargs)
-    proc = subprocess.Popen(["nice", "-n", str(nice), *command], start_new_session=True, **kwargs)
+        return subprocess.Popen(command, **kwargs)  # noqa: S603 - our own commands (service, load generator)
+    proc = subprocess.Popen(  # noqa: S603 - our own command, under nice
+        ["nice", "-n", str(nice), *command],  # noqa: S607 - coreutils nice, found on PATH
+        start_new_session=True,
+        **kwargs,
+    )
     autogroup = Path(f"/proc/{proc.pid}/autogroup")
     if autogroup.exists():
-        try:
+        with contextlib.suppress(OSError):
             autogroup.write_text(str(nice))
-        except OSError:
-            pass
     return proc
 
 

@@ -19,6 +19,7 @@ Every subprocess is started in its own session and its whole process group is en
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -34,8 +35,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.common import free_port
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -99,7 +104,7 @@ def _session_members(sid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if int(fields[3]) == sid:  # fields after the command: state ppid pgrp session ...
             members.append(int(entry.name))
     return members
@@ -124,38 +129,37 @@ class Service:
         """SIGTERM to the process group, SIGKILL to whatever of the session is left after the grace."""
         sid = self.popen.pid
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(sid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         deadline = time.monotonic() + 10
         while (left := _session_members(sid)) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pid in _session_members(sid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(5)
-        t.say(f"stopped {self.name} (pid {sid}, exit {self.popen.returncode}){' after SIGKILL of ' + str(left) if left else ''}")
+        killed = f" after SIGKILL of {left}" if left else ""
+        t.say(f"stopped {self.name} (pid {sid}, exit {self.popen.returncode}){killed}")
 
 
 def start(name: str, cmd: list[str], env: dict[str, str], log_path: Path, t: Transcript) -> Service:
-    handle = open(log_path, "w")
-    popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    handle.close()
-    t.say(f"started {name}: {' '.join(cmd)} (pid {popen.pid}, log {log_path.relative_to(ROOT) if log_path.is_relative_to(ROOT) else log_path})")
+    with open(log_path, "w") as handle:  # the child keeps its own descriptor of the log
+        popen = subprocess.Popen(  # noqa: S603 - our own commands (dagster, recsys) from this virtualenv
+            cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    shown = log_path.relative_to(ROOT) if log_path.is_relative_to(ROOT) else log_path
+    t.say(f"started {name}: {' '.join(cmd)} (pid {popen.pid}, log {shown})")
     return Service(name, popen, log_path)
 
 
 def run_cli(cmd: list[str], env: dict[str, str], timeout: float = 600) -> str:
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(  # noqa: S603 - our own CLI commands (dagster ... list) from this virtualenv
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if out.returncode != 0:
         raise StepFailed(f"{' '.join(cmd)} exited {out.returncode}: {(out.stderr or out.stdout)[-2000:]}")
     return out.stdout
@@ -169,11 +173,13 @@ def cli_listing(out: str) -> str:
     return "\n".join(ln for ln in ANSI.sub("", out).splitlines() if " - dagster.code_server - " not in ln)
 
 
-def http_json(url: str, payload: dict | None = None, timeout: float = 10) -> tuple[int, object]:
+def http_json(url: str, payload: dict | None = None, timeout: float = 10) -> tuple[int, Any]:
+    """(status, decoded JSON body) of a request to one of the demo's loopback servers; (0, None) unreachable."""
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback URL of our own servers
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback, as above
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -190,7 +196,9 @@ def wait_for(what: str, probe, timeout_s: float, t: Transcript, every_s: float =
             return value
         for service in services:
             if not service.alive():
-                raise StepFailed(f"{service.name} exited ({service.popen.returncode}) while waiting for {what}:\n{service.tail()}")
+                raise StepFailed(
+                    f"{service.name} exited ({service.popen.returncode}) while waiting for {what}:\n{service.tail()}"
+                )
         if time.monotonic() > deadline:
             raise StepFailed(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(every_s)
@@ -220,9 +228,11 @@ class Demo:
             "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": os.environ.get("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "300"),
         }
         self.services: list[Service] = []
-        self.instance = None
-        self.ui_port = self.api_port = None
-        self.facts: dict[str, object] = {}
+        self.instance: DagsterInstance | None = None
+        self.ui_port: int | None = None
+        self.api_port: int | None = None
+        # What the report says, gathered step by step (strings, counts, timings, the /version body, runs).
+        self.facts: dict[str, Any] = {}
 
     # -- setup
 
@@ -246,23 +256,47 @@ class Demo:
             self.t.say(f"--reuse: keeping the materialized world ({self.manifest})")
             return
         # The settings are recorded beside the instance, so the daemon's retrain trains the same way.
-        cmd = [str(BIN / "recsys"), "materialize", "--users", str(self.args.users), "--places", str(self.args.places),
-               "--max-steps", str(self.args.max_steps), "--time-budget", str(self.args.time_budget),
-               "--baseline-budget", str(self.args.baseline_budget)]
+        cmd = [
+            str(BIN / "recsys"),
+            "materialize",
+            "--users",
+            str(self.args.users),
+            "--places",
+            str(self.args.places),
+            "--max-steps",
+            str(self.args.max_steps),
+            "--time-budget",
+            str(self.args.time_budget),
+            "--baseline-budget",
+            str(self.args.baseline_budget),
+        ]
         log = self.work / "materialize.log"
         began = time.monotonic()
         with open(log, "w") as handle:
-            code = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT).returncode
-        lines = [ln for ln in log.read_text().splitlines() if "recsys_assets.materialize" in ln or "materialized;" in ln]
+            code = subprocess.run(  # noqa: S603 - our own `recsys materialize` from this virtualenv
+                cmd, cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT
+            ).returncode
+        lines = [
+            ln for ln in log.read_text().splitlines() if "recsys_assets.materialize" in ln or "materialized;" in ln
+        ]
         self.t.section(f"`{' '.join(['recsys'] + cmd[1:])}` ({time.monotonic() - began:.0f} s)", "\n".join(lines))
         if code != 0 or not self.manifest.exists():
             raise StepFailed(f"recsys materialize exited {code}:\n" + "\n".join(log.read_text().splitlines()[-30:]))
-        self.t.say(f"materialized {self.args.users} users / {self.args.places} places in {time.monotonic() - began:.0f}s")
+        self.t.say(
+            f"materialized {self.args.users} users / {self.args.places} places in {time.monotonic() - began:.0f}s"
+        )
 
     def open_instance(self) -> None:
         from dagster import DagsterInstance
 
         self.instance = DagsterInstance.get()
+
+    @property
+    def opened(self) -> DagsterInstance:
+        """The instance `open_instance` opened."""
+        if self.instance is None:
+            raise StepFailed("the Dagster instance is not open yet")
+        return self.instance
 
     # -- step 2: the CLI
 
@@ -277,8 +311,11 @@ class Demo:
             self.t.section(f"`dagster {kind} list -w workspace.yaml` ({when})", out)
             self.t.say(f"dagster {kind} list ({when}):\n" + "\n".join("    " + ln for ln in out.strip().splitlines()))
             prefix = f"{kind.capitalize()}: "
-            running[kind] = [ln[len(prefix):].split(" [")[0] for ln in out.splitlines()
-                             if ln.startswith(prefix) and ln.rstrip().endswith("[RUNNING]")]
+            running[kind] = [
+                ln[len(prefix) :].split(" [")[0]
+                for ln in out.splitlines()
+                if ln.startswith(prefix) and ln.rstrip().endswith("[RUNNING]")
+            ]
         missing = [s for s in SENSORS if s not in running["sensor"]]
         if missing or "nightly_retrain" not in running["schedule"]:
             raise StepFailed(f"not listed as running: sensors {missing}, schedules {running['schedule']}")
@@ -291,7 +328,9 @@ class Demo:
         dagster = start("dagster dev", cmd, self.env, self.work / "dagster_dev.log", self.t)
         self.services.append(dagster)
         url = f"http://127.0.0.1:{self.ui_port}"
-        wait_for("the Dagster webserver", lambda: http_json(f"{url}/server_info")[0] == 200, 300, self.t, services=[dagster])
+        wait_for(
+            "the Dagster webserver", lambda: http_json(f"{url}/server_info")[0] == 200, 300, self.t, services=[dagster]
+        )
         self.t.say(f"Dagster UI up at {url}")
         query = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
 
@@ -303,7 +342,9 @@ class Demo:
             required = {d["daemonType"]: d["healthy"] for d in daemons if d["required"]}
             return required if required and all(required.values()) else None
 
-        daemons = wait_for("every required daemon to report healthy", healthy, 300, self.t, every_s=3, services=[dagster])
+        daemons = wait_for(
+            "every required daemon to report healthy", healthy, 300, self.t, every_s=3, services=[dagster]
+        )
         self.t.say("daemons healthy (GraphQL daemonHealth): " + ", ".join(sorted(daemons)))
         self.facts["daemons"] = sorted(daemons)
 
@@ -311,19 +352,35 @@ class Demo:
             ticks = self.sensor_ticks()
             return ticks if all(ticks.get(s) for s in SENSORS) else None
 
-        ticks = wait_for("a first tick of every sensor", every_sensor_ticked, 300, self.t, every_s=3, services=[dagster])
-        lines = [f"{name}: {tick.status.value}{' (' + tick.skip_reason + ')' if tick.skip_reason else ''}"
-                 for name, tick in sorted(ticks.items())]
+        ticks = wait_for(
+            "a first tick of every sensor", every_sensor_ticked, 300, self.t, every_s=3, services=[dagster]
+        )
+        lines = [
+            f"{name}: {tick.status.value}{' (' + tick.skip_reason + ')' if tick.skip_reason else ''}"
+            for name, tick in sorted(ticks.items())
+        ]
         self.t.say("first sensor ticks:\n" + "\n".join("    " + ln for ln in lines))
         self.t.section("First tick of each sensor under the daemon", "\n".join(lines))
 
     def start_service(self) -> None:
         self.api_port = free_port()
-        cmd = [str(BIN / "recsys"), "serve", "--host", "127.0.0.1", "--port", str(self.api_port),
-               "--manifest", str(self.manifest), "--poll-interval", "2"]
+        cmd = [
+            str(BIN / "recsys"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.api_port),
+            "--manifest",
+            str(self.manifest),
+            "--poll-interval",
+            "2",
+        ]
         service = start("recsys serve", cmd, self.env, self.work / "serve.log", self.t)
         self.services.append(service)
-        wait_for("the service to be ready", lambda: http_json(self.api("/ready"))[0] == 200, 600, self.t, services=[service])
+        wait_for(
+            "the service to be ready", lambda: http_json(self.api("/ready"))[0] == 200, 600, self.t, services=[service]
+        )
         version = self.served()
         self.t.say(f"service ready at {self.api('')}: serving {version['version']} ({version['model_version']})")
         self.facts["served_before"] = version["version"]
@@ -343,8 +400,8 @@ class Demo:
         from dagster._core.definitions.run_request import InstigatorType
 
         latest = {}
-        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        for state in self.opened.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            ticks = self.opened.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
             if ticks:
                 latest[state.name] = ticks[0]
         return latest
@@ -352,7 +409,7 @@ class Demo:
     def runs_since(self, since: dt.datetime):
         from dagster import RunsFilter
 
-        return list(reversed(self.instance.get_run_records(filters=RunsFilter(created_after=since))))
+        return list(reversed(self.opened.get_run_records(filters=RunsFilter(created_after=since))))
 
     def manifest_version(self) -> str | None:
         try:
@@ -370,24 +427,36 @@ class Demo:
             seen[run.run_id] = status
             partition = run.tags.get("dagster/partition")
             origin = run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name") or "manual"
-            self.t.say(f"run {run.run_id[:8]} {run.job_name}{f'[{partition}]' if partition else ''} "
-                       f"(by {origin}): {status}")
+            self.t.say(
+                f"run {run.run_id[:8]} {run.job_name}{f'[{partition}]' if partition else ''} (by {origin}): {status}"
+            )
             if status == "FAILURE":
                 raise StepFailed(f"run {run.run_id} ({run.job_name}) failed: {self.failure_of(run.run_id)}")
         return records
 
     def failure_of(self, run_id: str) -> str:
-        from dagster import DagsterEventType
+        from dagster import AssetCheckEvaluation, DagsterEventType
 
-        events = self.instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
-                                                         DagsterEventType.ASSET_CHECK_EVALUATION})
+        events = self.opened.all_logs(
+            run_id,
+            of_type={
+                DagsterEventType.STEP_FAILURE,
+                DagsterEventType.RUN_FAILURE,
+                DagsterEventType.ASSET_CHECK_EVALUATION,
+            },
+        )
         messages = []
         for event in events:
             data = event.dagster_event.event_specific_data if event.dagster_event else None
             if event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-                if not data.passed:  # a failed check's figures say why (markdown tables left to the UI)
-                    figures = {k: getattr(v, "value", v) for k, v in data.metadata.items()
-                               if isinstance(getattr(v, "value", v), (int, float, str)) and "\n" not in str(getattr(v, "value", v))}
+                # a failed check's figures say why (markdown tables left to the UI)
+                if isinstance(data, AssetCheckEvaluation) and not data.passed:
+                    figures = {
+                        k: getattr(v, "value", v)
+                        for k, v in data.metadata.items()
+                        if isinstance(getattr(v, "value", v), (int, float, str))
+                        and "\n" not in str(getattr(v, "value", v))
+                    }
                     messages.append(f"check {data.asset_check_key.name} failed: {figures}")
                 continue
             error = getattr(data, "error", None)
@@ -403,13 +472,15 @@ class Demo:
         import pyarrow.parquet as pq
         from dagster import AssetKey
 
-        from recsys_assets.io_manager import load_latest
+        from recsys_assets.io_manager import load_latest_table
 
         city = self.args.city
-        existing = load_latest(self.instance, AssetKey("interactions"), [city])
-        places = load_latest(self.instance, AssetKey("places"), [city]).column("place_id").to_numpy()
+        existing = load_latest_table(self.opened, AssetKey("interactions"), [city])
+        places = load_latest_table(self.opened, AssetKey("places"), [city]).column("place_id").to_numpy()
         rng = np.random.default_rng(7)
-        rows = existing.take(rng.choice(existing.num_rows, size=min(self.args.events, existing.num_rows), replace=False))
+        rows = existing.take(
+            rng.choice(existing.num_rows, size=min(self.args.events, existing.num_rows), replace=False)
+        )
         # Existing users at other places of the city, shifted by whole weeks into the last week before now:
         # the hour and weekday (and so both time buckets) stay consistent with the timestamp.
         week_us = 7 * 86_400 * 10**6
@@ -418,17 +489,26 @@ class Demo:
         shift = (now_us - int(micros.max())) // week_us * week_us
         timestamps = pa.array(micros + shift, pa.int64()).cast(rows.schema.field("timestamp").type)
         new = rows.set_column(rows.schema.get_field_index("timestamp"), "timestamp", timestamps)
-        new = new.set_column(new.schema.get_field_index("place_id"), "place_id",
-                             pa.array(rng.choice(places, size=new.num_rows), pa.int64()))
-        path = self.drop(city, f"new_events_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.parquet",
-                         lambda p: pq.write_table(new, p))
+        new = new.set_column(
+            new.schema.get_field_index("place_id"),
+            "place_id",
+            pa.array(rng.choice(places, size=new.num_rows), pa.int64()),
+        )
+        path = self.drop(
+            city,
+            f"new_events_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.parquet",
+            lambda p: pq.write_table(new, p),
+        )
         first, last = pc.min(new.column("timestamp")).as_py(), pc.max(new.column("timestamp")).as_py()
         self.facts["good_file"] = path.name
         self.facts["good_rows"] = new.num_rows
         self.facts["existing_rows"] = existing.num_rows
-        self.t.say(f"dropped {path.relative_to(self.work)}: {new.num_rows} events of {len(set(new.column('user_id').to_pylist()))} "
-                   f"existing {city} users at other {city} places, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC "
-                   f"(the city has {existing.num_rows} events)")
+        n_users = len(set(new.column("user_id").to_pylist()))
+        self.t.say(
+            f"dropped {path.relative_to(self.work)}: {new.num_rows} events of {n_users} "
+            f"existing {city} users at other {city} places, {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC "
+            f"(the city has {existing.num_rows} events)"
+        )
 
     def drop(self, city: str, name: str, write) -> Path:
         """Write under a name the sensor ignores, then rename: the sensor never sees half a file."""
@@ -443,10 +523,10 @@ class Demo:
     def follow_valid_file(self) -> None:
         from dagster import AssetKey
 
-        from recsys_assets.io_manager import load_latest
+        from recsys_assets.io_manager import load_latest_table
 
         city, name = self.args.city, self.facts["good_file"]
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         before = self.manifest_version()
         served_before = self.facts["served_before"]
         seen: dict = {}
@@ -467,8 +547,11 @@ class Demo:
                 reason = next((self.inbox / "rejected" / city).glob(f"*-{name}.reason.txt")).read_text()
                 raise StepFailed(f"the valid file was rejected:\n{reason}")
             records = self.report_runs(since, seen)
-            done = {(r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition"))
-                    for r in records if r.dagster_run.status.value == "SUCCESS"}
+            done = {
+                (r.dagster_run.job_name, r.dagster_run.tags.get("dagster/partition"))
+                for r in records
+                if r.dagster_run.status.value == "SUCCESS"
+            }
             if ("ingest_interactions", city) in done:
                 mark(f"ingest_interactions[{city}] succeeded")
             if any(job == "retrain" for job, _ in done):
@@ -490,19 +573,33 @@ class Demo:
             if time.monotonic() > deadline:
                 raise StepFailed(f"timed out after {self.args.timeout:.0f}s; reached: {list(milestones) or 'nothing'}")
             time.sleep(self.args.poll)
-        after = load_latest(self.instance, AssetKey("interactions"), [city]).num_rows
+        after = load_latest_table(self.opened, AssetKey("interactions"), [city]).num_rows
         expected = self.facts["existing_rows"] + self.facts["good_rows"]
         if after != expected:
             raise StepFailed(f"{city} interactions have {after} rows, expected {expected}")
         version = self.served()
-        self.facts.update(manifest_before=before, manifest_after=version["version"], served_after=version,
-                          milestones=milestones, runs=[(r.dagster_run.run_id[:8], r.dagster_run.job_name,
-                                                        r.dagster_run.tags.get("dagster/partition"),
-                                                        r.dagster_run.tags.get("dagster/sensor_name", "manual"),
-                                                        r.dagster_run.status.value, r.start_time, r.end_time)
-                                                       for r in self.runs_since(since)])
-        self.t.say(f"{city} interactions: {self.facts['existing_rows']} -> {after} rows; served version "
-                   f"{served_before} -> {version['version']} ({version['model_version']}), reloads={version['reloads']}")
+        self.facts.update(
+            manifest_before=before,
+            manifest_after=version["version"],
+            served_after=version,
+            milestones=milestones,
+            runs=[
+                (
+                    r.dagster_run.run_id[:8],
+                    r.dagster_run.job_name,
+                    r.dagster_run.tags.get("dagster/partition"),
+                    r.dagster_run.tags.get("dagster/sensor_name", "manual"),
+                    r.dagster_run.status.value,
+                    r.start_time,
+                    r.end_time,
+                )
+                for r in self.runs_since(since)
+            ],
+        )
+        self.t.say(
+            f"{city} interactions: {self.facts['existing_rows']} -> {after} rows; served version "
+            f"{served_before} -> {version['version']} ({version['model_version']}), reloads={version['reloads']}"
+        )
         if version["version"] == served_before:
             raise StepFailed("the served version did not change")
 
@@ -513,30 +610,38 @@ class Demo:
         import pyarrow.csv as pcsv
         from dagster import AssetKey
 
-        from recsys_assets.io_manager import load_latest
+        from recsys_assets.io_manager import load_latest_table
 
         city = self.args.city
-        rows = load_latest(self.instance, AssetKey("interactions"), [city]).slice(0, 4)
+        rows = load_latest_table(self.opened, AssetKey("interactions"), [city]).slice(0, 4)
         users = rows.column("user_id").to_pylist()
         users[1] = 987_654_321  # no such user
         dwell = rows.column("dwell_time").to_pylist()
         dwell[2] = float("nan")
         bad = rows.set_column(0, "user_id", pa.array(users, pa.int64()))
         bad = bad.set_column(bad.schema.get_field_index("dwell_time"), "dwell_time", pa.array(dwell, pa.float32()))
-        name = f"bad_events_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.csv"
+        name = f"bad_events_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.csv"
         manifest_before, served_before = self.manifest_version(), self.served()["version"]
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         dropped = time.monotonic()
         path = self.drop(city, name, lambda p: pcsv.write_csv(bad, p))
-        self.t.say(f"dropped {path.relative_to(self.work)}: 4 rows, user 987654321 does not exist, one dwell_time is NaN")
+        self.t.say(
+            f"dropped {path.relative_to(self.work)}: 4 rows, user 987654321 does not exist, one dwell_time is NaN"
+        )
         rejected = self.inbox / "rejected" / city
 
         def reason_file():
             found = list(rejected.glob(f"*-{name}.reason.txt"))
             return found[0] if found and not path.exists() and list(rejected.glob(f"*-{name}")) else None
 
-        reason = wait_for("the inbox sensor to reject the file", reason_file, self.args.timeout, self.t,
-                          every_s=self.args.poll, services=self.services)
+        reason = wait_for(
+            "the inbox sensor to reject the file",
+            reason_file,
+            self.args.timeout,
+            self.t,
+            every_s=self.args.poll,
+            services=self.services,
+        )
         rejected_after = round(time.monotonic() - dropped)
         self.t.say(f"rejected after {rejected_after}s: {reason.relative_to(self.work)}")
         text = reason.read_text()
@@ -550,7 +655,9 @@ class Demo:
             tick = self.sensor_ticks().get("interactions_inbox")
             return tick if tick and tick.skip_reason and name in tick.skip_reason else None
 
-        tick = wait_for("the inbox sensor's tick to name the rejection", skip_tick, 120, self.t, every_s=2, services=self.services)
+        tick = wait_for(
+            "the inbox sensor's tick to name the rejection", skip_tick, 120, self.t, every_s=2, services=self.services
+        )
         self.t.say(f"interactions_inbox tick {tick.status.value}: {tick.skip_reason}")
         self.facts["bad_tick"] = f"{tick.status.value}: {tick.skip_reason}"
         settle = time.monotonic() + self.args.settle
@@ -561,7 +668,10 @@ class Demo:
             raise StepFailed("runs started after the bad file: " + ", ".join(r.dagster_run.job_name for r in runs))
         manifest_after, served_after = self.manifest_version(), self.served()["version"]
         if (manifest_after, served_after) != (manifest_before, served_before):
-            raise StepFailed(f"something changed: manifest {manifest_before} -> {manifest_after}, served {served_before} -> {served_after}")
+            raise StepFailed(
+                f"something changed: manifest {manifest_before} -> {manifest_after}, "
+                f"served {served_before} -> {served_after}"
+            )
         self.facts.update(bad_file=name, bad_reason=reason.name, bad_wait=rejected_after)
         self.t.say(f"{self.args.settle:.0f}s later: no run started, manifest and served version still {served_after}")
 
@@ -579,12 +689,14 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
     lines = [
         "# Daemon demo: schedule and sensors under the real Dagster daemon",
         "",
-        f"Generated by `{command}` (`bench/daemon_demo.py`) on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        f"Generated by `{command}` (`bench/daemon_demo.py`) on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. "
         f"Outcome: **{'PASSED' if ok else 'FAILED'}** in {time.monotonic() - t.started:.0f} s.",
         "",
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load average at the end "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (the CPU was shared with other work, so timings are pessimistic). "
-        f"World: {args.users} users, {args.places} places; training: {args.max_steps} steps (time limit {args.time_budget:.0f} s), "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        "(the CPU was shared with other work, so timings are pessimistic). "
+        f"World: {args.users} users, {args.places} places; "
+        f"training: {args.max_steps} steps (time limit {args.time_budget:.0f} s), "
         f"{args.baseline_budget:.0f} s per trained baseline, recorded for the daemon's retrain. "
         f"Everything under `{demo.work.relative_to(ROOT) if demo.work.is_relative_to(ROOT) else demo.work}/` "
         "(its own `DAGSTER_HOME`, `RECSYS_ARTIFACTS` and `RECSYS_INBOX`).",
@@ -593,29 +705,49 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
         "",
         "| step | seconds | result |",
         "|---|---:|---|",
-        *[f"| {name} | {seconds:.0f} | {result.splitlines()[0][:160] if result else ''} |" for name, seconds, result in t.steps],
+        *[
+            f"| {name} | {seconds:.0f} | {result.splitlines()[0][:160] if result else ''} |"
+            for name, seconds, result in t.steps
+        ],
         "",
     ]
     if f.get("milestones"):
-        lines += ["## A valid file, from the inbox to the service", "",
-                  f"`{f['good_file']}` ({f['good_rows']} events) dropped into `inbox/{args.city}/`:", "",
-                  "| milestone | seconds after the drop |", "|---|---:|",
-                  *[f"| {what} | {seconds:.0f} |" for what, seconds in f["milestones"].items()], ""]
-        lines += [f"Manifest `{f['manifest_before']}` → `{f['manifest_after']}`; "
-                  f"the service's `/version` went from `{f['served_before']}` to `{f['served_after']['version']}` "
-                  f"(model `{f['served_after']['model_version']}`, hot reloads: {f['served_after']['reloads']}).", ""]
-        lines += ["Runs the daemon started:", "", "| run | job | partition | started by | status | seconds |",
-                  "|---|---|---|---|---|---:|"]
+        lines += [
+            "## A valid file, from the inbox to the service",
+            "",
+            f"`{f['good_file']}` ({f['good_rows']} events) dropped into `inbox/{args.city}/`:",
+            "",
+            "| milestone | seconds after the drop |",
+            "|---|---:|",
+            *[f"| {what} | {seconds:.0f} |" for what, seconds in f["milestones"].items()],
+            "",
+        ]
+        lines += [
+            f"Manifest `{f['manifest_before']}` → `{f['manifest_after']}`; "
+            f"the service's `/version` went from `{f['served_before']}` to `{f['served_after']['version']}` "
+            f"(model `{f['served_after']['model_version']}`, hot reloads: {f['served_after']['reloads']}).",
+            "",
+        ]
+        lines += [
+            "Runs the daemon started:",
+            "",
+            "| run | job | partition | started by | status | seconds |",
+            "|---|---|---|---|---|---:|",
+        ]
         for run_id, job, partition, origin, status, start, end in f["runs"]:
             seconds = f"{end - start:.0f}" if start and end else ""
             lines.append(f"| {run_id} | {job} | {partition or ''} | {origin} | {status} | {seconds} |")
         lines.append("")
     if f.get("bad_file"):
-        lines += ["## A bad file is rejected with its reason", "",
-                  f"`{f['bad_file']}` (an unknown user id and a NaN `dwell_time`) was moved to "
-                  f"`inbox/rejected/{args.city}/` after {f['bad_wait']} s, beside `{f['bad_reason']}` (below). "
-                  f"The sensor's tick: `{f['bad_tick']}`. No run started and the served version stayed "
-                  f"`{f['manifest_after'] if 'manifest_after' in f else ''}`.", ""]
+        lines += [
+            "## A bad file is rejected with its reason",
+            "",
+            f"`{f['bad_file']}` (an unknown user id and a NaN `dwell_time`) was moved to "
+            f"`inbox/rejected/{args.city}/` after {f['bad_wait']} s, beside `{f['bad_reason']}` (below). "
+            f"The sensor's tick: `{f['bad_tick']}`. No run started and the served version stayed "
+            f"`{f.get('manifest_after', '')}`.",
+            "",
+        ]
     lines += ["## Listings and files", "", *t.sections, "## Progress log", "", "```text", *t.log, "```", ""]
     path.write_text("\n".join(lines))
     print(f"transcript written to {path}")
@@ -623,12 +755,21 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=2500,
-                        help="users (and --places): large enough for a steady quality gate, which on 800 users compares friend ROC-AUCs on ~150 held-out pairs and passes or fails by chance")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=2500,
+        help="users (and --places): large enough for a steady quality gate, which on 800 users compares "
+        "friend ROC-AUCs on ~150 held-out pairs and passes or fails by chance",
+    )
     parser.add_argument("--places", type=int, default=2500)
     parser.add_argument("--max-steps", type=int, default=300, help="GraphRec training steps (materialize and retrain)")
-    parser.add_argument("--time-budget", type=float, default=3600,
-                        help="training time limit; high, so the step count decides and a busy CPU cannot fail the gate")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=3600,
+        help="training time limit; high, so the step count decides and a busy CPU cannot fail the gate",
+    )
     parser.add_argument("--baseline-budget", type=float, default=30, help="seconds per trained baseline")
     parser.add_argument("--city", default="zurich", help="the city whose inbox gets the files")
     parser.add_argument("--events", type=int, default=300, help="events in the valid file")
@@ -639,7 +780,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=3)
     parser.add_argument("--reuse", action="store_true", help="keep an earlier demo's materialized world")
     args = parser.parse_args(argv)
-    command = "make daemon-demo" if os.environ.get("MAKELEVEL") else "python -m bench.daemon_demo " + " ".join(argv or sys.argv[1:])
+    command = (
+        "make daemon-demo"
+        if os.environ.get("MAKELEVEL")
+        else "python -m bench.daemon_demo " + " ".join(argv or sys.argv[1:])
+    )
 
     t = Transcript()
     demo = Demo(args, t)
@@ -649,7 +794,9 @@ def main(argv: list[str] | None = None) -> int:
         _run_step(t, "prepare the demo directory", demo.prepare)
         _run_step(t, "materialize a small world (recsys materialize)", demo.materialize)
         demo.open_instance()
-        _run_step(t, "list the schedule and sensors (dagster CLI, before the daemon)", demo.cli_listings, "before the daemon")
+        _run_step(
+            t, "list the schedule and sensors (dagster CLI, before the daemon)", demo.cli_listings, "before the daemon"
+        )
         _run_step(t, "start dagster dev (webserver + daemon); every sensor ticks", demo.start_dagster)
         _run_step(t, "start the service (recsys serve)", demo.start_service)
         _run_step(t, "list the schedule and sensors (dagster CLI, daemon running)", demo.cli_listings, "daemon running")

@@ -16,9 +16,9 @@ import torch
 from recsys_core.baselines._common import row_standardize
 from recsys_core.baselines.ials import BaggedALS
 from recsys_core.baselines.item_filter import ItemItemFilter
-from recsys_core.benchmark.ranking import ranking_metrics, top_k
 from recsys_core.datasets import LOADERS
 from recsys_core.datasets.base import carve_validation, relative_count_weights
+from recsys_core.realdata.topk import ranking_metrics, top_k
 
 
 def main(data_dir: str = "../shared/datasets/lastfm") -> None:
@@ -30,11 +30,19 @@ def main(data_dir: str = "../shared/datasets/lastfm") -> None:
         users = np.flatnonzero(np.diff(val.indptr) > 0)
         for share, part in (("64%", train), ("51%", sparser)):
             counts = ds.counts_on(part)
-            graph_filter = ItemItemFilter(alpha=0.3, k=128, svd="randomized", seed=0).fit(relative_count_weights(counts)).score(users)
+            graph_filter = (
+                ItemItemFilter(alpha=0.3, k=128, svd="randomized", seed=0)
+                .fit(relative_count_weights(counts))
+                .score(users)
+            )
             ials = BaggedALS(seed=seed).fit(counts).score(users)
             recall = {}
             for name, s in (("filter", graph_filter), ("filter + iALS", row_standardize(graph_filter) + 1.5 * ials)):
-                top = top_k(lambda r, s=s: s[r], np.arange(len(users)), train[users], 20)
+
+                def score(rows: np.ndarray, s: np.ndarray = s) -> np.ndarray:
+                    return s[rows]
+
+                top = top_k(score, np.arange(len(users)), train[users], 20)
                 recall[name] = ranking_metrics(top, val[users], 20)["recall@20"]
             print(f"seed {seed}, trained on {share} of the data: validation Recall@20 {recall}", flush=True)
 

@@ -26,10 +26,11 @@ import numpy as np
 class Connection:
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.reader = self.writer = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, target: str) -> int:
-        if self.writer is None:
+        if self.reader is None or self.writer is None:  # both are set together
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\nConnection: keep-alive\r\n\r\n".encode())
         await self.writer.drain()
@@ -50,21 +51,36 @@ def endpoint_of(target: str) -> str:
 
 def summarize(latency_ms: np.ndarray, lag_ms: np.ndarray | None = None, status: np.ndarray | None = None) -> dict:
     """Percentiles of one set of requests (latency from the write; `status` 0 = connection error)."""
-    pct = lambda a, q: round(float(np.percentile(a, q)), 3) if len(a) else None  # noqa: E731
+
+    def pct(a: np.ndarray, q: float) -> float | None:
+        return round(float(np.percentile(a, q)), 3) if len(a) else None
+
     out: dict[str, object] = {"requests": len(latency_ms)}
     if status is not None:
         out["failed"] = int(np.sum((status < 200) | (status > 299)))
-    out.update({"p50_ms": pct(latency_ms, 50), "p90_ms": pct(latency_ms, 90), "p99_ms": pct(latency_ms, 99),
-                "p999_ms": pct(latency_ms, 99.9), "max_ms": round(float(latency_ms.max()), 3) if len(latency_ms) else None})
+    out.update(
+        {
+            "p50_ms": pct(latency_ms, 50),
+            "p90_ms": pct(latency_ms, 90),
+            "p99_ms": pct(latency_ms, 99),
+            "p999_ms": pct(latency_ms, 99.9),
+            "max_ms": round(float(latency_ms.max()), 3) if len(latency_ms) else None,
+        }
+    )
     if lag_ms is not None:
-        out.update({"send_lag_p50_ms": pct(lag_ms, 50), "send_lag_p99_ms": pct(lag_ms, 99),
-                    "send_lag_max_ms": round(float(lag_ms.max()), 3) if len(lag_ms) else None})
+        out.update(
+            {
+                "send_lag_p50_ms": pct(lag_ms, 50),
+                "send_lag_p99_ms": pct(lag_ms, 99),
+                "send_lag_max_ms": round(float(lag_ms.max()), 3) if len(lag_ms) else None,
+            }
+        )
     return out
 
 
 def save_samples(path: str, samples: dict[str, np.ndarray], endpoints: list[str]) -> None:
     """Plain numeric arrays (and the endpoint names as fixed-width text): loads without pickle."""
-    np.savez(path, endpoints=np.array(endpoints, dtype=str), **samples)
+    np.savez(path, allow_pickle=False, endpoints=np.array(endpoints, dtype=str), **samples)
 
 
 def load_samples(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -72,7 +88,15 @@ def load_samples(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
         return {k: data[k] for k in data.files if k != "endpoints"}, data["endpoints"].tolist()
 
 
-async def open_loop(host, port, targets, rate, duration, samples_out=None, max_connections=1024):
+async def open_loop(
+    host: str,
+    port: int,
+    targets: list[str],
+    rate: float,
+    duration: float,
+    samples_out: str | None = None,
+    max_connections: int = 1024,
+) -> dict[str, object]:
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(16):
         pool.put_nowait(Connection(host, port))
@@ -120,14 +144,31 @@ async def open_loop(host, port, targets, rate, duration, samples_out=None, max_c
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     ms, lag = latency * 1000, (sent_at - due_at) * 1000
-    result = {**summarize(ms, lag, status), "errors": int(np.sum(status != 200)), "achieved_rps": round(n / elapsed, 1),
-              "started_at_unix": round(start_unix, 3), "connections_opened": int(fresh.sum()),
-              "status_counts": {("connection_error" if c == 0 else str(c)): int(k) for c, k in zip(*np.unique(status, return_counts=True))},
-              "by_endpoint": {e: summarize(ms[kind == j], status=status[kind == j]) for j, e in enumerate(endpoints)}}
+    result = {
+        **summarize(ms, lag, status),
+        "errors": int(np.sum(status != 200)),
+        "achieved_rps": round(n / elapsed, 1),
+        "started_at_unix": round(start_unix, 3),
+        "connections_opened": int(fresh.sum()),
+        "status_counts": {
+            ("connection_error" if c == 0 else str(c)): int(k)
+            for c, k in zip(*np.unique(status, return_counts=True), strict=True)
+        },
+        "by_endpoint": {e: summarize(ms[kind == j], status=status[kind == j]) for j, e in enumerate(endpoints)},
+    }
     if samples_out:
-        save_samples(samples_out, {"sent_unix": start_unix + (sent_at - start), "latency_ms": ms.astype(np.float32),
-                                   "send_lag_ms": lag.astype(np.float32), "status": status, "endpoint": kind,
-                                   "new_connection": fresh}, endpoints)
+        save_samples(
+            samples_out,
+            {
+                "sent_unix": start_unix + (sent_at - start),
+                "latency_ms": ms.astype(np.float32),
+                "send_lag_ms": lag.astype(np.float32),
+                "status": status,
+                "endpoint": kind,
+                "new_connection": fresh,
+            },
+            endpoints,
+        )
     return result
 
 
@@ -146,7 +187,12 @@ async def closed_loop(host, port, targets, concurrency, duration):
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return {"requests": done, "errors": errors, "concurrency": concurrency, "throughput_rps": round(done / (time.perf_counter() - started), 1)}
+    return {
+        "requests": done,
+        "errors": errors,
+        "concurrency": concurrency,
+        "throughput_rps": round(done / (time.perf_counter() - started), 1),
+    }
 
 
 def main() -> None:
@@ -158,13 +204,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--max-connections", type=int, default=1024, help="open loop: connections open at most")
-    parser.add_argument("--samples-out", help="open loop: also write every request (send time, latency, status, "
-                                              "endpoint) to this .npz, for latencies by time window")
+    parser.add_argument(
+        "--samples-out",
+        help="open loop: also write every request (send time, latency, status, "
+        "endpoint) to this .npz, for latencies by time window",
+    )
     args = parser.parse_args()
-    targets = json.loads(open(args.targets).read())
-    random.Random(0).shuffle(targets)
+    with open(args.targets) as file:
+        targets = json.loads(file.read())
+    random.Random(0).shuffle(targets)  # noqa: S311 - a fixed, reproducible request order, not security
     if args.rate:
-        result = asyncio.run(open_loop(args.host, args.port, targets, args.rate, args.duration, args.samples_out, args.max_connections))
+        result = asyncio.run(
+            open_loop(args.host, args.port, targets, args.rate, args.duration, args.samples_out, args.max_connections)
+        )
     else:
         result = asyncio.run(closed_loop(args.host, args.port, targets, args.concurrency, args.duration))
     print(json.dumps(result))

@@ -24,7 +24,9 @@ def build_definitions(
     inbox_directory: str = INBOX,
 ) -> Definitions:
     """Resources not given are those `recsys materialize` recorded for $DAGSTER_HOME, else the defaults."""
-    recorded_world, recorded_training = recorded_settings() if world_source is None or training is None else (None, None)
+    recorded_world, recorded_training = (
+        recorded_settings() if world_source is None or training is None else (None, None)
+    )
     return Definitions(
         assets=load_assets_from_modules([world, graph, model, serving]),
         asset_checks=load_asset_checks_from_modules([checks]),

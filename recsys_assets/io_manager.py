@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,8 +25,9 @@ import pyarrow.parquet as pq
 from dagster import AssetKey, AssetRecordsFilter, ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
 from recsys_core.evaluation.compare import Comparison
+from recsys_core.files import file_sha256, fsync_directory, fsync_tree
 from recsys_core.graph import GraphBundle, load_graph, save_graph
-from recsys_core.manifest import MANIFEST_FILE, ServingManifest, file_sha256, fsync_directory
+from recsys_core.manifest import MANIFEST_FILE, ServingManifest
 from recsys_core.retrieval.index import CityIndex
 from recsys_core.training.pipeline import TrainedModel
 
@@ -47,9 +49,14 @@ class ArtifactIOManager(ConfigurableIOManager):
             partial.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a service running as another user
             fmt, main = _write(context, obj, partial)
             sha = file_sha256(main)
-            record = {"format": fmt, "file": main.name, "sha256": sha, "bytes": main.stat().st_size}
+            record: dict[str, str | int] = {
+                "format": fmt,
+                "file": main.name,
+                "sha256": sha,
+                "bytes": main.stat().st_size,
+            }
             (partial / MANIFEST).write_text(json.dumps(record))
-            _fsync_tree(partial)
+            fsync_tree(partial)
             _move_into_place(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -57,7 +64,7 @@ class ArtifactIOManager(ConfigurableIOManager):
         context.add_output_metadata({"path": MetadataValue.path(str(final)), "sha256": sha, "bytes": record["bytes"]})
 
     def load_input(self, context: InputContext) -> object:
-        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        partitions: Sequence[str | None] = context.asset_partition_keys if context.has_asset_partitions else [None]
         return load_latest(context.instance, context.asset_key, partitions)
 
 
@@ -78,15 +85,6 @@ def _write(context: OutputContext, obj: object, directory: Path) -> tuple[str, P
     if isinstance(obj, ServingManifest):
         return "manifest", obj.write(directory / MANIFEST_FILE)
     raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file of a freshly written artifact to disk before it is renamed into place."""
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fsync_directory(directory)
 
 
 def _move_into_place(partial: Path, final: Path) -> None:
@@ -115,10 +113,23 @@ def load_artifact(directory: Path) -> object:
     return LOADERS[manifest["format"]](directory, manifest)
 
 
-def load_latest(instance, asset_key: AssetKey, partitions: list[str | None]) -> object:
+def load_latest(instance, asset_key: AssetKey, partitions: Sequence[str | None]) -> object:
     """The newest artifact of each partition; tables of several partitions are concatenated."""
     loaded = [load_artifact(latest_artifact_path(instance, asset_key, p)) for p in partitions]
-    return loaded[0] if len(loaded) == 1 else pa.concat_tables(loaded)
+    if len(loaded) == 1:
+        return loaded[0]
+    tables = [artifact for artifact in loaded if isinstance(artifact, pa.Table)]
+    if len(tables) != len(loaded):
+        raise TypeError(f"{asset_key.to_user_string()}: only tables of several partitions can be concatenated")
+    return pa.concat_tables(tables)
+
+
+def load_latest_table(instance, asset_key: AssetKey, partitions: Sequence[str | None]) -> pa.Table:
+    """`load_latest` of a table asset."""
+    table = load_latest(instance, asset_key, partitions)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"{asset_key.to_user_string()} is not a table but a {type(table).__name__}")
+    return table
 
 
 def latest_materialization(instance, asset_key: AssetKey, partition: str | None = None):

@@ -3,26 +3,20 @@
 Cities are separate runs (one partition each), in dependency order: every city's places
 first (travel events need them all), then each city's users and interaction tables, then
 the all-city assets (graph, model, evaluation, embeddings), then each city's indices, and
-last the serving manifest, which only a fully successful pipeline reaches. This is what `make demo` and `recsys materialize` run; the Dagster UI
-shows the same runs.
+last the serving manifest, which only a fully successful pipeline reaches (`stages.PIPELINE_STAGES`).
+This is what `make demo` and `recsys materialize` run; the Dagster UI shows the same runs.
 """
 
 import logging
 import time
 from collections.abc import Sequence
 
-from dagster import AssetSelection, DagsterInstance, Definitions, materialize
+from dagster import AssetsDefinition, AssetSelection, AssetSpec, DagsterInstance, Definitions, SourceAsset, materialize
 
-from recsys_assets.defs import serving, world
 from recsys_assets.partitions import city_partitions
+from recsys_assets.stages import PIPELINE_STAGES
 
 logger = logging.getLogger(__name__)
-
-PER_CITY_STAGES = (
-    ("places", AssetSelection.assets(world.places)),
-    ("users and interactions", AssetSelection.assets(world.users, world.interactions, world.user_user_edges, world.friend_labels)),
-)
-
 
 # Per-step DEBUG lines stay in the instance's event log (and the UI); the console shows progress.
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -40,17 +34,24 @@ def _failure_reason(result) -> str:
     return "; ".join(str(e.step_failure_data.error.message).strip() for e in failures) or "run failed"
 
 
+def materializable(defs: Definitions) -> list[AssetsDefinition | AssetSpec | SourceAsset]:
+    """Every asset and asset check of `defs`, as `materialize` takes them."""
+    every_asset: list[AssetsDefinition | AssetSpec | SourceAsset] = []
+    for definition in [*(defs.assets or ()), *(defs.asset_checks or ())]:
+        if not isinstance(definition, AssetsDefinition | AssetSpec | SourceAsset):
+            raise TypeError(f"cannot materialize {definition!r}")
+        every_asset.append(definition)
+    return every_asset
+
+
 def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequence[str] | None = None) -> None:
     cities = list(cities or city_partitions.get_partition_keys())
-    graph = defs.resolve_asset_graph()
-    every_asset = list(defs.assets) + list(defs.asset_checks)
-    steps = [(name, sel, city) for name, sel in PER_CITY_STAGES for city in cities]
-    partitioned = AssetSelection.assets(*[k for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned])
-    manifest = AssetSelection.assets(serving.serving_manifest)
-    steps.append(("all-city assets", AssetSelection.all() - partitioned - manifest, None))
-    indices = AssetSelection.assets(serving.place_index, serving.user_index)
-    steps += [("indices", indices, city) for city in cities]
-    steps.append(("serving manifest", manifest, None))
+    every_asset = materializable(defs)
+    steps = [
+        (stage.name, AssetSelection.assets(*stage.assets), city)
+        for stage in PIPELINE_STAGES
+        for city in (cities if stage.per_city else [None])
+    ]
     started = time.perf_counter()
     for i, (name, selection, city) in enumerate(steps, start=1):
         result = materialize(
@@ -65,8 +66,13 @@ def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequen
         elapsed = time.perf_counter() - started
         logger.info(
             "[%d/%d] %s%s: %s (%.0fs elapsed, ETA %.0fs)",
-            i, len(steps), name, f" [{city}]" if city else "", "ok" if result.success else "FAILED",
-            elapsed, elapsed / i * (len(steps) - i),
+            i,
+            len(steps),
+            name,
+            f" [{city}]" if city else "",
+            "ok" if result.success else "FAILED",
+            elapsed,
+            elapsed / i * (len(steps) - i),
         )
         if not result.success:
             raise MaterializationFailed(f"{name}{f' [{city}]' if city else ''}: {_failure_reason(result)}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableSchema
+from dagster._core.definitions.metadata import RawMetadataValue  # the values Dagster accepts; not re-exported
 
 from recsys_core import validation
 
@@ -16,12 +19,15 @@ PREVIEW_ROWS = 5
 # (16 covers the 15 neighbourhoods of a city).
 MAX_DISTINCT_FOR_COUNTS = 16
 
+# Metadata as assets, outputs and checks take it (values: MetadataValue, TableSchema, str, int, ...).
+Metadata: TypeAlias = dict[str, RawMetadataValue]
+
 
 def _scalar_columns(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if not pa.types.is_nested(f.type)]
 
 
-def markdown_table(frame: pd.DataFrame, **kwargs) -> MetadataValue:
+def markdown_table(frame: pd.DataFrame, **kwargs: Any) -> MetadataValue:
     return MetadataValue.md(frame.to_markdown(index=False, **kwargs) if len(frame) else "(empty)")
 
 
@@ -30,9 +36,9 @@ def column_schema(schema: pa.Schema) -> TableSchema:
     return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
-def table_metadata(table: pa.Table, distributions: tuple[str, ...] = ()) -> dict[str, object]:
+def table_metadata(table: pa.Table, distributions: tuple[str, ...] = ()) -> Metadata:
     preview = table.select(_scalar_columns(table)).slice(0, PREVIEW_ROWS).to_pandas()
-    meta: dict[str, object] = {
+    meta: Metadata = {
         "dagster/row_count": table.num_rows,
         "preview": markdown_table(preview),
     }
@@ -62,9 +68,22 @@ def png_markdown(png: bytes, title: str) -> MetadataValue:
     return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def violations_metadata(violations: pd.DataFrame) -> dict[str, object]:
-    summary = validation.summarize(violations)
-    meta: dict[str, object] = {"violations": summary["violations"], "by_rule": MetadataValue.json(summary["by_rule"])}
+def plain_metadata(values: Mapping[str, object]) -> Metadata:
+    """A summary of plain values (numbers, strings, lists, dicts, None) as metadata entries."""
+    meta: Metadata = {}
+    for key, value in values.items():
+        if value is not None and not isinstance(value, int | float | str | list | dict):
+            raise TypeError(f"metadata entry {key!r} is a {type(value).__name__}, not a plain value")
+        meta[key] = value
+    return meta
+
+
+def violations_metadata(violations: pd.DataFrame) -> Metadata:
+    summary = plain_metadata(validation.summarize(violations))
+    by_rule = summary["by_rule"]
+    if not isinstance(by_rule, dict):
+        raise TypeError(f"the violation counts by rule are a {type(by_rule).__name__}, not a dict")
+    meta: Metadata = {"violations": summary["violations"], "by_rule": MetadataValue.json(by_rule)}
     if len(violations):
         meta["offending_rows"] = MetadataValue.md(violations.head(20).to_markdown(index=False))
     return meta

@@ -9,6 +9,7 @@ the defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,14 +22,16 @@ from dagster import ConfigurableResource
 
 from recsys_core import contracts
 from recsys_core.manifest import live_manifest_path
-from recsys_core.retrieval.index import EXACT_MAX_ROWS
 from recsys_core.model.config import ModelConfig
-from recsys_core.training.trainer import TrainConfig
+from recsys_core.retrieval.index import EXACT_MAX_ROWS
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.interactions import generate_interactions
 from recsys_core.synthetic.places import generate_places
 from recsys_core.synthetic.social_graph import generate_friend_labels, generate_user_user_edges
 from recsys_core.synthetic.users import generate_users
+from recsys_core.training.config import PIPELINE_TRAIN_CONFIG, TrainConfig
+
+_MODEL = ModelConfig()
 
 
 class WorldSource(ConfigurableResource):
@@ -62,7 +65,7 @@ class WorldSource(ConfigurableResource):
             return table  # leave it as is: the schema check names what is wrong
         if city_column is None:
             return table
-        return table.filter(pc.equal(table.column(city_column), city_id))
+        return table.filter(pc.equal(table.column(city_column), pa.scalar(city_id)))
 
     def _read_for_users(self, name: str, users: pa.Table, column: str) -> pa.Table:
         table = self._read(name, None, -1)
@@ -109,24 +112,29 @@ class TrainingSettings(ConfigurableResource):
     afresh, so leaving `resume` on is safe. `checkpoint_every=-1` turns checkpoints off.
     """
 
-    max_steps: int = 200
-    time_budget_s: float = 240.0
-    eval_every: int = 20
-    batch_size: int = 8192
-    d_model: int = 128
-    n_layers: int = 2
-    backbone: Literal["sage", "gat"] = "sage"
-    time_decay: bool = False
-    engagement_weighted: bool = False
-    seed: int = 0
+    # Training defaults are the pipeline's (PIPELINE_TRAIN_CONFIG says why they differ from TrainConfig's);
+    # the model's are ModelConfig's.
+    max_steps: int = PIPELINE_TRAIN_CONFIG.max_steps
+    time_budget_s: float = PIPELINE_TRAIN_CONFIG.time_budget_s
+    eval_every: int = PIPELINE_TRAIN_CONFIG.eval_every
+    batch_size: int = PIPELINE_TRAIN_CONFIG.batch_size
+    d_model: int = _MODEL.d_model
+    n_layers: int = _MODEL.n_layers
+    backbone: Literal["sage", "gat"] = _MODEL.backbone
+    time_decay: bool = _MODEL.time_decay
+    engagement_weighted: bool = PIPELINE_TRAIN_CONFIG.engagement_weighted
+    seed: int = PIPELINE_TRAIN_CONFIG.seed
     oracle: bool = True  # compare with the generator's true preferences (synthetic worlds only)
     baseline_budget_s: float = 90.0  # per trained baseline (MF-BPR, LightGCN)
-    checkpoint_dir: str = ""  # "": <artifact root>/checkpoints
-    checkpoint_every: int = 0  # steps between checkpoints; 0: at every evaluation; -1: no checkpoints
-    resume: bool = False  # continue from the last checkpoint when it fits this run
+    checkpoint_dir: str = ""  # "": <artifact root>/checkpoints (TrainConfig's "" means nowhere)
+    # steps between checkpoints; 0: at every evaluation; -1 (this setting only): no checkpoints
+    checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
+    resume: bool = PIPELINE_TRAIN_CONFIG.resume  # continue from the last checkpoint when it fits this run
 
     def graphrec_config(self, **overrides) -> ModelConfig:
-        settings = dict(d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay)
+        settings = dict(
+            d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay
+        )
         return ModelConfig(**{**settings, **overrides})
 
     def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
@@ -134,7 +142,8 @@ class TrainingSettings(ConfigurableResource):
         artifact_root/checkpoints>/<name>` (nowhere when neither is known or they are off)."""
         root = self.checkpoint_dir or (Path(artifact_root) / "checkpoints" if artifact_root else "")
         directory = str(Path(root) / name) if root and self.checkpoint_every >= 0 else ""
-        return TrainConfig(
+        return dataclasses.replace(
+            PIPELINE_TRAIN_CONFIG,
             max_steps=self.max_steps,
             time_budget_s=self.time_budget_s,
             eval_every=self.eval_every,
@@ -197,4 +206,6 @@ def recorded_settings(home: str | Path | None = None) -> tuple[WorldSource | Non
         raw = json.loads(path.read_text())
         return WorldSource(**raw["world"]), TrainingSettings(**raw["training"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a valid settings record ({exc}); delete it or run `recsys materialize`") from exc
+        raise ValueError(
+            f"{path} is not a valid settings record ({exc}); delete it or run `recsys materialize`"
+        ) from exc

@@ -12,9 +12,10 @@ import pyarrow.compute as pc
 
 from recsys_core.taxonomy import C_COARSE, C_FINE, C_VIBE
 
-F32 = pa.float32()
-I32 = pa.int32()
-I64 = pa.int64()
+# Typed as the base class: a schema's (name, type) list mixes several DataType subclasses.
+F32: pa.DataType = pa.float32()
+I32: pa.DataType = pa.int32()
+I64: pa.DataType = pa.int64()
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 USERS = pa.schema(
@@ -125,12 +126,10 @@ def list_matrix(table: pa.Table, column: str) -> np.ndarray:
     width = col.type.list_size
     if col.null_count:
         col = col.fill_null(pa.scalar([np.nan] * width, col.type))
-    return np.array(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
-        len(col), width
-    )
+    return np.array(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), width)
 
 
-def matrix_to_list_array(matrix: np.ndarray, value_type: pa.DataType = F32) -> pa.FixedSizeListArray:
+def matrix_to_list_array(matrix: np.ndarray, value_type: pa.DataType = F32) -> pa.FixedSizeListArray[pa.DataType, int]:
     """Inverse of `list_matrix`: a (rows, width) matrix as a fixed-size list column."""
     matrix = np.ascontiguousarray(matrix)
     flat = pa.array(matrix.reshape(-1), type=value_type)
@@ -162,6 +161,8 @@ def conform(table: pa.Table, name: str) -> pa.Table:
 def map_matrix(table: pa.Table, column: str, width: int) -> np.ndarray:
     """A map<int32, float> column as a dense (rows, width) matrix; keys outside [0, width) are dropped."""
     col = table.column(column).combine_chunks()
+    if not isinstance(col, pa.MapArray):
+        raise TypeError(f"{column} must be a map column, got {col.type}")
     offsets = col.offsets.to_numpy()
     if col.null_count:
         valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))

@@ -8,6 +8,7 @@ Each list holds 1-3 reasons, strongest first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,14 +65,14 @@ def _top_rows(values: np.ndarray, minimum: float, k: int = 2) -> list[list[int]]
     """`_top` for every row of a matrix, with one sort."""
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
     keep = np.take_along_axis(values, order, axis=1) > minimum
-    return [[int(i) for i, ok in zip(row, oks) if ok] for row, oks in zip(order, keep)]
+    return [[int(i) for i, ok in zip(row, oks, strict=True) if ok] for row, oks in zip(order, keep, strict=True)]
 
 
 def explain_places(
     user_x: np.ndarray | None,
     places_x: np.ndarray,
     wishes: Wishes = Wishes(),
-    influences: list[tuple[int, str, np.ndarray]] = (),
+    influences: Sequence[tuple[int, str, np.ndarray]] = (),
     popular_in_city: bool = False,
     place_index: np.ndarray | None = None,
 ) -> list[list[str]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core import contracts
 from recsys_core.taxonomy import C_COARSE, C_FINE, C_VIBE, N_DAY_OF_WEEK, N_NEIGHBORHOODS_PER_CITY, N_TIME_OF_DAY
@@ -42,7 +44,7 @@ class Layout:
 
     def size(self, name: str) -> int:
         block = self._slices[name]
-        return block.stop - block.start
+        return int(block.stop - block.start)
 
     def as_table(self) -> list[dict[str, object]]:
         return [{"block": b, "start": self[b].start, "stop": self[b].stop, "width": s} for b, s in self.blocks]
@@ -94,9 +96,7 @@ _BEHAVIOUR_SCALE = {
 
 
 def user_features(users: pa.Table) -> np.ndarray:
-    behaviour = np.stack(
-        [np.minimum(users.column(c).to_numpy() / s, 1.0) for c, s in _BEHAVIOUR_SCALE.items()], axis=1
-    )
+    behaviour = np.stack([np.minimum(users.column(c).to_numpy() / s, 1.0) for c, s in _BEHAVIOUR_SCALE.items()], axis=1)
     x = np.concatenate(
         [
             users.column("home_city_id").to_numpy()[:, None],
@@ -113,7 +113,9 @@ def user_features(users: pa.Table) -> np.ndarray:
 
 
 def place_features(places: pa.Table) -> np.ndarray:
-    col = lambda name: places.column(name).to_numpy().astype(np.float32)[:, None]  # noqa: E731
+    def col(name: str) -> NDArray[np.float32]:
+        return places.column(name).to_numpy().astype(np.float32)[:, None]
+
     popularity = np.concatenate(
         [
             np.log1p(col("base_popularity")) / 5.0,
@@ -160,9 +162,16 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
     key = user_index.astype(np.int64) * n_places + place_index
     pair_key, inverse = np.unique(key, return_inverse=True)
     n = len(pair_key)
-    total = lambda values: np.bincount(inverse, weights=values, minlength=n)  # noqa: E731
+
+    def total(values: NDArray[np.float64]) -> NDArray[np.float64]:
+        # numpy's stub types bincount as intp even with weights, where it returns float64.
+        return cast("NDArray[np.float64]", np.bincount(inverse, weights=values, minlength=n))
+
     count = np.bincount(inverse, minlength=n).astype(np.float64)
-    get = lambda name: interactions.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
+
+    def get(name: str) -> NDArray[np.float64]:
+        return interactions.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
     tod = interactions.column("time_of_day_bucket").to_numpy()
     dow = interactions.column("day_of_week_bucket").to_numpy()
     attended = np.zeros(n)

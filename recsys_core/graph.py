@@ -56,7 +56,7 @@ class UnknownIdError(ValueError):
 
 
 def _index_of(index: pd.Index, ids: np.ndarray, what: str) -> np.ndarray:
-    pos = index.get_indexer(ids)
+    pos = index.get_indexer(pd.Index(ids))
     if (pos < 0).any():
         missing = np.unique(ids[pos < 0])
         raise UnknownIdError(f"{len(missing)} unknown {what} id(s), e.g. {missing[:10].tolist()}")
@@ -135,8 +135,11 @@ def graph_problems(bundle: GraphBundle) -> list[str]:
             problems.append(f"{node}.x has shape {tuple(x.shape)}, expected ({d[node].num_nodes}, {width})")
         if not torch.isfinite(x).all():
             problems.append(f"{node}.x has {int((~torch.isfinite(x)).any(dim=1).sum())} rows with NaN/inf")
-    edge_dims = {INTERACTS: features.INTERACTION_EDGE_LAYOUT.width, REV_INTERACTS: features.INTERACTION_EDGE_LAYOUT.width,
-                 SOCIAL: features.SOCIAL_EDGE_LAYOUT.width}
+    edge_dims = {
+        INTERACTS: features.INTERACTION_EDGE_LAYOUT.width,
+        REV_INTERACTS: features.INTERACTION_EDGE_LAYOUT.width,
+        SOCIAL: features.SOCIAL_EDGE_LAYOUT.width,
+    }
     for edge_type, width in edge_dims.items():
         store = d[edge_type]
         src, _, dst = edge_type
@@ -171,14 +174,18 @@ def save_graph(bundle: GraphBundle, directory: Path) -> Path:
     torch.save(tensors, path)
     for node_type in ("user", "place"):
         pd.DataFrame(
-            {f"{node_type}_id": bundle.data[node_type].node_id.numpy(), "index": np.arange(bundle.data[node_type].num_nodes)}
+            {
+                f"{node_type}_id": bundle.data[node_type].node_id.numpy(),
+                "index": np.arange(bundle.data[node_type].num_nodes),
+            }
         ).to_parquet(directory / f"{node_type}_index.parquet", index=False)
     return path
 
 
 def load_graph_tensors(directory: Path) -> dict[str, torch.Tensor]:
     """The saved graph as its flat tensor dict ("node/user/x", "edge/user__interacts__place/edge_index", ...)."""
-    return torch.load(Path(directory) / "graph.pt", weights_only=True)
+    tensors: dict[str, torch.Tensor] = torch.load(Path(directory) / "graph.pt", weights_only=True)
+    return tensors
 
 
 def load_graph(directory: Path) -> GraphBundle:

@@ -19,6 +19,7 @@ import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,13 +54,13 @@ def read_interactions_file(path: Path) -> pa.Table:
     return conform(table)
 
 
-def _uncastable_rows(column: pa.ChunkedArray, target: pa.DataType, chunk: int = 4096) -> list[int]:
+def _uncastable_rows(column: pa.ChunkedArray[Any], target: pa.DataType, chunk: int = 4096) -> list[int]:
     """The first rows whose value does not convert to `target` (casting chunk by chunk, then
     row by row inside a failing chunk, so a large valid file costs one cast)."""
-    column = column.combine_chunks()
+    values = column.combine_chunks()
     rows: list[int] = []
-    for start in range(0, len(column), chunk):
-        part = column.slice(start, chunk)
+    for start in range(0, len(values), chunk):
+        part = values.slice(start, chunk)
         try:
             part.cast(target)
             continue
@@ -97,8 +98,10 @@ def conform(table: pa.Table) -> pa.Table:
         else:
             shown = ", ".join(f"row {r} ({column[r].as_py()!r})" for r in rows[:5])
             more = f" (first {len(rows)} named)" if len(rows) >= MAX_ROWS_NAMED else ""
-            problems.append(f"column {field.name} must be {field.type}; these values are not{more}: {shown}"
-                            + (f"; rows {rows}" if len(rows) > 5 else ""))
+            problems.append(
+                f"column {field.name} must be {field.type}; these values are not{more}: {shown}"
+                + (f"; rows {rows}" if len(rows) > 5 else "")
+            )
     if problems:
         raise ValueError("interactions: " + "; ".join(problems))
     return contracts.conform(table, "interactions")
@@ -108,7 +111,7 @@ def problems_of(table: pa.Table, user_ids: np.ndarray, place_ids: np.ndarray) ->
     """Every contract violation, as readable lines (empty: the file may be appended)."""
     if table.num_rows == 0:
         return ["the file has no rows"]
-    now = np.datetime64(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None))
     violations = validation.validate_interactions(table, user_ids, place_ids, now=now, unique_rows=True)
     return [f"row {r.row} (user:place {r.key}): {r.rule}: {r.reason}" for r in violations.itertuples()]
 
@@ -141,7 +144,7 @@ def triage(path: Path, inbox: Path, city: str, user_ids: np.ndarray, place_ids: 
         problems = [str(exc)]
     folder = Path(inbox) / (REJECTED if problems else ACCEPTED) / city
     folder.mkdir(parents=True, exist_ok=True)
-    destination = folder / f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-{path.name}"
+    destination = folder / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}-{path.name}"
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         (folder / f"{destination.name}.reason.txt").write_text(

@@ -8,12 +8,12 @@ manifest or the new one, never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from recsys_core.files import file_sha256, write_atomically
 
 MANIFEST_FILE = "manifest.json"
 
@@ -26,46 +26,6 @@ def live_manifest_path(artifact_root: str | Path) -> Path:
 class ManifestError(RuntimeError):
     """A manifest that cannot be served: missing or truncated file, changed hash, wrong
     dimension, malformed JSON. The message names the artifact and what is wrong with it."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename inside `directory` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, prefix: str = ".tmp-") -> Path:
-    """Write `data` to `path` so readers see the old file or the new one, never part of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-    return path
 
 
 @dataclass(frozen=True)
@@ -91,11 +51,16 @@ class ArtifactRef:
         size = target.stat().st_size
         if self.bytes is not None and size != self.bytes:
             what = "truncated" if size < self.bytes else "grown"
-            return f"{name}: {target} is {what}: {size} bytes, the manifest says {self.bytes}; it changed since it was checked"
+            return (
+                f"{name}: {target} is {what}: {size} bytes, the manifest says {self.bytes}; "
+                "it changed since it was checked"
+            )
         actual = file_sha256(target)
         if actual != self.sha256:
-            return (f"{name}: {target} changed since it was checked: sha256 mismatch "
-                    f"({actual[:12]}... on disk, {self.sha256[:12]}... in the manifest; {size} bytes)")
+            return (
+                f"{name}: {target} changed since it was checked: sha256 mismatch "
+                f"({actual[:12]}... on disk, {self.sha256[:12]}... in the manifest; {size} bytes)"
+            )
         return None
 
     def verify(self, name: str = "artifact") -> None:
@@ -104,7 +69,7 @@ class ArtifactRef:
             raise ManifestError(problem)
 
     @classmethod
-    def of_directory(cls, directory: Path, file: str) -> "ArtifactRef":
+    def of_directory(cls, directory: Path, file: str) -> ArtifactRef:
         directory = Path(directory)
         target = directory / file
         return cls(path=str(directory.resolve()), file=file, sha256=file_sha256(target), bytes=target.stat().st_size)
@@ -131,8 +96,10 @@ class ServingManifest:
     def named_refs(self) -> dict[str, ArtifactRef]:
         """Every artifact under the name errors use: `graph`, `place_index[city 3]`, ..."""
         return {
-            "model": self.model, "graph": self.graph,
-            "user_embeddings": self.user_embeddings, "place_embeddings": self.place_embeddings,
+            "model": self.model,
+            "graph": self.graph,
+            "user_embeddings": self.user_embeddings,
+            "place_embeddings": self.place_embeddings,
             **{f"place_index[city {c}]": ref for c, ref in self.place_indices.items()},
             **{f"user_index[city {c}]": ref for c, ref in self.user_indices.items()},
         }
@@ -147,10 +114,13 @@ class ServingManifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ServingManifest":
+    def from_json(cls, text: str) -> ServingManifest:
         try:
             raw = json.loads(text)
-            ref = lambda value: ArtifactRef(**value)  # noqa: E731
+
+            def ref(value: dict[str, Any]) -> ArtifactRef:
+                return ArtifactRef(**value)
+
             return cls(
                 **{
                     **raw,
@@ -170,7 +140,7 @@ class ServingManifest:
         return write_atomically(Path(path), self.to_json().encode(), prefix=".manifest-")
 
     @classmethod
-    def read(cls, path: Path) -> "ServingManifest":
+    def read(cls, path: Path) -> ServingManifest:
         try:
             text = Path(path).read_text()
         except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core.contracts import NEGATIVE_OVERLAP, POSITIVE_CO_ATTENDANCE, POSITIVE_OVERLAP
 
@@ -17,15 +18,19 @@ SECONDS_PER_DAY = 86_400
 
 def unit_rows(m: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.maximum(norm, 1e-12)).astype(np.float32)
+    unit: NDArray[np.float32] = (m / np.maximum(norm, 1e-12)).astype(np.float32)
+    return unit
 
 
 def pair_cosine(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine of rows a[i] and b[i] of a row-normalized matrix."""
-    return np.einsum("ij,ij->i", unit[a], unit[b]).astype(np.float32)
+    cosine: NDArray[np.float32] = np.einsum("ij,ij->i", unit[a], unit[b]).astype(np.float32)
+    return cosine
 
 
-def top_similar_pairs(unit: np.ndarray, k: int, min_overlap: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top_similar_pairs(
+    unit: np.ndarray, k: int, min_overlap: float, block: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's k most similar other rows with cosine >= min_overlap, as unique pairs a < b.
 
     Works in row blocks so a large city never materialises more than block x n scores.
@@ -81,7 +86,8 @@ def lookup_pair_counts(counts: pd.DataFrame, u: np.ndarray, v: np.ndarray) -> np
 
 def neighbourhood_overlap(area: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Histogram intersection of two users' neighbourhood frequencies, in [0, 1]."""
-    return np.minimum(area[a], area[b]).sum(axis=1).astype(np.float32)
+    overlap: NDArray[np.float32] = np.minimum(area[a], area[b]).sum(axis=1).astype(np.float32)
+    return overlap
 
 
 def compatibility_label(overlap: np.ndarray, co_attendance: np.ndarray) -> np.ndarray:

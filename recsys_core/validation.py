@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
 from recsys_core import contracts, social
 from recsys_core.taxonomy import (
@@ -38,7 +39,7 @@ class Report:
     keys: np.ndarray | None = None
     parts: list[pd.DataFrame] = field(default_factory=list)
 
-    def add(self, rule: str, bad: np.ndarray, reason: str | np.ndarray) -> None:
+    def add(self, rule: str, bad: ArrayLike, reason: str | np.ndarray) -> None:
         """Rows where `bad` is true; `reason` is one text, or one per row of the table."""
         rows = np.flatnonzero(bad)
         if len(rows):
@@ -51,7 +52,9 @@ class Report:
 
     def frame(self) -> pd.DataFrame:
         if not self.parts:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ("str", "int64", "str", "str"))})
+            return pd.DataFrame(
+                {c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ("str", "int64", "str", "str"), strict=True)}
+            )
         return pd.concat(self.parts, ignore_index=True)
 
 
@@ -120,26 +123,30 @@ def validate_users(users: pa.Table, city_id: int | None = None) -> pd.DataFrame:
     _null_rows(users, report)
     _unique(report, ids, "user_id")
     report.add("id_range", ids < 0, "user_id is negative")
-    city = users.column("home_city_id").fill_null(-1).to_numpy()
+    city = users.column("home_city_id").fill_null(pa.scalar(-1)).to_numpy()
     report.add("city_range", _out_of_range(city, 0, N_CITIES), f"home_city_id outside 0..{N_CITIES - 1}")
     if city_id is not None:
         report.add("partition", city != city_id, f"home_city_id is not this partition's city {city_id}")
-    nbhd = users.column("home_neighborhood_id").fill_null(-1).to_numpy()
-    report.add("neighborhood_range", _out_of_range(nbhd, 0, N_NEIGHBORHOODS_PER_CITY), "home_neighborhood_id outside 0..14")
+    nbhd = users.column("home_neighborhood_id").fill_null(pa.scalar(-1)).to_numpy()
+    report.add(
+        "neighborhood_range", _out_of_range(nbhd, 0, N_NEIGHBORHOODS_PER_CITY), "home_neighborhood_id outside 0..14"
+    )
     for name in ("cat_pref", "fine_pref", "vibe_pref"):
         _check_simplex(report, contracts.list_matrix(users, name), name)
     _check_area_freqs(users, report)
     for name in ("avg_sessions_per_week", "avg_views_per_session"):
-        v = users.column(name).fill_null(np.nan).to_numpy()
+        v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("positive", ~(np.isfinite(v) & (v > 0)), f"{name} must be finite and > 0")
     for name in ("avg_likes_per_session", "avg_saves_per_session", "avg_attends_per_month"):
-        v = users.column(name).fill_null(np.nan).to_numpy()
+        v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
     return report.frame()
 
 
 def _check_area_freqs(users: pa.Table, report: Report) -> None:
     col = users.column("area_freqs").combine_chunks()
+    if not isinstance(col, pa.MapArray):
+        raise TypeError(f"area_freqs must be a map column, got {col.type}")
     lengths = np.diff(col.offsets.to_numpy())
     rows = np.repeat(np.arange(len(col)), lengths)
     keys = col.keys.to_numpy(zero_copy_only=False)
@@ -165,17 +172,25 @@ def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFram
     _null_rows(places, report)
     _unique(report, ids, "place_id")
     report.add("id_range", ids < 0, "place_id is negative")
-    city = places.column("city_id").fill_null(-1).to_numpy()
+    city = places.column("city_id").fill_null(pa.scalar(-1)).to_numpy()
     report.add("city_range", _out_of_range(city, 0, N_CITIES), f"city_id outside 0..{N_CITIES - 1}")
     if city_id is not None:
         report.add("partition", city != city_id, f"city_id is not this partition's city {city_id}")
-    for name, hi in (("neighborhood_id", N_NEIGHBORHOODS_PER_CITY), ("price_band", N_PRICE_BANDS), ("typical_time_slot", N_TIME_SLOTS)):
-        v = places.column(name).fill_null(-1).to_numpy()
+    for name, hi in (
+        ("neighborhood_id", N_NEIGHBORHOODS_PER_CITY),
+        ("price_band", N_PRICE_BANDS),
+        ("typical_time_slot", N_TIME_SLOTS),
+    ):
+        v = places.column(name).fill_null(pa.scalar(-1)).to_numpy()
         report.add(f"{name}_range", _out_of_range(v, 0, hi), f"{name} outside 0..{hi - 1}")
 
     one_hot = contracts.list_matrix(places, "category_one_hot")
-    report.add("category_one_hot_range", ~((one_hot >= 0) & (one_hot <= 1)).all(axis=1), "category_one_hot outside [0, 1]")
+    report.add(
+        "category_one_hot_range", ~((one_hot >= 0) & (one_hot <= 1)).all(axis=1), "category_one_hot outside [0, 1]"
+    )
     cat_col = places.column("category_ids").combine_chunks()
+    if not isinstance(cat_col, pa.ListArray):
+        raise TypeError(f"category_ids must be a list column, got {cat_col.type}")
     lengths = np.diff(cat_col.offsets.to_numpy())
     cats = cat_col.values.to_numpy(zero_copy_only=False)
     rows = np.repeat(np.arange(len(cat_col)), lengths)
@@ -186,14 +201,16 @@ def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFram
     report.add("category_ids_range", bad, f"category_ids outside 0..{C_COARSE - 1}")
     listed = np.zeros_like(one_hot, dtype=bool)
     listed[rows[valid], cats[valid]] = True
-    report.add("category_consistency", ((one_hot > 0) != listed).any(axis=1), "category_one_hot disagrees with category_ids")
+    report.add(
+        "category_consistency", ((one_hot > 0) != listed).any(axis=1), "category_one_hot disagrees with category_ids"
+    )
     _check_simplex(report, contracts.list_matrix(places, "fine_tag_vector"), "fine_tag_vector")
 
     for name in ("base_popularity", "avg_daily_visits"):
-        v = places.column(name).fill_null(np.nan).to_numpy()
+        v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
     for name in ("conversion_rate", "novelty_score"):
-        v = places.column(name).fill_null(np.nan).to_numpy()
+        v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("unit_interval", ~((v >= 0) & (v <= 1)), f"{name} outside [0, 1]")
     return report.frame()
 
@@ -223,38 +240,48 @@ def validate_interactions(
     schema = check_schema(interactions, "interactions")
     if len(schema):
         return schema
-    u = interactions.column("user_id").fill_null(-1).to_numpy()
-    p = interactions.column("place_id").fill_null(-1).to_numpy()
+    u = interactions.column("user_id").fill_null(pa.scalar(-1)).to_numpy()
+    p = interactions.column("place_id").fill_null(pa.scalar(-1)).to_numpy()
     report = Report("interactions", np.char.add(np.char.add(u.astype(str), ":"), p.astype(str)))
     _null_rows(interactions, report)
     report.add("unknown_user", ~np.isin(u, user_ids), "user_id is not a user of this city")
     report.add("unknown_place", ~np.isin(p, place_ids), "place_id is not a known place")
-    dwell = interactions.column("dwell_time").fill_null(np.nan).to_numpy()
+    dwell = interactions.column("dwell_time").fill_null(pa.scalar(np.nan)).to_numpy()
     report.add("dwell_time", ~(np.isfinite(dwell) & (dwell >= 0)), "dwell_time must be finite and >= 0")
     counts = {}
     for name in ("num_likes", "num_saves", "num_shares"):
-        counts[name] = interactions.column(name).fill_null(-1).to_numpy()
+        counts[name] = interactions.column(name).fill_null(pa.scalar(-1)).to_numpy()
         report.add("non_negative", counts[name] < 0, f"{name} is negative")
-    attended = interactions.column("attended").fill_null(False).to_numpy(zero_copy_only=False)
-    rating = interactions.column("implicit_rating").fill_null(np.nan).to_numpy()
-    expected = contracts.implicit_rating(dwell, *counts.values(), attended)
+    attended = interactions.column("attended").fill_null(pa.scalar(False)).to_numpy(zero_copy_only=False)
+    rating = interactions.column("implicit_rating").fill_null(pa.scalar(np.nan)).to_numpy()
+    expected = contracts.implicit_rating(
+        dwell, counts["num_likes"], counts["num_saves"], counts["num_shares"], attended
+    )
     report.add("rating_range", ~((rating >= 1) & (rating <= 5)), "implicit_rating outside [1, 5]")
-    report.add("rating_formula", ~(np.abs(rating - expected) <= RATING_TOLERANCE), "implicit_rating disagrees with the 1-5 formula")
+    report.add(
+        "rating_formula",
+        ~(np.abs(rating - expected) <= RATING_TOLERANCE),
+        "implicit_rating disagrees with the 1-5 formula",
+    )
 
     ts = interactions.column("timestamp")
-    micros = ts.cast(pa.int64()).fill_null(0).to_numpy()
+    micros = ts.cast(pa.int64()).fill_null(pa.scalar(0)).to_numpy()
     hour = (micros // 3_600_000_000) % 24
     weekday = (micros // 86_400_000_000 + 3) % 7
-    tod = interactions.column("time_of_day_bucket").fill_null(-1).to_numpy()
-    dow = interactions.column("day_of_week_bucket").fill_null(-1).to_numpy()
+    tod = interactions.column("time_of_day_bucket").fill_null(pa.scalar(-1)).to_numpy()
+    dow = interactions.column("day_of_week_bucket").fill_null(pa.scalar(-1)).to_numpy()
     report.add("time_of_day_range", _out_of_range(tod, 0, N_TIME_OF_DAY), "time_of_day_bucket outside 0..3")
     report.add("day_of_week_range", _out_of_range(dow, 0, N_DAY_OF_WEEK), "day_of_week_bucket outside 0..1")
     expected_tod = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
-    report.add("time_of_day_consistency", tod != expected_tod, "time_of_day_bucket disagrees with the timestamp's hour (UTC)")
-    report.add("day_of_week_consistency", dow != (weekday >= 5), "day_of_week_bucket disagrees with the timestamp's weekday")
+    report.add(
+        "time_of_day_consistency", tod != expected_tod, "time_of_day_bucket disagrees with the timestamp's hour (UTC)"
+    )
+    report.add(
+        "day_of_week_consistency", dow != (weekday >= 5), "day_of_week_bucket disagrees with the timestamp's weekday"
+    )
     if now is not None:
-        future = micros > np.datetime64(now, "us").astype(np.int64)
-        report.add("future_timestamp", future, f"timestamp is in the future (after {np.datetime64(now, 's')} UTC)")
+        future = micros > now.astype("datetime64[us]").astype(np.int64)
+        report.add("future_timestamp", future, f"timestamp is in the future (after {now.astype('datetime64[s]')} UTC)")
     if unique_rows:
         first = first_occurrence(interactions)
         repeats = first != np.arange(len(first))
@@ -266,8 +293,8 @@ def validate_user_user_edges(edges: pa.Table, user_ids: np.ndarray) -> pd.DataFr
     schema = check_schema(edges, "user_user_edges")
     if len(schema):
         return schema
-    u = edges.column("user_u").fill_null(-1).to_numpy()
-    v = edges.column("user_v").fill_null(-1).to_numpy()
+    u = edges.column("user_u").fill_null(pa.scalar(-1)).to_numpy()
+    v = edges.column("user_v").fill_null(pa.scalar(-1)).to_numpy()
     report = Report("user_user_edges", np.char.add(np.char.add(u.astype(str), "-"), v.astype(str)))
     _null_rows(edges, report)
     report.add("self_edge", u == v, "user_u equals user_v")
@@ -275,9 +302,9 @@ def validate_user_user_edges(edges: pa.Table, user_ids: np.ndarray) -> pd.DataFr
     report.add("unique_pair", pd.DataFrame({"u": u, "v": v}).duplicated(keep=False).to_numpy(), "pair is duplicated")
     report.add("unknown_user", ~(np.isin(u, user_ids) & np.isin(v, user_ids)), "user is not a user of this city")
     for name in ("interest_overlap_score", "same_neighborhood_freq"):
-        x = edges.column(name).fill_null(np.nan).to_numpy()
+        x = edges.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("unit_interval", ~((x >= 0) & (x <= 1)), f"{name} outside [0, 1]")
-    co = edges.column("co_attendance_count").fill_null(-1).to_numpy()
+    co = edges.column("co_attendance_count").fill_null(pa.scalar(-1)).to_numpy()
     report.add("non_negative", co < 0, "co_attendance_count is negative")
     return report.frame()
 
@@ -287,17 +314,19 @@ def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.T
     schema = check_schema(labels, "friend_labels")
     if len(schema):
         return schema
-    u = labels.column("user_u").fill_null(-1).to_numpy()
-    v = labels.column("user_v").fill_null(-1).to_numpy()
+    u = labels.column("user_u").fill_null(pa.scalar(-1)).to_numpy()
+    v = labels.column("user_v").fill_null(pa.scalar(-1)).to_numpy()
     report = Report("friend_labels", np.char.add(np.char.add(u.astype(str), "-"), v.astype(str)))
     _null_rows(labels, report)
-    compat = labels.column("label_compat").fill_null(-1).to_numpy()
-    attend = labels.column("label_attend").fill_null(-1).to_numpy()
+    compat = labels.column("label_compat").fill_null(pa.scalar(-1)).to_numpy()
+    attend = labels.column("label_attend").fill_null(pa.scalar(-1)).to_numpy()
     report.add("self_pair", u == v, "user_u equals user_v")
     report.add("ordered_pair", u > v, "user_u must be smaller than user_v")
     report.add("unique_pair", pd.DataFrame({"u": u, "v": v}).duplicated(keep=False).to_numpy(), "pair is duplicated")
     report.add("binary", ~np.isin(compat, [0, 1]) | ~np.isin(attend, [0, 1]), "labels must be 0 or 1")
-    report.add("attend_needs_compat", (compat == 0) & (attend != 0), "an incompatible pair cannot have label_attend = 1")
+    report.add(
+        "attend_needs_compat", (compat == 0) & (attend != 0), "an incompatible pair cannot have label_attend = 1"
+    )
 
     # First occurrence wins; duplicate user ids are the users check's to report.
     ids = pd.Index(users.column("user_id").to_numpy())
@@ -314,7 +343,17 @@ def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.T
     co = social.lookup_pair_counts(social.co_attendance_counts(interactions), u, v)
     rule = social.compatibility_label(overlap, co)
     # Labels are checked against the rule with a small tolerance on the overlap thresholds.
-    near = np.isclose(overlap, contracts.POSITIVE_OVERLAP, atol=1e-4) | np.isclose(overlap, contracts.NEGATIVE_OVERLAP, atol=1e-4)
-    report.add("positive_rule", known & ~near & (compat == 1) & (rule != 1), "label_compat = 1 but overlap < 0.6 and co-attendance < 2")
-    report.add("negative_rule", known & ~near & (compat == 0) & (rule != 0), "label_compat = 0 but overlap >= 0.3 or they co-attended")
+    near = np.isclose(overlap, contracts.POSITIVE_OVERLAP, atol=1e-4) | np.isclose(
+        overlap, contracts.NEGATIVE_OVERLAP, atol=1e-4
+    )
+    report.add(
+        "positive_rule",
+        known & ~near & (compat == 1) & (rule != 1),
+        "label_compat = 1 but overlap < 0.6 and co-attendance < 2",
+    )
+    report.add(
+        "negative_rule",
+        known & ~near & (compat == 0) & (rule != 0),
+        "label_compat = 0 but overlap >= 0.3 or they co-attended",
+    )
     return report.frame()

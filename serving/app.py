@@ -9,8 +9,9 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import faiss
 import torch
@@ -60,15 +61,20 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     problems = [p for p in problems if isinstance(p, dict) and p.get("message")]
     if problems:
         unknown = [re.search(r"unknown field `([^`]*)`", str(p["message"])) for p in problems]
-        fields = [_field(p.get("key")) or (u.group(1) if u else None) for p, u in zip(problems, unknown)]
+        fields = [_field(p.get("key")) or (u.group(1) if u else None) for p, u in zip(problems, unknown, strict=True)]
         field = next((f for f in fields if f), None)
-        detail = "; ".join(f"{p['key']}: {p['message']}" if _field(p.get("key")) else f"request body: {p['message']}"
-                           for p in problems)
+        detail = "; ".join(
+            f"{p['key']}: {p['message']}" if _field(p.get("key")) else f"request body: {p['message']}" for p in problems
+        )
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         limit = request.route_handler.resolve_request_max_body_size()
         detail = f"request body is larger than {limit} bytes (RECSYS_MAX_BODY_BYTES)"
-    return Response(ErrorBody(exc.status_code, detail, field), status_code=exc.status_code, headers=exc.headers,
-                    media_type=MediaType.JSON)
+    return Response(
+        ErrorBody(exc.status_code, detail, field),
+        status_code=exc.status_code,
+        headers=exc.headers,
+        media_type=MediaType.JSON,
+    )
 
 
 class GuardedRequest(Request):
@@ -100,12 +106,15 @@ class URLLengthLimit(ASGIMiddleware):
         if size > self.max_bytes:
             raise HTTPException(
                 status_code=HTTP_414_REQUEST_URI_TOO_LONG,
-                detail=f"request URL is {size} bytes, longer than {self.max_bytes} (RECSYS_MAX_URL_BYTES): send a POST with a JSON body",
+                detail=f"request URL is {size} bytes, longer than {self.max_bytes} (RECSYS_MAX_URL_BYTES): "
+                "send a POST with a JSON body",
             )
         await next_app(scope, receive, send)
 
 
-def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, settings: ServiceSettings | None = None) -> Litestar:
+def create_app(
+    manifest_path: Path | None = None, poll_interval_s: float = 2.0, settings: ServiceSettings | None = None
+) -> Litestar:
     """`settings` default to the environment (`ServiceSettings.from_env`)."""
     settings = settings or ServiceSettings.from_env()
     holder = ArtifactHolder(manifest_path or default_manifest_path(), poll_interval_s)
@@ -133,14 +142,26 @@ def create_app(manifest_path: Path | None = None, poll_interval_s: float = 2.0, 
         middleware=[URLLengthLimit(settings.max_url_bytes)],
         request_max_body_size=settings.max_body_bytes,
         request_class=GuardedRequest,
-        cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                               allow_headers=["Content-Type"]) if settings.cors_origins else None,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"], allow_headers=["Content-Type"]
+        )
+        if settings.cors_origins
+        else None,
         state=State({"settings": settings}),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
-            title="Outing recommendations", version="1.0.0", path="/schema",
-            components=Components(security_schemes={"adminToken": SecurityScheme(
-                type="http", scheme="bearer", description="RECSYS_ADMIN_TOKEN; admin endpoints are off without one")}),
+            title="Outing recommendations",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "adminToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="RECSYS_ADMIN_TOKEN; admin endpoints are off without one",
+                    )
+                }
+            ),
         ),
         logging_config=None,
     )

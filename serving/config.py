@@ -1,11 +1,11 @@
 """Service settings from the environment: the admin token, CORS origins and request size limits.
 
-| variable | default | what |
-|---|---|---|
-| `RECSYS_ADMIN_TOKEN` | unset: admin endpoints disabled (403) | bearer token for `POST /admin/reload`; at least 16 characters |
-| `RECSYS_CORS_ORIGINS` | unset: no CORS headers | comma-separated origins allowed to call the API from a browser (`https://app.example.com`, or `*`) |
-| `RECSYS_MAX_BODY_BYTES` | 65536 | larger request bodies are 413 |
-| `RECSYS_MAX_URL_BYTES` | 4096 | longer path + query strings are 414 |
+- `RECSYS_ADMIN_TOKEN` (default unset: admin endpoints disabled, 403): bearer token for `POST /admin/reload`;
+  at least 16 characters.
+- `RECSYS_CORS_ORIGINS` (default unset: no CORS headers): comma-separated origins allowed to call the API
+  from a browser (`https://app.example.com`, or `*`).
+- `RECSYS_MAX_BODY_BYTES` (default 65536): larger request bodies are 413.
+- `RECSYS_MAX_URL_BYTES` (default 4096): longer path + query strings are 414.
 """
 
 from __future__ import annotations
@@ -28,14 +28,21 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.admin_token is not None and (len(self.admin_token) < MIN_TOKEN_CHARS or not self.admin_token.isascii()
-                                             or not self.admin_token.isprintable()):
+        if self.admin_token is not None and (
+            len(self.admin_token) < MIN_TOKEN_CHARS
+            or not self.admin_token.isascii()
+            or not self.admin_token.isprintable()
+        ):
             problems.append(f"RECSYS_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} printable ASCII characters")
         bad = [o for o in self.cors_origins if o != "*" and not _ORIGIN.match(o)]
         if bad:
-            problems.append(f"RECSYS_CORS_ORIGINS: {bad} are not origins like https://app.example.com (scheme://host[:port]) or *")
+            problems.append(
+                f"RECSYS_CORS_ORIGINS: {bad} are not origins like https://app.example.com (scheme://host[:port]) or *"
+            )
         if not 1024 <= self.max_body_bytes <= 64 * 1024 * 1024:
-            problems.append(f"RECSYS_MAX_BODY_BYTES must be between 1024 and {64 * 1024 * 1024}, got {self.max_body_bytes}")
+            problems.append(
+                f"RECSYS_MAX_BODY_BYTES must be between 1024 and {64 * 1024 * 1024}, got {self.max_body_bytes}"
+            )
         if not 256 <= self.max_url_bytes <= 65536:
             problems.append(f"RECSYS_MAX_URL_BYTES must be between 256 and 65536, got {self.max_url_bytes}")
         if problems:

@@ -19,14 +19,22 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_503_SERVICE_UNAVAILABLE
 
 from recsys_core.recommend.artifacts import ServingArtifacts
-from recsys_core.recommend.people import recommend_people
-from recsys_core.recommend.places import recommend_places
-from recsys_core.recommend.queries import PeopleQuery, PlaceQuery, RequestError, category_ids, tag_ids
-from recsys_core.taxonomy import COARSE_CATEGORIES, FINE_TAGS, N_TIME_SLOTS
-from serving.schemas import (
+from recsys_core.recommend.limits import (
+    DEFAULT_TOP_K,
     MAX_ID,
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
+    MAX_TIME_SLOT,
+    MAX_TOP_K,
+    MIN_TOP_K,
+    TIME_SLOT_HELP,
+    TOP_K_HELP,
+)
+from recsys_core.recommend.people import recommend_people
+from recsys_core.recommend.places import recommend_places
+from recsys_core.recommend.queries import PeopleQuery, PlaceQuery, RequestError, category_ids, tag_ids
+from recsys_core.taxonomy import COARSE_CATEGORIES, FINE_TAGS
+from serving.schemas import (
     ErrorBody,
     Health,
     PeopleRequest,
@@ -45,9 +53,11 @@ LIST_HELP = f"ids or names; repeat the parameter or separate with commas; at mos
 UserId = Annotated[int, QueryParameter(ge=0, le=MAX_ID)]
 # schema_extra: Litestar 2 drops a `minimum` of 0 from optional parameters in the OpenAPI schema
 OptionalId = Annotated[int | None, QueryParameter(ge=0, le=MAX_ID, schema_extra={"minimum": 0})]
-TimeSlot = Annotated[int | None, QueryParameter(ge=0, le=N_TIME_SLOTS - 1, description="0..5: morning .. weekend_night",
-                                                schema_extra={"minimum": 0})]
-TopK = Annotated[int, QueryParameter(ge=1, le=100, description="1..100")]
+TimeSlot = Annotated[
+    int | None,
+    QueryParameter(ge=0, le=MAX_TIME_SLOT, description=TIME_SLOT_HELP, schema_extra={"minimum": 0}),
+]
+TopK = Annotated[int, QueryParameter(ge=MIN_TOP_K, le=MAX_TOP_K, description=TOP_K_HELP)]
 Vocabulary = Annotated[list[str] | None, QueryParameter(description=LIST_HELP, max_items=MAX_LIST_ITEMS)]
 Current = NamedDependency[Served]
 Holder = NamedDependency[ArtifactHolder]
@@ -75,9 +85,9 @@ READ_ERRORS = errors(400, 404, 414, 503)
 BODY_ERRORS = errors(400, 404, 413, 414, 503)
 
 
-def _split(field: str, values: list[str] | None) -> list[str]:
+def _split(field: str, values: list[str] | None) -> list[int | str]:
     """`?tags=jazz,techno&tags=3` -> ["jazz", "techno", "3"]."""
-    parts = [part for value in values or [] for part in value.split(",") if part.strip()]
+    parts: list[int | str] = [part for value in values or [] for part in value.split(",") if part.strip()]
     if len(parts) > MAX_LIST_ITEMS:
         raise RequestError(field, f"at most {MAX_LIST_ITEMS} values, got {len(parts)}")
     return parts
@@ -88,8 +98,8 @@ def _vocabulary(field: str, values: list[int | str], names: tuple[str, ...]) -> 
         if isinstance(value, str) and not _VOCABULARY_TEXT.fullmatch(value.strip()):
             raise RequestError(
                 field,
-                f"{value[:MAX_NAME_CHARS]!r} is neither an id (0..{len(names) - 1}) nor a name: names are ASCII letters "
-                f"and underscores, e.g. {names[0]!r}",
+                f"{value[:MAX_NAME_CHARS]!r} is neither an id (0..{len(names) - 1}) nor a name: "
+                f"names are ASCII letters and underscores, e.g. {names[0]!r}",
             )
     return values
 
@@ -97,7 +107,9 @@ def _vocabulary(field: str, values: list[int | str], names: tuple[str, ...]) -> 
 def served(holder: ArtifactHolder) -> Served:
     current = holder.current
     if current is None:
-        raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"not ready: {holder.last_error or 'loading artifacts'}")
+        raise HTTPException(
+            status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"not ready: {holder.last_error or 'loading artifacts'}"
+        )
     return current
 
 
@@ -106,7 +118,9 @@ def _places(art: ServingArtifacts, body: PlaceRequest) -> PlaceResponse:
         user_id=body.user_id,
         city_id=body.city_id,
         time_slot=body.time_slot,
-        desired_categories=category_ids("desired_categories", _vocabulary("desired_categories", body.desired_categories, COARSE_CATEGORIES)),
+        desired_categories=category_ids(
+            "desired_categories", _vocabulary("desired_categories", body.desired_categories, COARSE_CATEGORIES)
+        ),
         desired_tags=tag_ids("desired_tags", _vocabulary("desired_tags", body.desired_tags, FINE_TAGS)),
         top_k=body.top_k,
     )
@@ -122,7 +136,10 @@ def _people(art: ServingArtifacts, body: PeopleRequest) -> PeopleResponse:
         activity_tags=tag_ids("activity_tags", _vocabulary("activity_tags", body.activity_tags, FINE_TAGS)),
         top_k=body.top_k,
     )
-    items = [PersonItem(r.user_id, r.compat_score, r.attend_prob, r.combined_score, r.explanations) for r in recommend_people(art, query)]
+    items = [
+        PersonItem(r.user_id, r.compat_score, r.attend_prob, r.combined_score, r.explanations)
+        for r in recommend_people(art, query)
+    ]
     return PeopleResponse(items, art.model_version)
 
 
@@ -130,7 +147,9 @@ class GetAndPost(Controller):
     """A resource answering GET and POST. Litestar 2's automatic OPTIONS handler lists only the
     first handler's method in `Allow` when a path has several (litestar#4169, fixed in 3.x)."""
 
-    @route(http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False, status_code=HTTP_204_NO_CONTENT)
+    @route(
+        http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False, status_code=HTTP_204_NO_CONTENT
+    )
     def options(self) -> Response[None]:
         return Response(None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": "GET, OPTIONS, POST"})
 
@@ -139,7 +158,11 @@ class PlacesController(GetAndPost):
     path = "/recommend/places"
     tags = ["recommendations"]
 
-    @get(sync_to_thread=False, summary="Places a user will like, re-ranked for the request context", responses=READ_ERRORS)
+    @get(
+        sync_to_thread=False,
+        summary="Places a user will like, re-ranked for the request context",
+        responses=READ_ERRORS,
+    )
     def get_places(
         self,
         serving: Current,
@@ -148,10 +171,16 @@ class PlacesController(GetAndPost):
         time_slot: TimeSlot = None,
         desired_categories: Vocabulary = None,
         desired_tags: Vocabulary = None,
-        top_k: TopK = 10,
+        top_k: TopK = DEFAULT_TOP_K,
     ) -> PlaceResponse:
-        body = PlaceRequest(user_id, city_id, time_slot, _split("desired_categories", desired_categories),
-                            _split("desired_tags", desired_tags), top_k)
+        body = PlaceRequest(
+            user_id,
+            city_id,
+            time_slot,
+            _split("desired_categories", desired_categories),
+            _split("desired_tags", desired_tags),
+            top_k,
+        )
         return _places(serving.artifacts, body)
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
@@ -163,8 +192,11 @@ class PeopleController(GetAndPost):
     path = "/recommend/people"
     tags = ["recommendations"]
 
-    @get(sync_to_thread=False, summary="People a user would get along with / who would come along to a place",
-         responses=READ_ERRORS)
+    @get(
+        sync_to_thread=False,
+        summary="People a user would get along with / who would come along to a place",
+        responses=READ_ERRORS,
+    )
     def get_people(
         self,
         serving: Current,
@@ -172,9 +204,12 @@ class PeopleController(GetAndPost):
         city_id: OptionalId = None,
         target_place_id: OptionalId = None,
         activity_tags: Vocabulary = None,
-        top_k: TopK = 10,
+        top_k: TopK = DEFAULT_TOP_K,
     ) -> PeopleResponse:
-        return _people(serving.artifacts, PeopleRequest(user_id, city_id, target_place_id, _split("activity_tags", activity_tags), top_k))
+        return _people(
+            serving.artifacts,
+            PeopleRequest(user_id, city_id, target_place_id, _split("activity_tags", activity_tags), top_k),
+        )
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
     def post_people(self, serving: Current, data: JSONBody[PeopleRequest]) -> PeopleResponse:
@@ -188,7 +223,9 @@ class OpsController(Controller):
     def health(self) -> Health:
         return Health("ok")
 
-    @get("/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before", responses=errors(414, 503))
+    @get(
+        "/ready", sync_to_thread=False, summary="200 once artifacts are loaded, 503 before", responses=errors(414, 503)
+    )
     def ready(self, holder: Holder) -> Ready:
         # 503 until loaded; once serving, `detail` names a newer manifest that was refused
         return Ready(True, served(holder).artifacts.manifest.version, detail=holder.last_error)
@@ -205,8 +242,12 @@ class OpsController(Controller):
             manifest_path=str(holder.manifest_path),
             reloads=holder.reloads,
             last_reload_error=holder.last_error,
-            artifacts={"model": m.model.path, "graph": m.graph.path, "user_embeddings": m.user_embeddings.path,
-                       "place_embeddings": m.place_embeddings.path},
+            artifacts={
+                "model": m.model.path,
+                "graph": m.graph.path,
+                "user_embeddings": m.user_embeddings.path,
+                "place_embeddings": m.place_embeddings.path,
+            },
             worker_pid=os.getpid(),
         )
 
@@ -216,11 +257,13 @@ def admin_token_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     token = connection.app.state.settings.admin_token
     if token is None:
         raise PermissionDeniedException("admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
-    scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
     # Bytes, so a token of any characters compares in constant time (str needs ASCII).
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise NotAuthorizedException("missing or wrong admin token: send Authorization: Bearer <RECSYS_ADMIN_TOKEN>",
-                                     headers={"WWW-Authenticate": "Bearer"})
+        raise NotAuthorizedException(
+            "missing or wrong admin token: send Authorization: Bearer <RECSYS_ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 class AdminController(Controller):
@@ -229,8 +272,12 @@ class AdminController(Controller):
     guards = [admin_token_guard]
     security = [{"adminToken": []}]
 
-    @post("/reload", status_code=200, summary="Check for a new serving manifest now (also retries one that failed)",
-          responses=errors(401, 403, 414))
+    @post(
+        "/reload",
+        status_code=200,
+        summary="Check for a new serving manifest now (also retries one that failed)",
+        responses=errors(401, 403, 414),
+    )
     async def reload(self, holder: Holder) -> ReloadResult:
         reloaded = await holder.reload(force=True)
         current = holder.current

@@ -6,23 +6,38 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from recsys_core.taxonomy import N_TIME_SLOTS, TIME_SLOTS
-
-# Ids are int64 in the tables, but no larger than the largest integer every JSON client holds
-# exactly (a JavaScript number); bigger values are a 400 naming the field, not an overflow.
-MAX_ID = 2**53 - 1
-MAX_LIST_ITEMS = 100  # as many as there are fine tags
-MAX_NAME_CHARS = 64
+from recsys_core.recommend.limits import (
+    DEFAULT_TOP_K,
+    MAX_ID,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_TIME_SLOT,
+    MAX_TOP_K,
+    MIN_TOP_K,
+    TIME_SLOT_HELP,
+    TOP_K_HELP,
+)
 
 Id = Annotated[int, Meta(ge=0, le=MAX_ID)]
 # Litestar 2 drops a `minimum` of 0 from optional fields in the OpenAPI schema; restated here.
 OptionalId = Annotated[int, Meta(ge=0, le=MAX_ID, extra_json_schema={"extra": {"minimum": 0}})] | None
-TopK = Annotated[int, Meta(ge=1, le=100, description="1..100")]
-TimeSlot = Annotated[int, Meta(ge=0, le=N_TIME_SLOTS - 1, extra_json_schema={
-    "description": ", ".join(f"{i}={n}" for i, n in enumerate(TIME_SLOTS)), "extra": {"minimum": 0}})]
+TopK = Annotated[int, Meta(ge=MIN_TOP_K, le=MAX_TOP_K, description=TOP_K_HELP)]
+TimeSlot = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_TIME_SLOT,
+        extra_json_schema={
+            "description": TIME_SLOT_HELP,
+            "extra": {"minimum": 0},
+        },
+    ),
+]
 # an id or a name ("jazz", "live_music"; case and spaces do not matter)
 VocabularyItem = Id | Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS)]
-Vocabulary = Annotated[list[VocabularyItem], Meta(max_length=MAX_LIST_ITEMS, description=f"ids or names, at most {MAX_LIST_ITEMS}")]
+Vocabulary = Annotated[
+    list[VocabularyItem], Meta(max_length=MAX_LIST_ITEMS, description=f"ids or names, at most {MAX_LIST_ITEMS}")
+]
 
 
 class PlaceRequest(Struct, forbid_unknown_fields=True):
@@ -31,7 +46,7 @@ class PlaceRequest(Struct, forbid_unknown_fields=True):
     time_slot: TimeSlot | None = None
     desired_categories: Vocabulary = []
     desired_tags: Vocabulary = []
-    top_k: TopK = 10
+    top_k: TopK = DEFAULT_TOP_K
 
 
 class PlaceItem(Struct):
@@ -51,7 +66,7 @@ class PeopleRequest(Struct, forbid_unknown_fields=True):
     city_id: OptionalId = None
     target_place_id: OptionalId = None
     activity_tags: Vocabulary = []
-    top_k: TopK = 10
+    top_k: TopK = DEFAULT_TOP_K
 
 
 class PersonItem(Struct):

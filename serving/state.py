@@ -72,14 +72,14 @@ def _short_gil_slices() -> Iterator[None]:
 def _one_loader_at_a_time(manifest_path: Path) -> Iterator[None]:
     """An exclusive lock shared by every process serving this manifest (the other workers). A
     lock that stays taken (a load hung elsewhere) is given up on after LOAD_LOCK_WAIT_S."""
-    key = hashlib.sha1(str(manifest_path.resolve()).encode()).hexdigest()[:16]
-    try:
-        lock = open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a")
-    except OSError as exc:  # no writable temp dir: load unsynchronized rather than not at all
-        logger.warning("no reload lock (%s); workers may load at the same time", exc)
-        yield
-        return
-    with lock:
+    key = hashlib.sha1(str(manifest_path.resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
+    with contextlib.ExitStack() as stack:
+        try:
+            lock = stack.enter_context(open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a"))
+        except OSError as exc:  # no writable temp dir: load unsynchronized rather than not at all
+            logger.warning("no reload lock (%s); workers may load at the same time", exc)
+            yield
+            return
         deadline, locked = time.monotonic() + LOAD_LOCK_WAIT_S, False
         while not locked:
             try:
@@ -152,11 +152,15 @@ class ArtifactHolder:
                 artifacts = ServingArtifacts.load(manifest)
         except Exception as exc:  # whatever a bad manifest does, the current version keeps serving
             self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("serving manifest %s not loaded, keeping the current version: %s", self.manifest_path, exc,
-                         exc_info=not isinstance(exc, (ManifestError, OSError)))
+            logger.error(
+                "serving manifest %s not loaded, keeping the current version: %s",
+                self.manifest_path,
+                exc,
+                exc_info=not isinstance(exc, (ManifestError, OSError)),
+            )
             return False
         previous = self.current
-        self.current = Served(artifacts, dt.datetime.now(dt.timezone.utc).isoformat())  # the atomic swap
+        self.current = Served(artifacts, dt.datetime.now(dt.UTC).isoformat())  # the atomic swap
         replaced = previous.artifacts.manifest.version if previous else None
         # Requests in flight hold their own reference; the last one to return frees the old
         # version by reference counting (the artifacts hold no reference cycles).
@@ -172,7 +176,10 @@ class ArtifactHolder:
         if replaced is not None:
             self.reloads += 1
         logger.info(
-            "serving %s (%s), loaded in %.1fs%s", manifest.version, manifest.model_version, artifacts.loaded_in_s,
+            "serving %s (%s), loaded in %.1fs%s",
+            manifest.version,
+            manifest.model_version,
+            artifacts.loaded_in_s,
             f", replacing {replaced}" if replaced else "",
         )
         return True

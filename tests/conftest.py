@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from recsys_assets import stages
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.world import generate_world
 
-SMALL_WORLD = dict(n_users=800, n_places=800)
+SMALL_WORLD: dict[str, Any] = dict(n_users=800, n_places=800)
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +54,14 @@ class MaterializedWorld:
         return [*self.places_runs.values(), *self.city_runs.values(), self.graph_run]
 
 
-CITY_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
-GRAPH_ASSETS = ["user_features", "place_features", "hetero_graph"]
-MODEL_ASSETS = ["trained_model", "model_evaluation"]
-INDEX_ASSETS = ["place_index", "user_index"]
+CITY_ASSETS = list(stages.CITY_WORLD_ASSETS)
+GRAPH_ASSETS = list(stages.GRAPH_ASSETS)
+MODEL_ASSETS = list(stages.MODEL_ASSETS)
+INDEX_ASSETS = list(stages.INDEX_ASSETS)
 # A few steps and seconds: enough to exercise every stage, not to reach good quality.
-SMALL_TRAINING = dict(max_steps=60, eval_every=20, batch_size=2048, time_budget_s=600.0, baseline_budget_s=3.0)  # step-bound: the same model on a busy machine
+SMALL_TRAINING: dict[str, Any] = dict(
+    max_steps=60, eval_every=20, batch_size=2048, time_budget_s=600.0, baseline_budget_s=3.0
+)  # step-bound: the same model on a busy machine
 
 
 def materialize_selection(defs, instance, selection, partition_key=None, raise_on_error=True):
@@ -110,10 +114,10 @@ def served_world(materialized_world) -> MaterializedWorld:
 
     run = materialized_world
     if not run.manifest_path.exists():
-        run.serving_runs.append(materialize_selection(run.defs, run.instance, ["user_embeddings", "place_embeddings"]))
+        run.serving_runs.append(materialize_selection(run.defs, run.instance, list(stages.EMBEDDING_ASSETS)))
         for slug in CITY_SLUGS:
             run.serving_runs.append(materialize_selection(run.defs, run.instance, INDEX_ASSETS, slug))
-        run.serving_runs.append(materialize_selection(run.defs, run.instance, ["serving_manifest"]))
+        run.serving_runs.append(materialize_selection(run.defs, run.instance, list(stages.MANIFEST_ASSETS)))
     return run
 
 

@@ -15,13 +15,21 @@ from dagster import (
     op,
 )
 
-from recsys_assets.defs import automation
+from recsys_assets import stages
 from recsys_assets.definitions import defs
+from recsys_assets.defs import automation
 from recsys_core.taxonomy import CITY_SLUGS
 
 
 def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
-    assert {j.name for j in defs.jobs} >= {"world_tables", "retrain", "city_indices", "city_refresh", "ingest_interactions", "publish_manifest"}
+    assert {j.name for j in defs.jobs} >= {
+        "world_tables",
+        "retrain",
+        "city_indices",
+        "city_refresh",
+        "ingest_interactions",
+        "publish_manifest",
+    }
     schedule = next(s for s in defs.schedules if s.name == "nightly_retrain")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "retrain"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
@@ -32,7 +40,7 @@ def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
         "retrain_after_ingest": DefaultSensorStatus.RUNNING,
     }
     retrain = {k.to_user_string() for k in defs.resolve_job_def("retrain").asset_layer.selected_asset_keys}
-    assert retrain == set(automation.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones
+    assert retrain == set(stages.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones
 
 
 def test_a_successful_retrain_requests_every_citys_indices():
@@ -49,7 +57,8 @@ def test_a_successful_retrain_requests_every_citys_indices():
     context = build_run_status_sensor_context(
         sensor_name="indices_after_retrain",
         dagster_event=next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"),
-        dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
     )
     requests = automation.indices_after_retrain(context)
     assert [r.partition_key for r in requests] == list(CITY_SLUGS)
@@ -65,11 +74,11 @@ def test_publish_waits_for_every_city_index_then_publishes_once():
     assert "no embeddings" in automation.publish_decision(instance).skip_message
     _materialized(instance, "user_embeddings")
     for city in CITY_SLUGS[:-1]:
-        for asset in automation.INDEX_ASSETS:
+        for asset in stages.INDEX_ASSETS:
             _materialized(instance, asset, city)
     waiting = automation.publish_decision(instance)
     assert isinstance(waiting, SkipReason) and f"[{CITY_SLUGS[-1]}]" in waiting.skip_message
-    for asset in automation.INDEX_ASSETS:
+    for asset in stages.INDEX_ASSETS:
         _materialized(instance, asset, CITY_SLUGS[-1])
     assert isinstance(automation.publish_decision(instance), RunRequest)
     _materialized(instance, "serving_manifest")
@@ -86,7 +95,7 @@ def _index_run(instance, fail: bool) -> list:
     @op
     def build_indices(context) -> None:
         for city in CITY_SLUGS:
-            for asset in automation.INDEX_ASSETS:
+            for asset in stages.INDEX_ASSETS:
                 context.log_event(AssetMaterialization(asset_key=asset, partition=city))
         decisions.append(automation.publish_decision(context.instance))  # the run's checks are still to come
         if fail:
@@ -116,10 +125,10 @@ def test_an_index_whose_run_failed_is_not_published():
     assert isinstance(during, SkipReason) and "waiting for the runs building" in during.skip_message
     assert isinstance(after, SkipReason) and "failed" in after.skip_message
     for city in CITY_SLUGS[:-1]:  # rebuilt outside that run, all but one city: still refused
-        for asset in automation.INDEX_ASSETS:
+        for asset in stages.INDEX_ASSETS:
             _materialized(instance, asset, city)
     assert f"[{CITY_SLUGS[-1]}]" in automation.publish_decision(instance).skip_message
-    for asset in automation.INDEX_ASSETS:
+    for asset in stages.INDEX_ASSETS:
         _materialized(instance, asset, CITY_SLUGS[-1])
     assert isinstance(automation.publish_decision(instance), RunRequest)
 
@@ -128,20 +137,38 @@ def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(
     """`recsys materialize --users 400` then `make dagster`: a city refresh or an inbox ingest under the
     daemon must regenerate that world (same size and seed) and retrain with the same settings, not the defaults."""
     import recsys_assets.materialize
-    from recsys_assets import cli
     from recsys_assets.definitions import build_definitions
     from recsys_assets.resources import TrainingSettings, WorldSource, recorded_settings
+    from recsys_core import cli
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     assert build_definitions(str(tmp_path / "artifacts")).resources["world"].n_users == WorldSource().n_users
     materialized = []
-    monkeypatch.setattr(recsys_assets.materialize, "materialize_all", lambda defs, instance, cities: materialized.append(defs))
-    argv = ["materialize", "--users", "400", "--places", "320", "--seed", "7", "--max-steps", "30", "--time-budget", "900"]
+    monkeypatch.setattr(
+        recsys_assets.materialize, "materialize_all", lambda defs, instance, cities: materialized.append(defs)
+    )
+    argv = [
+        "materialize",
+        "--users",
+        "400",
+        "--places",
+        "320",
+        "--seed",
+        "7",
+        "--max-steps",
+        "30",
+        "--time-budget",
+        "900",
+    ]
     assert cli.main(argv) == 0
 
     world, training = recorded_settings(tmp_path)
     assert (world.n_users, world.n_places, world.seed, world.kind) == (400, 320, 7, "synthetic")
-    assert (training.max_steps, training.time_budget_s, training.batch_size) == (30, 900.0, TrainingSettings().batch_size)
+    assert (training.max_steps, training.time_budget_s, training.batch_size) == (
+        30,
+        900.0,
+        TrainingSettings().batch_size,
+    )
     for location in (materialized[0], build_definitions(str(tmp_path / "artifacts"))):  # the CLI's run and the daemon's
         assert location.resources["world"].n_users == 400 and location.resources["world"].seed == 7
         assert location.resources["training"].max_steps == 30

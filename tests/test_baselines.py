@@ -14,7 +14,9 @@ from recsys_core.baselines import item_filter as item_filter_module
 # ----------------------------------------------------------------------------- fixtures
 
 
-def planted_blocks(seed: int = 0, per_group: int = 60, per_block: int = 40, n_own: int = 12, n_noise: int = 2, n_held: int = 3):
+def planted_blocks(
+    seed: int = 0, per_group: int = 60, per_block: int = 40, n_own: int = 12, n_noise: int = 2, n_held: int = 3
+):
     """Two user groups, each preferring its own half of the items; some own-block items held out.
 
     Returns (train csr, held-out (user, item) arrays, group of user, block of item).

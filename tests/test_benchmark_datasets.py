@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_assets.cli import main
+from recsys_core.cli import main
 from recsys_core.datasets import carve_validation, load_gowalla, load_lastfm
 from recsys_core.datasets.base import DatasetFormatError, carve_pairs
 
@@ -89,8 +89,20 @@ def test_carve_pairs_splits_undirected_friendships():
 
 
 def _run(dataset: str, out: Path) -> dict:
-    code = main(["benchmark", dataset, "--data-dir", str(DATA / f"{dataset}_slice"), "--out", str(out),
-                 "--k", str(K), "--time-budget-min", "0.5"])
+    code = main(
+        [
+            "benchmark",
+            dataset,
+            "--data-dir",
+            str(DATA / f"{dataset}_slice"),
+            "--out",
+            str(out),
+            "--k",
+            str(K),
+            "--time-budget-min",
+            "0.5",
+        ]
+    )
     assert code == 0
     return json.loads((out / "report.json").read_text())
 
@@ -111,8 +123,16 @@ def test_benchmark_gowalla_slice_end_to_end(tmp_path):
     report = _run("gowalla", tmp_path)
     ds = load_gowalla(DATA / "gowalla_slice")
     _check_places(tmp_path / f"places_top{K}.txt", ds.user_ids, ds.interactions, ds.item_ids)
-    for name in ("popularity", "linear_item_filter", "mf_bpr", "lightgcn", "model: graphrec_gnn_only",
-                 "model: graph_filter_only", "model: ials_bag_only", "model: blend"):
+    for name in (
+        "popularity",
+        "linear_item_filter",
+        "mf_bpr",
+        "lightgcn",
+        "model: graphrec_gnn_only",
+        "model: graph_filter_only",
+        "model: ials_bag_only",
+        "model: blend",
+    ):
         assert name in report["validation"], name
     # The blend's weights are chosen on validation over a grid holding the filter alone and every
     # subset of parts next to it: it is at least as good as each of them.
@@ -125,12 +145,16 @@ def test_benchmark_gowalla_slice_end_to_end(tmp_path):
     # the filter's setting is the best of its validation sweep
     sweep = report["graph_filter"]["validation_recall_by_setting"]
     assert report["validation"]["model: graph_filter_only"][f"recall@{K}"] == max(sweep.values())
-    assert {"load", "graph_filter", "final_ranking_filter", "baselines", "graphrec_train", "blend"} <= set(report["phases"])
+    assert {"load", "graph_filter", "final_ranking_filter", "baselines", "graphrec_train", "blend"} <= set(
+        report["phases"]
+    )
     # iALS runs when its share of the budget is spare (not always on a 30 s budget); else it says so
     ials = report["validation"]["model: ials_bag_only"]
     assert (f"recall@{K}" in ials) if "ials" in report["phases"] else ials == {"skipped": "time budget"}
     assert report["written_by"].startswith(("graph filter", "blend"))
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.tmp")), "an atomic write left its temporary file behind"
+    for written in (tmp_path / "report.json", tmp_path / f"places_top{K}.txt"):
+        assert written.stat().st_mode & 0o044 == 0o044, f"{written.name} must be readable by other users"
     assert report["peak_rss_mb"] > 0 and report["config"]["k"] == K
     assert report["cold_users"] == 1
     # the cold user gets the most popular places
@@ -151,7 +175,9 @@ def test_benchmark_lastfm_slice_writes_places_and_friends(tmp_path):
         assert not existing & set(recommended), f"user {user} is recommended existing friends"
         assert set(recommended) <= set(ds.user_ids.tolist())
     validation = report["friends"]["validation"]
-    assert {"common_neighbours", "adamic_adar", "ppr_0.1", "katz", "heuristic", "model: friend re-ranker"} <= set(validation)
+    assert {"common_neighbours", "adamic_adar", "ppr_0.1", "katz", "heuristic", "model: friend re-ranker"} <= set(
+        validation
+    )
     assert report["friends"]["strongest_weights"]
 
 

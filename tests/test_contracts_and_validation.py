@@ -16,26 +16,52 @@ F32, I32, I64 = pa.float32(), pa.int32(), pa.int64()
 # The column lists, spelled out independently of recsys_core.contracts.
 SPEC = {
     "users": [
-        ("user_id", I64), ("home_city_id", I32), ("home_neighborhood_id", I32),
-        ("cat_pref", pa.list_(F32, 6)), ("fine_pref", pa.list_(F32, 100)), ("vibe_pref", pa.list_(F32, 30)),
+        ("user_id", I64),
+        ("home_city_id", I32),
+        ("home_neighborhood_id", I32),
+        ("cat_pref", pa.list_(F32, 6)),
+        ("fine_pref", pa.list_(F32, 100)),
+        ("vibe_pref", pa.list_(F32, 30)),
         ("area_freqs", pa.map_(I32, F32)),
-        ("avg_sessions_per_week", F32), ("avg_views_per_session", F32), ("avg_likes_per_session", F32),
-        ("avg_saves_per_session", F32), ("avg_attends_per_month", F32),
+        ("avg_sessions_per_week", F32),
+        ("avg_views_per_session", F32),
+        ("avg_likes_per_session", F32),
+        ("avg_saves_per_session", F32),
+        ("avg_attends_per_month", F32),
     ],
     "places": [
-        ("place_id", I64), ("city_id", I32), ("neighborhood_id", I32), ("category_ids", pa.list_(I32)),
-        ("category_one_hot", pa.list_(F32, 6)), ("fine_tag_vector", pa.list_(F32, 100)),
-        ("price_band", I32), ("typical_time_slot", I32),
-        ("base_popularity", F32), ("avg_daily_visits", F32), ("conversion_rate", F32), ("novelty_score", F32),
+        ("place_id", I64),
+        ("city_id", I32),
+        ("neighborhood_id", I32),
+        ("category_ids", pa.list_(I32)),
+        ("category_one_hot", pa.list_(F32, 6)),
+        ("fine_tag_vector", pa.list_(F32, 100)),
+        ("price_band", I32),
+        ("typical_time_slot", I32),
+        ("base_popularity", F32),
+        ("avg_daily_visits", F32),
+        ("conversion_rate", F32),
+        ("novelty_score", F32),
     ],
     "interactions": [
-        ("user_id", I64), ("place_id", I64), ("dwell_time", F32),
-        ("num_likes", I32), ("num_saves", I32), ("num_shares", I32), ("attended", pa.bool_()),
-        ("implicit_rating", F32), ("timestamp", None), ("time_of_day_bucket", I32), ("day_of_week_bucket", I32),
+        ("user_id", I64),
+        ("place_id", I64),
+        ("dwell_time", F32),
+        ("num_likes", I32),
+        ("num_saves", I32),
+        ("num_shares", I32),
+        ("attended", pa.bool_()),
+        ("implicit_rating", F32),
+        ("timestamp", None),
+        ("time_of_day_bucket", I32),
+        ("day_of_week_bucket", I32),
     ],
     "user_user_edges": [
-        ("user_u", I64), ("user_v", I64), ("interest_overlap_score", F32),
-        ("co_attendance_count", I32), ("same_neighborhood_freq", F32),
+        ("user_u", I64),
+        ("user_v", I64),
+        ("interest_overlap_score", F32),
+        ("co_attendance_count", I32),
+        ("same_neighborhood_freq", F32),
     ],
     "friend_labels": [("user_u", I64), ("user_v", I64), ("label_compat", I32), ("label_attend", I32)],
 }
@@ -184,7 +210,9 @@ def test_conform_names_every_missing_column(world):
 
 def test_conform_refuses_an_uncastable_column(world):
     labels = world["friend_labels"]
-    labels = labels.set_column(labels.schema.get_field_index("label_attend"), "label_attend", pa.array(["yes"] * labels.num_rows))
+    labels = labels.set_column(
+        labels.schema.get_field_index("label_attend"), "label_attend", pa.array(["yes"] * labels.num_rows)
+    )
     with pytest.raises(ValueError, match="label_attend"):
         contracts.conform(labels, "friend_labels")
 

@@ -9,10 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-from dagster import AssetKey, Definitions, DagsterInstance, StaticPartitionsDefinition
+from dagster import AssetKey, DagsterInstance, Definitions, StaticPartitionsDefinition
 
-from recsys_assets.definitions import defs as project_defs
 from recsys_assets.definitions import build_definitions
+from recsys_assets.definitions import defs as project_defs
 from recsys_assets.io_manager import latest_artifact_path, load_artifact, load_latest
 from recsys_assets.resources import WorldSource
 from recsys_core import contracts
@@ -70,7 +70,7 @@ def offending_rows(check_evaluation) -> list[dict[str, str]]:
     lines = [line for line in check_evaluation.metadata["offending_rows"].value.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     header, body = cells[0], cells[2:]  # cells[1] is the |---| separator
-    return [dict(zip(header, row)) for row in body]
+    return [dict(zip(header, row, strict=False)) for row in body]
 
 
 def artifact_path(result, asset: str) -> Path:
@@ -84,11 +84,11 @@ def city_rows(table: pa.Table, column: str, ids) -> pa.Table:
 
 def city_slice(world, slug: str) -> dict[str, pa.Table]:
     city = CITY_SLUGS.index(slug)
-    users = world["users"].filter(pc.equal(world["users"].column("home_city_id"), city))
+    users = world["users"].filter(pc.equal(world["users"].column("home_city_id"), pa.scalar(city)))
     ids = users.column("user_id")
     return {
         "users": users,
-        "places": world["places"].filter(pc.equal(world["places"].column("city_id"), city)),
+        "places": world["places"].filter(pc.equal(world["places"].column("city_id"), pa.scalar(city))),
         "interactions": city_rows(world["interactions"], "user_id", ids),
         "user_user_edges": city_rows(world["user_user_edges"], "user_u", ids),
         "friend_labels": city_rows(world["friend_labels"], "user_u", ids),
@@ -119,7 +119,12 @@ def test_graph_assets_cover_all_cities_unpartitioned(asset):
 
 def test_definitions_have_the_expected_blocking_checks():
     specs = [spec for checks in project_defs.asset_checks for spec in checks.check_specs]
-    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {**WORLD_CHECKS, **GRAPH_CHECKS, **MODEL_CHECKS, **SERVING_CHECKS}
+    assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {
+        **WORLD_CHECKS,
+        **GRAPH_CHECKS,
+        **MODEL_CHECKS,
+        **SERVING_CHECKS,
+    }
     assert all(spec.blocking for spec in specs)
 
 
@@ -176,7 +181,9 @@ def test_artifacts_live_under_asset_partition_and_run(materialized_world):
     assert (path / "table.parquet").exists() and (path / "artifact.json").exists()
     graph_path = artifact_path(materialized_world.graph_run, "hetero_graph")
     assert graph_path.relative_to(materialized_world.root).parts == (
-        "hetero_graph", "all", materialized_world.graph_run.run_id,
+        "hetero_graph",
+        "all",
+        materialized_world.graph_run.run_id,
     )
 
 
@@ -229,7 +236,9 @@ def corrupted_parquet_world(world, tmp_path_factory, dagster_materialize):
     unknown_place = int(place.max()) + 999
     place[interaction_rows[bad_interaction_local]] = unknown_place
     it = tables["interactions"]
-    tables["interactions"] = it.set_column(it.schema.get_field_index("place_id"), "place_id", pa.array(place, pa.int64()))
+    tables["interactions"] = it.set_column(
+        it.schema.get_field_index("place_id"), "place_id", pa.array(place, pa.int64())
+    )
 
     for name, table in tables.items():
         pq.write_table(table, directory / f"{name}.parquet")
@@ -245,7 +254,10 @@ def corrupted_parquet_world(world, tmp_path_factory, dagster_materialize):
         run_city=run_city,
         bad_user_id=int(users.column("user_id")[int(bad_user_row)].as_py()),
         bad_user_local_row=bad_user_local,
-        bad_interaction_key=(int(it.column("user_id")[int(interaction_rows[bad_interaction_local])].as_py()), unknown_place),
+        bad_interaction_key=(
+            int(it.column("user_id")[int(interaction_rows[bad_interaction_local])].as_py()),
+            unknown_place,
+        ),
         bad_interaction_local_row=bad_interaction_local,
     )
 

@@ -13,20 +13,16 @@ import pyarrow as pa
 import pytest
 from dagster import AssetKey
 
-from recsys_assets.defs import checks
 from recsys_assets.definitions import defs as project_defs
+from recsys_assets.defs import checks
 from recsys_assets.io_manager import load_latest
+from recsys_assets.stages import ASSET_GROUPS
 from recsys_core import contracts
 from recsys_core.retrieval.embeddings import city_rows
 from recsys_core.retrieval.index import build_city_index
 from recsys_core.taxonomy import CITY_SLUGS
 
-STAGES = {
-    "world": {"users", "places", "interactions", "user_user_edges", "friend_labels"},
-    "graph": {"user_features", "place_features", "hetero_graph"},
-    "model": {"trained_model", "model_evaluation"},
-    "serving": {"user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest"},
-}
+STAGES = {group: set(assets) for group, assets in ASSET_GROUPS.items()}
 
 
 def specs():
@@ -35,9 +31,7 @@ def specs():
 
 def materialization(runs, asset: str):
     """The metadata of the (last) materialization of `asset` among `runs`."""
-    events = [
-        e for run in runs for e in run.get_asset_materialization_events() if e.asset_key == AssetKey(asset)
-    ]
+    events = [e for run in runs for e in run.get_asset_materialization_events() if e.asset_key == AssetKey(asset)]
     assert events, f"{asset} was not materialized"
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
@@ -45,17 +39,27 @@ def materialization(runs, asset: str):
 def markdown_rows(markdown: str) -> list[dict[str, str]]:
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    return [dict(zip(cells[0], row)) for row in cells[2:]]
+    return [dict(zip(cells[0], row, strict=False)) for row in cells[2:]]
 
 
 # --------------------------------------------------------------------------- definitions
 
 
-def test_assets_are_grouped_by_stage():
+def test_assets_are_grouped_by_stage() -> None:
     by_group: dict[str, set[str]] = {}
     for key, spec in specs().items():
         by_group.setdefault(spec.group_name, set()).add(key)
     assert by_group == STAGES
+
+
+def test_the_pipeline_stages_take_every_asset_once_and_per_city_stages_are_partitioned():
+    from recsys_assets.stages import PIPELINE_STAGES
+
+    staged = [asset for stage in PIPELINE_STAGES for asset in stage.assets]
+    assert sorted(staged) == sorted(specs()), "every asset is in exactly one stage of a full run"
+    for stage in PIPELINE_STAGES:
+        partitioned = {specs()[asset].partitions_def is not None for asset in stage.assets}
+        assert partitioned == {stage.per_city}, f"stage {stage.name!r}: per_city={stage.per_city}"
 
 
 @pytest.mark.parametrize("asset", sorted(set().union(*STAGES.values())))
@@ -134,8 +138,17 @@ def test_model_evaluation_shows_the_comparison_table(materialized_world):
 
 
 def test_quality_gate_shows_its_figures_and_the_validation_table(materialized_world):
-    [gate] = [e for e in materialized_world.model_run.get_asset_check_evaluations() if e.asset_check_key.name == "model_beats_baselines"]
-    assert {"val_recall@20_graphrec", "val_recall@20_required", "val_friend_auc_graphrec", "validation comparison"} <= set(gate.metadata)
+    [gate] = [
+        e
+        for e in materialized_world.model_run.get_asset_check_evaluations()
+        if e.asset_check_key.name == "model_beats_baselines"
+    ]
+    assert {
+        "val_recall@20_graphrec",
+        "val_recall@20_required",
+        "val_friend_auc_graphrec",
+        "validation comparison",
+    } <= set(gate.metadata)
     assert "graphrec" in gate.metadata["validation comparison"].value
 
 
@@ -175,18 +188,22 @@ def test_manifest_shows_every_citys_index_sizes(served_world):
 
 def _embeddings(ids: np.ndarray, city: int, dim: int = 4) -> pa.Table:
     vectors = np.random.default_rng(0).normal(size=(len(ids), dim)).astype(np.float32)
-    return pa.table({
-        "place_id": pa.array(ids, pa.int64()),
-        "city_id": pa.array(np.full(len(ids), city), pa.int32()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
-    })
+    return pa.table(
+        {
+            "place_id": pa.array(ids, pa.int64()),
+            "city_id": pa.array(np.full(len(ids), city), pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        }
+    )
 
 
 def test_index_check_fails_naming_the_ids_the_index_lacks():
     city = 1
     table = _embeddings(np.arange(100, 130), city)
     rows = city_rows(table, city)
-    index = build_city_index(rows.column("place_id").to_numpy()[:-3], np.asarray(rows.column("embedding").to_pylist(), np.float32)[:-3])
+    index = build_city_index(
+        rows.column("place_id").to_numpy()[:-3], np.asarray(rows.column("embedding").to_pylist(), np.float32)[:-3]
+    )
     result = checks._index_check(SimpleNamespace(partition_key=CITY_SLUGS[city]), index, table, "place_id", sample=10)
     assert not result.passed
     meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
@@ -196,7 +213,9 @@ def test_index_check_fails_naming_the_ids_the_index_lacks():
 
 def test_index_check_passes_on_a_complete_index():
     table = _embeddings(np.arange(100, 130), 0)
-    index = build_city_index(table.column("place_id").to_numpy(), np.asarray(table.column("embedding").to_pylist(), np.float32))
+    index = build_city_index(
+        table.column("place_id").to_numpy(), np.asarray(table.column("embedding").to_pylist(), np.float32)
+    )
     result = checks._index_check(SimpleNamespace(partition_key=CITY_SLUGS[0]), index, table, "place_id", sample=10)
     assert result.passed
     assert result.metadata["recall@50_vs_exact"].value == 1.0

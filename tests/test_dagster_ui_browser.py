@@ -13,6 +13,7 @@ Skipped only when Chromium or chromedriver is not installed (`.ci/run` installs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from recsys_assets.stages import ASSET_GROUPS
 from recsys_core.taxonomy import CITY_SLUGS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,12 +39,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run does this)",
 )
 
-STAGES = {
-    "world": ["users", "places", "interactions", "user_user_edges", "friend_labels"],
-    "graph": ["user_features", "place_features", "hetero_graph"],
-    "model": ["trained_model", "model_evaluation"],
-    "serving": ["user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest"],
-}
+STAGES = {group: list(assets) for group, assets in ASSET_GROUPS.items()}
 MATERIALIZED_CITIES = ("london", "berlin")
 # Generous bounds for a loaded 2-core machine; a healthy one needs a fraction of them.
 SERVER_START_S = 600
@@ -66,6 +63,7 @@ def ui_home(tmp_path_factory) -> Path:
     from dagster import DagsterInstance, materialize
 
     from recsys_assets.definitions import build_definitions
+    from recsys_assets.materialize import materializable
     from recsys_assets.resources import WorldSource
 
     root = tmp_path_factory.mktemp("dagster_ui")
@@ -77,8 +75,11 @@ def ui_home(tmp_path_factory) -> Path:
     with DagsterInstance.local_temp(str(home)) as instance:
         for city in MATERIALIZED_CITIES:
             result = materialize(
-                [*defs.assets, *defs.asset_checks], selection=["places", "users"], partition_key=city,
-                instance=instance, resources=defs.resources,
+                materializable(defs),
+                selection=["places", "users"],
+                partition_key=city,
+                instance=instance,
+                resources=defs.resources,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
             assert result.success
@@ -99,7 +100,11 @@ def dagster_ui(ui_home):
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -120,24 +125,22 @@ def dagster_ui(ui_home):
     finally:
         # The webserver and the code server it started are one process group (start_new_session).
         _signal_group(server.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(server.pid, signal.SIGKILL)  # whatever of the group is still alive
         server.wait(timeout=30)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _start_chromium(profiles, attempts: int = 3):
     """Headless Chromium with a fresh profile. chromedriver gives it 60 s to start, which a heavily
     loaded machine can miss once, so a failed start is retried (with a new profile)."""
+    if CHROMIUM is None:  # the module is skipped then (pytestmark)
+        pytest.skip("Chromium is not installed")
     from selenium import webdriver
     from selenium.common.exceptions import SessionNotCreatedException
     from selenium.webdriver.chrome.service import Service
@@ -146,8 +149,15 @@ def _start_chromium(profiles, attempts: int = 3):
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for argument in (
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1920,1400",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1920,1400",
             f"--user-data-dir={profiles.mktemp('chromium_profile')}",
         ):
             options.add_argument(argument)
@@ -222,16 +232,23 @@ def test_partitioned_asset_shows_the_city_partitions_and_their_status(dagster_ui
 
     browser.get(f"{dagster_ui}/assets/places?view=partitions")
     cities = set(CITY_SLUGS)
-    _wait_for(browser, lambda d: cities <= set(d.find_element(By.TAG_NAME, "body").text.splitlines()),
-              "the eight city partitions of places")
+    _wait_for(
+        browser,
+        lambda d: cities <= set(d.find_element(By.TAG_NAME, "body").text.splitlines()),
+        "the eight city partitions of places",
+    )
     # Two cities were materialized, six were not.
-    _wait_for(browser, lambda d: "Materialized (2)" in d.find_element(By.TAG_NAME, "body").text,
-              "two materialized partitions")
+    _wait_for(
+        browser, lambda d: "Materialized (2)" in d.find_element(By.TAG_NAME, "body").text, "two materialized partitions"
+    )
     assert "Missing (6)" in browser.find_element(By.TAG_NAME, "body").text
     # One city's materialization shows its metadata: row count, preview, distributions.
     browser.find_element(By.XPATH, "//*[normalize-space(text())='berlin']").click()
-    _wait_for(browser, lambda d: "price_band distribution" in d.find_element(By.TAG_NAME, "body").text,
-              "berlin's materialization metadata")
+    _wait_for(
+        browser,
+        lambda d: "price_band distribution" in d.find_element(By.TAG_NAME, "body").text,
+        "berlin's materialization metadata",
+    )
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "dagster/row_count" in body or "Row count" in body
     assert "preview" in body

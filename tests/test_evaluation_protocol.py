@@ -8,12 +8,13 @@ import torch
 
 from recsys_core.evaluation import compare as cmp
 from recsys_core.evaluation.protocol import PlaceTruth, evaluate_friends, evaluate_places
+from recsys_core.evaluation.split import split_indices, training_graph
 from recsys_core.graph import INTERACTS, build_from_world
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.inputs import GraphInputs
+from recsys_core.training.config import TrainConfig
 from recsys_core.training.pipeline import fit
-from recsys_core.training.split import split_indices, training_graph
-from recsys_core.training.trainer import TrainConfig, validation_recall
+from recsys_core.training.validation import validation_recall
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -133,12 +134,22 @@ def test_tier_rows_exist_with_the_right_user_counts():
 
 def test_small_catalogues_are_evaluated():
     truth = PlaceTruth(
-        users=np.arange(2), places=np.arange(8), user_city=np.zeros(2, int), place_city=np.zeros(8, int),
-        seen_user=np.array([0, 1]), seen_place=np.array([0, 1]), held_user=np.array([0, 1]), held_place=np.array([2, 3]),
-        train_counts=np.array([1, 1]), place_popularity=np.ones(8), place_features=None,
+        users=np.arange(2),
+        places=np.arange(8),
+        user_city=np.zeros(2, int),
+        place_city=np.zeros(8, int),
+        seen_user=np.array([0, 1]),
+        seen_place=np.array([0, 1]),
+        held_user=np.array([0, 1]),
+        held_place=np.array([2, 3]),
+        train_counts=np.array([1, 1]),
+        place_popularity=np.ones(8),
+        place_features=None,
     )
     held = {0: 2, 1: 3}
-    table = evaluate_places({"perfect": lambda c, u, p: np.array([[float(q == held[int(x)]) for q in p] for x in u])}, truth)
+    table = evaluate_places(
+        {"perfect": lambda c, u, p: np.array([[float(q == held[int(x)]) for q in p] for x in u])}, truth
+    )
     assert rows(table, "perfect")["all"]["recall@5"] == pytest.approx(1.0)
 
 
@@ -186,7 +197,9 @@ def split(bundle):
 
 @pytest.fixture(scope="module")
 def trained_model(bundle, split):
-    config = TrainConfig(max_steps=15, eval_every=5, batch_size=2048, city_pool=128, in_batch_negatives=256, head_batch=512)
+    config = TrainConfig(
+        max_steps=15, eval_every=5, batch_size=2048, city_pool=128, in_batch_negatives=256, head_batch=512
+    )
     return fit(bundle, ModelConfig(d_model=32, head_hidden=(64, 32), d_ctx=8), config, split=split).model
 
 
@@ -202,9 +215,13 @@ def test_place_truth_for_the_test_part_excludes_training_and_validation_pairs(bu
     test = PlaceTruth.from_split(bundle, split, "test", *city)
     val = PlaceTruth.from_split(bundle, split, "val", *city)
     seen_for_test = np.concatenate([split.train_edges, split.val_edges])
-    assert np.array_equal(test.seen_user, ei[0, seen_for_test]) and np.array_equal(test.seen_place, ei[1, seen_for_test])
+    assert np.array_equal(test.seen_user, ei[0, seen_for_test]) and np.array_equal(
+        test.seen_place, ei[1, seen_for_test]
+    )
     assert np.array_equal(test.held_place, ei[1, split.test_edges])
-    assert np.array_equal(val.seen_place, ei[1, split.train_edges]) and np.array_equal(val.held_place, ei[1, split.val_edges])
+    assert np.array_equal(val.seen_place, ei[1, split.train_edges]) and np.array_equal(
+        val.held_place, ei[1, split.val_edges]
+    )
     for truth in (test, val):  # tiers and popularity come from training pairs only
         assert truth.train_counts.sum() == len(split.train_edges)
         assert truth.place_popularity.sum() == len(split.train_edges)

@@ -66,7 +66,11 @@ def truncated_file(m: ServingManifest, tmp: Path):
     copy = _copy(m.user_embeddings, tmp / "users")
     ref = ArtifactRef.of_directory(copy, m.user_embeddings.file)  # records the size
     _truncate(copy / ref.file)
-    return dataclasses.replace(m, user_embeddings=ref), ["user_embeddings: ", "is truncated", f"the manifest says {ref.bytes}"]
+    return dataclasses.replace(m, user_embeddings=ref), [
+        "user_embeddings: ",
+        "is truncated",
+        f"the manifest says {ref.bytes}",
+    ]
 
 
 def truncated_file_without_a_recorded_size(m: ServingManifest, tmp: Path):
@@ -82,7 +86,10 @@ def truncated_before_it_was_hashed(m: ServingManifest, tmp: Path):
     copy = _copy(source, tmp / "index")
     _truncate(copy / INDEX_FILE)
     ref = ArtifactRef.of_directory(copy, INDEX_FILE)
-    return dataclasses.replace(m, place_indices={**m.place_indices, city: ref}), [f"place_index[city {city}] (", "cannot be loaded"]
+    return dataclasses.replace(m, place_indices={**m.place_indices, city: ref}), [
+        f"place_index[city {city}] (",
+        "cannot be loaded",
+    ]
 
 
 def sha256_mismatch(m: ServingManifest, tmp: Path):
@@ -97,10 +104,16 @@ def embedding_dimension(m: ServingManifest, tmp: Path):
     vectors = embedding_matrix(table)
     narrow = pa.FixedSizeListArray.from_arrays(pa.array(vectors[:, :-8].ravel()), vectors.shape[1] - 8)
     (tmp / "users").mkdir()
-    pq.write_table(table.set_column(table.schema.get_field_index("embedding"), "embedding", narrow), tmp / "users" / "table.parquet")
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("embedding"), "embedding", narrow),
+        tmp / "users" / "table.parquet",
+    )
     ref = ArtifactRef.of_directory(tmp / "users", "table.parquet")
     dim = vectors.shape[1]
-    return dataclasses.replace(m, user_embeddings=ref), ["user_embeddings (", f"has dimension {dim - 8}, but the model's embeddings have {dim}"]
+    return dataclasses.replace(m, user_embeddings=ref), [
+        "user_embeddings (",
+        f"has dimension {dim - 8}, but the model's embeddings have {dim}",
+    ]
 
 
 def index_dimension(m: ServingManifest, tmp: Path):
@@ -108,15 +121,21 @@ def index_dimension(m: ServingManifest, tmp: Path):
     rows = city_rows(pq.read_table(m.user_embeddings.target), int(city))
     vectors = embedding_matrix(rows)
     wide = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
-    ref = ArtifactRef.of_directory(tmp / "index", build_city_index(rows.column("user_id").to_numpy(), wide).save(tmp / "index").name)
-    return (dataclasses.replace(m, user_indices={**m.user_indices, city: ref}),
-            [f"user_index[city {city}] (", f"has dimension {vectors.shape[1] + 1}"])
+    ref = ArtifactRef.of_directory(
+        tmp / "index", build_city_index(rows.column("user_id").to_numpy(), wide).save(tmp / "index").name
+    )
+    return (
+        dataclasses.replace(m, user_indices={**m.user_indices, city: ref}),
+        [f"user_index[city {city}] (", f"has dimension {vectors.shape[1] + 1}"],
+    )
 
 
 def index_of_another_city(m: ServingManifest, tmp: Path):
     first, second = list(m.place_indices)[:2]
-    return (dataclasses.replace(m, place_indices={**m.place_indices, first: m.place_indices[second]}),
-            [f"place_index[city {first}] (", "ids that are not the city's nodes"])
+    return (
+        dataclasses.replace(m, place_indices={**m.place_indices, first: m.place_indices[second]}),
+        [f"place_index[city {first}] (", "ids that are not the city's nodes"],
+    )
 
 
 def no_index_for_a_city(m: ServingManifest, tmp: Path):
@@ -129,8 +148,18 @@ def malformed_json(m: ServingManifest, tmp: Path):
     return m.to_json()[: len(m.to_json()) // 2], ["malformed serving manifest"]
 
 
-FAULTS = [missing_file, truncated_file, truncated_file_without_a_recorded_size, truncated_before_it_was_hashed,
-          sha256_mismatch, embedding_dimension, index_dimension, index_of_another_city, no_index_for_a_city, malformed_json]
+FAULTS = [
+    missing_file,
+    truncated_file,
+    truncated_file_without_a_recorded_size,
+    truncated_before_it_was_hashed,
+    sha256_mismatch,
+    embedding_dimension,
+    index_dimension,
+    index_of_another_city,
+    no_index_for_a_city,
+    malformed_json,
+]
 
 
 def _publish(manifest: ServingManifest | str, live: Path) -> None:
@@ -152,7 +181,9 @@ def published(world, tmp_path_factory) -> Path:
 
     bundle = build_from_world(world)
     torch.manual_seed(0)
-    model = GraphRec(ModelConfig(d_model=32, head_hidden=(64, 32), d_ctx=8), GraphInputs.from_hetero(bundle.data).edge_dims())
+    model = GraphRec(
+        ModelConfig(d_model=32, head_hidden=(64, 32), d_ctx=8), GraphInputs.from_hetero(bundle.data).edge_dims()
+    )
     return publish(model.eval(), bundle, tmp_path_factory.mktemp("published"), "v0")
 
 
@@ -233,12 +264,16 @@ def test_a_service_started_without_a_manifest_serves_as_soon_as_one_appears(publ
 def _run_until_marker(script: str, args: list[str], marker: Path, timeout_s: float = 240) -> None:
     """Start `script` in a fresh interpreter, wait until it writes `marker` (it then stalls at
     the point under test) and SIGKILL it there."""
-    process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert process.stdout is not None  # stdout=PIPE
     try:
         deadline = time.monotonic() + timeout_s
         while not marker.exists():
             if process.poll() is not None:
-                pytest.fail(f"the writer exited ({process.returncode}) before the kill point:\n{process.stdout.read().decode()[-3000:]}")
+                output = process.stdout.read().decode()[-3000:]
+                pytest.fail(f"the writer exited ({process.returncode}) before the kill point:\n{output}")
             if time.monotonic() > deadline:
                 pytest.fail("the writer never reached the kill point")
             time.sleep(0.05)
@@ -273,9 +308,18 @@ dataclasses.replace(ServingManifest.read(live), version="v2-killed").write(live)
 
 def _small_manifest(version: str) -> ServingManifest:
     ref = ArtifactRef(path="/artifacts/x", file="f", sha256="0" * 64, bytes=1)
-    return ServingManifest(version=version, created_at="2025-01-01T00:00:00+00:00", model_version=f"graphrec-{version}",
-                           model=ref, graph=ref, user_embeddings=ref, place_embeddings=ref,
-                           place_indices={"0": ref}, user_indices={"0": ref}, extra={"padding": "x" * 200_000})
+    return ServingManifest(
+        version=version,
+        created_at="2025-01-01T00:00:00+00:00",
+        model_version=f"graphrec-{version}",
+        model=ref,
+        graph=ref,
+        user_embeddings=ref,
+        place_embeddings=ref,
+        place_indices={"0": ref},
+        user_indices={"0": ref},
+        extra={"padding": "x" * 200_000},
+    )
 
 
 @pytest.mark.parametrize("point", ["fsync", "replace"])
@@ -331,10 +375,22 @@ def test_a_run_killed_while_writing_an_artifact_leaves_the_previous_one_and_the_
     defs = build_definitions(str(root), WorldSource(n_users=160, n_places=160), TrainingSettings())
     instance = DagsterInstance.local_temp(str(home))
     places = AssetKey("places")
-    run = lambda: materialize(list(defs.assets), selection=["places"], partition_key=city, instance=instance,  # noqa: E731
-                              resources=defs.resources)
+
+    def run():
+        return materialize(
+            list(defs.assets),
+            selection=["places"],
+            partition_key=city,
+            instance=instance,
+            resources=defs.resources,
+        )
+
     assert run().success
-    before, files, table = latest_materialization(instance, places, city), _files(root), load_latest(instance, places, [city])
+    before, files, table = (
+        latest_materialization(instance, places, city),
+        _files(root),
+        load_latest(instance, places, [city]),
+    )
 
     _run_until_marker(KILLED_WHILE_WRITING_AN_ARTIFACT, [str(root), str(home), str(marker), city], marker)
 

@@ -25,13 +25,21 @@ def edge_id_pairs(bundle, edge_type) -> set[tuple[int, int]]:
     """The edges of a type as (source id, destination id) pairs, via the node_id mapping."""
     src, _, dst = edge_type
     ei = bundle.data[edge_type].edge_index.numpy()
-    return set(zip(node_ids(bundle, src)[ei[0]].tolist(), node_ids(bundle, dst)[ei[1]].tolist()))
+    return set(zip(node_ids(bundle, src)[ei[0]].tolist(), node_ids(bundle, dst)[ei[1]].tolist(), strict=True))
 
 
 def events_table(rows: list[dict]) -> pa.Table:
     """A hand-made interactions table; missing fields get neutral defaults."""
-    defaults = dict(dwell_time=0.0, num_likes=0, num_saves=0, num_shares=0, attended=False,
-                    implicit_rating=1.0, time_of_day_bucket=0, day_of_week_bucket=0)
+    defaults = dict(
+        dwell_time=0.0,
+        num_likes=0,
+        num_saves=0,
+        num_shares=0,
+        attended=False,
+        implicit_rating=1.0,
+        time_of_day_bucket=0,
+        day_of_week_bucket=0,
+    )
     full = [{**defaults, **r, "timestamp": np.datetime64(r["timestamp"], "us")} for r in rows]
     return pa.Table.from_pylist(full).select(contracts.INTERACTIONS.names).cast(contracts.INTERACTIONS)
 
@@ -50,7 +58,7 @@ def test_layout_blocks_are_contiguous_and_named():
     for layout in (features.USER_LAYOUT, features.PLACE_LAYOUT, features.INTERACTION_EDGE_LAYOUT):
         table = layout.as_table()
         assert table[0]["start"] == 0 and table[-1]["stop"] == layout.width
-        assert all(a["stop"] == b["start"] for a, b in zip(table, table[1:]))
+        assert all(a["stop"] == b["start"] for a, b in zip(table, table[1:], strict=False))
     with pytest.raises(KeyError):
         features.USER_LAYOUT["no_such_block"]
 
@@ -62,7 +70,9 @@ def test_user_features_carry_the_user_table_values(world):
     assert x.shape == (users.num_rows, 158) and x.dtype == np.float32
     assert np.isfinite(x).all()
     np.testing.assert_array_equal(x[:, L["city_id"]].ravel(), users.column("home_city_id").to_numpy())
-    np.testing.assert_array_equal(x[:, L["home_neighborhood_id"]].ravel(), users.column("home_neighborhood_id").to_numpy())
+    np.testing.assert_array_equal(
+        x[:, L["home_neighborhood_id"]].ravel(), users.column("home_neighborhood_id").to_numpy()
+    )
     for block in ("cat_pref", "fine_pref", "vibe_pref"):
         np.testing.assert_array_equal(x[:, L[block]], contracts.list_matrix(users, block))
     behaviour = x[:, L["behaviour"]]
@@ -98,7 +108,9 @@ def test_feature_tables_are_sorted_by_id(world):
     table = features.user_feature_table(reversed_users)
     ids = table.column("user_id").to_numpy()
     assert (np.diff(ids) > 0).all()
-    np.testing.assert_array_equal(contracts.list_matrix(table, "x"), features.user_features(world["users"].sort_by("user_id")))
+    np.testing.assert_array_equal(
+        contracts.list_matrix(table, "x"), features.user_features(world["users"].sort_by("user_id"))
+    )
 
 
 # --------------------------------------------------------------------------- aggregation of repeated events
@@ -107,17 +119,39 @@ def test_feature_tables_are_sorted_by_id(world):
 def test_repeated_events_of_a_pair_become_one_edge_with_aggregated_features():
     events = events_table(
         [
-            dict(user_id=1, place_id=7, timestamp="2024-01-01T09:00", dwell_time=100.0, num_likes=1,
-                 implicit_rating=2.0, time_of_day_bucket=0),
-            dict(user_id=1, place_id=7, timestamp="2024-01-06T20:00", num_saves=1, attended=True,
-                 implicit_rating=4.0, time_of_day_bucket=2, day_of_week_bucket=1),
-            dict(user_id=1, place_id=7, timestamp="2024-01-03T14:00", num_likes=2, num_shares=1,
-                 implicit_rating=3.0, time_of_day_bucket=1),
+            dict(
+                user_id=1,
+                place_id=7,
+                timestamp="2024-01-01T09:00",
+                dwell_time=100.0,
+                num_likes=1,
+                implicit_rating=2.0,
+                time_of_day_bucket=0,
+            ),
+            dict(
+                user_id=1,
+                place_id=7,
+                timestamp="2024-01-06T20:00",
+                num_saves=1,
+                attended=True,
+                implicit_rating=4.0,
+                time_of_day_bucket=2,
+                day_of_week_bucket=1,
+            ),
+            dict(
+                user_id=1,
+                place_id=7,
+                timestamp="2024-01-03T14:00",
+                num_likes=2,
+                num_shares=1,
+                implicit_rating=3.0,
+                time_of_day_bucket=1,
+            ),
             dict(user_id=2, place_id=7, timestamp="2024-01-02T10:00", implicit_rating=1.0),
         ]
     )
     edges = features.aggregate_interactions(events, np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]))
-    assert list(zip(edges.user_index, edges.place_index)) == [(0, 0), (1, 0)]
+    assert list(zip(edges.user_index, edges.place_index, strict=True)) == [(0, 0), (1, 0)]
     assert edges.count.tolist() == [3, 1]
     L = features.INTERACTION_EDGE_LAYOUT
     pair = edges.attr[0]
@@ -133,9 +167,7 @@ def test_repeated_events_of_a_pair_become_one_edge_with_aggregated_features():
 
 def test_more_activity_on_a_pair_never_lowers_its_count_features():
     one = events_table([dict(user_id=1, place_id=1, timestamp="2024-01-01T10:00", dwell_time=60.0, num_likes=1)])
-    two = events_table(
-        [dict(user_id=1, place_id=1, timestamp="2024-01-01T10:00", dwell_time=60.0, num_likes=1)] * 2
-    )
+    two = events_table([dict(user_id=1, place_id=1, timestamp="2024-01-01T10:00", dwell_time=60.0, num_likes=1)] * 2)
     L = features.INTERACTION_EDGE_LAYOUT
     a = features.aggregate_interactions(one, np.array([0]), np.array([0])).attr[0]
     b = features.aggregate_interactions(two, np.array([0, 0]), np.array([0, 0])).attr[0]
@@ -157,7 +189,11 @@ def test_graph_has_node_features_of_the_documented_width(bundle, world):
 
 def test_graph_has_the_three_edge_types_with_their_feature_widths(bundle):
     d = bundle.data
-    assert set(d.edge_types) == {("user", "interacts", "place"), ("place", "rev_interacts", "user"), ("user", "social", "user")}
+    assert set(d.edge_types) == {
+        ("user", "interacts", "place"),
+        ("place", "rev_interacts", "user"),
+        ("user", "social", "user"),
+    }
     assert d[g.INTERACTS].edge_attr.shape[1] == 12
     assert d[g.REV_INTERACTS].edge_attr.shape[1] == 12
     assert d[g.SOCIAL].edge_attr.shape[1] == 3
@@ -181,7 +217,7 @@ def test_node_features_follow_the_node_index(bundle, world):
 
 def test_interaction_edges_are_the_distinct_user_place_pairs(bundle, world):
     it = world["interactions"]
-    pairs = set(zip(it.column("user_id").to_pylist(), it.column("place_id").to_pylist()))
+    pairs = set(zip(it.column("user_id").to_pylist(), it.column("place_id").to_pylist(), strict=True))
     assert edge_id_pairs(bundle, g.INTERACTS) == pairs
     assert bundle.data[g.INTERACTS].edge_index.shape[1] == len(pairs) < it.num_rows
     assert int(bundle.data[g.INTERACTS].edge_count.sum()) == it.num_rows
@@ -193,10 +229,12 @@ def test_interaction_edge_features_aggregate_that_pairs_events(bundle, world):
     store = bundle.data[g.INTERACTS]
     users = node_ids(bundle, "user")[store.edge_index[0].numpy()]
     places = node_ids(bundle, "place")[store.edge_index[1].numpy()]
-    expected = per_pair.loc[list(zip(users, places))]
+    expected = per_pair.loc[list(zip(users, places, strict=True))]
     L = features.INTERACTION_EDGE_LAYOUT
     np.testing.assert_allclose(store.edge_attr[:, L["rating"]].numpy().ravel(), expected["rating"] / 5, atol=1e-5)
-    np.testing.assert_array_equal(store.edge_attr[:, L["attended"]].numpy().ravel(), expected["attended"].astype(np.float32))
+    np.testing.assert_array_equal(
+        store.edge_attr[:, L["attended"]].numpy().ravel(), expected["attended"].astype(np.float32)
+    )
 
 
 def test_reverse_edges_mirror_the_interaction_edges(bundle):
@@ -208,12 +246,12 @@ def test_reverse_edges_mirror_the_interaction_edges(bundle):
 def test_social_edges_run_both_ways_with_the_edge_table_features(bundle, world):
     edges = world["user_user_edges"]
     u, v = edges.column("user_u").to_pylist(), edges.column("user_v").to_pylist()
-    assert edge_id_pairs(bundle, g.SOCIAL) == set(zip(u, v)) | set(zip(v, u))
+    assert edge_id_pairs(bundle, g.SOCIAL) == set(zip(u, v, strict=True)) | set(zip(v, u, strict=True))
     store = bundle.data[g.SOCIAL]
     assert store.edge_index.shape[1] == 2 * edges.num_rows
     ids = node_ids(bundle, "user")
-    overlap = dict(zip(zip(u, v), edges.column("interest_overlap_score").to_pylist()))
-    for (a, b), attr in zip(store.edge_index.t().numpy(), store.edge_attr.numpy()):
+    overlap = dict(zip(zip(u, v, strict=True), edges.column("interest_overlap_score").to_pylist(), strict=True))
+    for (a, b), attr in zip(store.edge_index.t().numpy(), store.edge_attr.numpy(), strict=True):
         key = (min(ids[a], ids[b]), max(ids[a], ids[b]))
         assert attr[0] == pytest.approx(overlap[key])
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.sparse.csgraph import connected_components
 
-from recsys_core.benchmark import friends as friend_model
-from recsys_core.benchmark.friends import FriendRanker, FriendSignals
 from recsys_core.datasets import load_lastfm
 from recsys_core.datasets.base import carve_pairs
+from recsys_core.realdata import friends as friend_model
+from recsys_core.realdata.friends import FriendRanker, FriendSignals
 from tests.test_benchmark_datasets import DATA
 
 
@@ -22,7 +22,7 @@ def test_candidates_are_never_the_user_or_an_existing_friend(lastfm):
     signals = FriendSignals.build(lastfm.friends, lastfm.interactions)
     users = np.flatnonzero(np.diff(lastfm.friends.indptr) > 0)
     cand = signals.candidates(users, 30)
-    for row, u in zip(cand, users):
+    for row, u in zip(cand, users, strict=True):
         assert u not in row
         assert not set(row) & set(lastfm.friends[u].indices)
     # PageRank of the walk from u: everyone two hops away gets some, nobody u cannot reach gets any
@@ -33,6 +33,7 @@ def test_candidates_are_never_the_user_or_an_existing_friend(lastfm):
     unreachable = np.flatnonzero(component != component[u])
     assert two_hop and len(unreachable)
     assert ppr[list(two_hop)].min() > 1e-6 and np.abs(ppr[unreachable]).max() < 1e-12
+
 
 def test_ranker_reorders_the_heuristics_candidates_and_is_deterministic(lastfm):
     known, held = carve_pairs(lastfm.friends, 0.2, seed=0)

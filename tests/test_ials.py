@@ -7,8 +7,8 @@ import scipy.sparse as sp
 
 from recsys_core.baselines.ials import BaggedALS, ImplicitALS, _cg_sweep
 from recsys_core.baselines.popularity import Popularity
-from recsys_core.benchmark.ranking import ranking_metrics, top_k
 from recsys_core.datasets import carve_validation, load_lastfm
+from recsys_core.realdata.topk import ranking_metrics, top_k
 from tests.test_benchmark_datasets import DATA
 
 
@@ -22,7 +22,7 @@ def test_cg_sweep_converges_to_the_exact_per_row_solution():
     _cg_sweep(x, y, conf, reg, steps=6)  # 6 unknowns per row: CG is exact after 6 steps
     for u in range(40):
         c = np.zeros(30)
-        c[conf.indices[conf.indptr[u]:conf.indptr[u + 1]]] = conf.data[conf.indptr[u]:conf.indptr[u + 1]]
+        c[conf.indices[conf.indptr[u] : conf.indptr[u + 1]]] = conf.data[conf.indptr[u] : conf.indptr[u + 1]]
         p = (c > 0).astype(float)
         exact = np.linalg.solve(y.T @ (y * (1 + c)[:, None]) + reg * np.eye(6), y.T @ ((1 + c) * p))
         np.testing.assert_allclose(x[u], exact, rtol=1e-6, atol=1e-8)
@@ -36,7 +36,9 @@ def test_ials_bag_ranks_held_out_listens_better_than_popularity_and_is_seeded():
 
     def recall(score) -> float:
         s = score(users)
-        return ranking_metrics(top_k(lambda r: s[r], np.arange(len(users)), train[users], 20), val[users], 20)["recall@20"]
+        return ranking_metrics(top_k(lambda r: s[r], np.arange(len(users)), train[users], 20), val[users], 20)[
+            "recall@20"
+        ]
 
     bag = BaggedALS(seed=0).fit(counts)
     assert len(bag.fits) == 4

@@ -24,10 +24,20 @@ def tiny(tmp_path_factory):
     from recsys_assets.definitions import build_definitions
 
     root = tmp_path_factory.mktemp("inbox-world")
-    defs = build_definitions(str(root / "artifacts"), WorldSource(n_users=160, n_places=160), inbox_directory=str(root / "inbox"))
+    defs = build_definitions(
+        str(root / "artifacts"), WorldSource(n_users=160, n_places=160), inbox_directory=str(root / "inbox")
+    )
     instance = DagsterInstance.ephemeral()
-    run = lambda selection, city: materialize([*defs.assets, *defs.asset_checks], selection=selection,  # noqa: E731
-                                              partition_key=city, instance=instance, resources=defs.resources)
+
+    def run(selection, city):
+        return materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=selection,
+            partition_key=city,
+            instance=instance,
+            resources=defs.resources,
+        )
+
     for city in CITY_SLUGS:
         run(["places"], city)
     run(["users", "interactions"], CITY)
@@ -35,7 +45,9 @@ def tiny(tmp_path_factory):
 
 
 def _evaluate(instance, inbox_dir):
-    context = build_sensor_context(instance=instance, resources={"inbox_settings": InboxSettings(directory=str(inbox_dir))})
+    context = build_sensor_context(
+        instance=instance, resources={"inbox_settings": InboxSettings(directory=str(inbox_dir))}
+    )
     return automation.interactions_inbox(context)
 
 
@@ -52,13 +64,25 @@ def test_valid_file_is_appended_and_an_invalid_one_rejected_with_its_reason(tiny
     assert len(requests) == 1 and isinstance(requests[0], RunRequest) and requests[0].partition_key == CITY
     assert not list((inbox_dir / CITY).iterdir())  # both files were taken out of the inbox
     reasons = list((inbox_dir / inbox.REJECTED / CITY).glob("*.reason.txt"))
-    assert len(reasons) == 1 and "1000000000" in reasons[0].read_text() and "nothing of it was applied" in reasons[0].read_text()
+    assert (
+        len(reasons) == 1
+        and "1000000000" in reasons[0].read_text()
+        and "nothing of it was applied" in reasons[0].read_text()
+    )
 
-    result = materialize([*defs.assets, *defs.asset_checks], selection=["interactions"], partition_key=CITY,
-                         instance=instance, resources=defs.resources, run_config=requests[0].run_config)
+    result = materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=["interactions"],
+        partition_key=CITY,
+        instance=instance,
+        resources=defs.resources,
+        run_config=requests[0].run_config,
+    )
     assert result.success
     [shown] = result.asset_materializations_for_node("interactions")  # the UI names the file and its rows
-    assert shown.metadata["appended_rows"].value == fresh.num_rows and shown.metadata["appended_file"].value.endswith("good.parquet")
+    assert shown.metadata["appended_rows"].value == fresh.num_rows and shown.metadata["appended_file"].value.endswith(
+        "good.parquet"
+    )
     appended = load_latest(instance, AssetKey("interactions"), [CITY])
     assert appended.num_rows == existing.num_rows + fresh.num_rows
     assert pc.is_in(fresh.column("timestamp"), appended.column("timestamp")).to_numpy().all()
@@ -76,8 +100,20 @@ def test_a_file_that_breaks_the_contract_is_never_half_applied(tiny, tmp_path):
     skip = _evaluate(instance, inbox_dir)
     assert isinstance(skip, SkipReason) and "missing column(s) implicit_rating" in skip.skip_message
     # Forced through anyway (a stale run config), the asset refuses before writing anything.
-    forced = materialize([*defs.assets, *defs.asset_checks], selection=["interactions"], partition_key=CITY,
-                         instance=instance, resources=defs.resources, raise_on_error=False,
-                         run_config={"ops": {"interactions": {"config": {"append_file": str(next((inbox_dir / inbox.REJECTED / CITY).glob("*broken.parquet")))}}}})
+    forced = materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=["interactions"],
+        partition_key=CITY,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+        run_config={
+            "ops": {
+                "interactions": {
+                    "config": {"append_file": str(next((inbox_dir / inbox.REJECTED / CITY).glob("*broken.parquet")))}
+                }
+            }
+        },
+    )
     assert not forced.success
     assert load_latest(instance, AssetKey("interactions"), [CITY]).num_rows == before

@@ -31,10 +31,14 @@ def world(tmp_path_factory):
     from recsys_assets.definitions import build_definitions
 
     root = tmp_path_factory.mktemp("hostile-inbox")
-    defs = build_definitions(str(root / "artifacts"), WorldSource(n_users=160, n_places=160), inbox_directory=str(root / "inbox"))
+    defs = build_definitions(
+        str(root / "artifacts"), WorldSource(n_users=160, n_places=160), inbox_directory=str(root / "inbox")
+    )
     instance = DagsterInstance.ephemeral()
     for city in CITY_SLUGS:
-        materialize([*defs.assets], selection=["places"], partition_key=city, instance=instance, resources=defs.resources)
+        materialize(
+            [*defs.assets], selection=["places"], partition_key=city, instance=instance, resources=defs.resources
+        )
     materialize([*defs.assets], selection=CITY_TABLES, partition_key=CITY, instance=instance, resources=defs.resources)
     users = load_latest(instance, AssetKey("users"), [CITY]).column("user_id").to_numpy()
     places = load_latest(instance, AssetKey("places"), list(CITY_SLUGS)).column("place_id").to_numpy()
@@ -46,7 +50,9 @@ def world(tmp_path_factory):
 def _replace(table: pa.Table, column: str, row: int, value) -> pa.Table:
     values = table.column(column).to_pylist()
     values[row] = value
-    return table.set_column(table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type))
+    return table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+    )
 
 
 def _as_text(table: pa.Table, column: str, row: int, value: str) -> pa.Table:
@@ -76,35 +82,74 @@ def _bytes(data: bytes):
 # name: (file name, writer of the file from the valid events, rows the reason must name
 # (None: a file-level reason), texts the reason must contain)
 CASES = {
-    "missing column": ("missing.parquet", lambda t: _parquet(t.drop_columns(["dwell_time"])), None,
-                       ["missing column(s) dwell_time"]),
-    "wrong type in a CSV cell": ("wrong_type.csv", lambda t: _csv(_as_text(t, "user_id", 2, "abc")), None,
-                                 ["column user_id must be int64", "row 2 ('abc')"]),
-    "wrong type in a Parquet column": ("wrong_type.parquet", lambda t: _parquet(_as_text(t, "dwell_time", 1, "long")), None,
-                                       ["column dwell_time must be float", "row 1 ('long')"]),
-    "NaN in a numeric field": ("nan.parquet", lambda t: _parquet(_replace(t, "dwell_time", 3, float("nan"))), {3},
-                               ["dwell_time must be finite"]),
-    "unknown user id": ("unknown_user.csv", lambda t: _csv(_replace(t, "user_id", 1, UNKNOWN)), {1},
-                        ["unknown_user", f"user:place {UNKNOWN}:"]),
-    "unknown place id": ("unknown_place.parquet", lambda t: _parquet(_replace(t, "place_id", 4, UNKNOWN + 7)), {4},
-                         ["unknown_place", f":{UNKNOWN + 7}"]),
-    "duplicated rows": ("duplicated.parquet", lambda t: _parquet(pa.concat_tables([t, t.slice(1, 1)])), {6},
-                        ["duplicate_row: repeats row 1"]),
+    "missing column": (
+        "missing.parquet",
+        lambda t: _parquet(t.drop_columns(["dwell_time"])),
+        None,
+        ["missing column(s) dwell_time"],
+    ),
+    "wrong type in a CSV cell": (
+        "wrong_type.csv",
+        lambda t: _csv(_as_text(t, "user_id", 2, "abc")),
+        None,
+        ["column user_id must be int64", "row 2 ('abc')"],
+    ),
+    "wrong type in a Parquet column": (
+        "wrong_type.parquet",
+        lambda t: _parquet(_as_text(t, "dwell_time", 1, "long")),
+        None,
+        ["column dwell_time must be float", "row 1 ('long')"],
+    ),
+    "NaN in a numeric field": (
+        "nan.parquet",
+        lambda t: _parquet(_replace(t, "dwell_time", 3, float("nan"))),
+        {3},
+        ["dwell_time must be finite"],
+    ),
+    "unknown user id": (
+        "unknown_user.csv",
+        lambda t: _csv(_replace(t, "user_id", 1, UNKNOWN)),
+        {1},
+        ["unknown_user", f"user:place {UNKNOWN}:"],
+    ),
+    "unknown place id": (
+        "unknown_place.parquet",
+        lambda t: _parquet(_replace(t, "place_id", 4, UNKNOWN + 7)),
+        {4},
+        ["unknown_place", f":{UNKNOWN + 7}"],
+    ),
+    "duplicated rows": (
+        "duplicated.parquet",
+        lambda t: _parquet(pa.concat_tables([t, t.slice(1, 1)])),
+        {6},
+        ["duplicate_row: repeats row 1"],
+    ),
     "future timestamp": ("future.csv", lambda t: _csv(_future(t, 2)), {2}, ["future_timestamp", "in the future"]),
     "empty Parquet file": ("empty.parquet", lambda t: _parquet(t.slice(0, 0)), None, ["the file has no rows"]),
     "empty CSV file": ("empty.csv", lambda t: _bytes(b""), None, ["cannot read empty.csv as CSV"]),
-    "not Parquet at all": ("notes.parquet", lambda t: _bytes(b'{"this": "is JSON, not Parquet"}\n'), None,
-                           ["cannot read notes.parquet as Parquet"]),
-    "not CSV at all": ("image.csv", lambda t: _bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), None, ["image.csv"]),
+    "not Parquet at all": (
+        "notes.parquet",
+        lambda t: _bytes(b'{"this": "is JSON, not Parquet"}\n'),
+        None,
+        ["cannot read notes.parquet as Parquet"],
+    ),
+    "not CSV at all": (
+        "image.csv",
+        lambda t: _bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4),
+        None,
+        ["image.csv"],
+    ),
 }
 
 
 def _downstream(instance) -> dict[str, int | None]:
     """Storage id of the latest materialization of every city table and unpartitioned asset."""
-    keys = {f"{name}[{CITY}]": (name, CITY) for name in CITY_TABLES}
+    keys: dict[str, tuple[str, str | None]] = {f"{name}[{CITY}]": (name, CITY) for name in CITY_TABLES}
     keys.update({name: (name, None) for name in ("hetero_graph", "trained_model", "serving_manifest")})
-    return {label: getattr(latest_materialization(instance, AssetKey(name), p), "storage_id", None)
-            for label, (name, p) in keys.items()}
+    return {
+        label: getattr(latest_materialization(instance, AssetKey(name), p), "storage_id", None)
+        for label, (name, p) in keys.items()
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -115,7 +160,9 @@ def test_a_hostile_file_is_rejected_naming_what_is_wrong_and_nothing_downstream_
     (inbox_dir / CITY).mkdir(parents=True, exist_ok=True)
     writer(valid)(inbox_dir / CITY / name)
 
-    context = build_sensor_context(instance=instance, resources={"inbox_settings": InboxSettings(directory=str(inbox_dir))})
+    context = build_sensor_context(
+        instance=instance, resources={"inbox_settings": InboxSettings(directory=str(inbox_dir))}
+    )
     result = automation.interactions_inbox(context)
 
     assert isinstance(result, SkipReason) and f"{CITY}/{name}" in result.skip_message  # no run requested

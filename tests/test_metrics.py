@@ -72,9 +72,7 @@ def test_ties_broken_by_lower_index():
         ]
     )
     np.testing.assert_array_equal(m.top_k_excluding(scores, None, 3), [[0, 1, 2], [1, 3, 2]])
-    np.testing.assert_array_equal(
-        m.top_k_excluding(scores, _csr([[0, 2], [3]], 6), 3), [[1, 3, 4], [1, 2, 4]]
-    )
+    np.testing.assert_array_equal(m.top_k_excluding(scores, _csr([[0, 2], [3]], 6), 3), [[1, 3, 4], [1, 2, 4]])
 
 
 def test_ties_match_reference_and_blocking(monkeypatch):
@@ -194,9 +192,7 @@ def test_engagement_tiers():
         ["warm", "cold", "hot", "warm", "cold", "hot"],
     )
     # heavy ties at the minimum: q(1/3) = q(2/3) = 1 -> no warm users
-    np.testing.assert_array_equal(
-        m.engagement_tiers(np.array([1, 1, 1, 1, 1, 1, 5, 9])), ["cold"] * 6 + ["hot"] * 2
-    )
+    np.testing.assert_array_equal(m.engagement_tiers(np.array([1, 1, 1, 1, 1, 1, 5, 9])), ["cold"] * 6 + ["hot"] * 2)
     np.testing.assert_array_equal(m.engagement_tiers(np.array([3, 3, 3])), ["cold"] * 3)
 
 

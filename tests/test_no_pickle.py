@@ -84,14 +84,22 @@ class _Scanner(ast.NodeVisitor):
         if name == "torch.load":
             weights_only = keywords.get("weights_only")
             if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
-                self.flag(node, "torch.load without weights_only=True" + (" (**kwargs hides it)" if has_star_kwargs else ""))
+                self.flag(
+                    node, "torch.load without weights_only=True" + (" (**kwargs hides it)" if has_star_kwargs else "")
+                )
         elif name == "numpy.load":
             allow = keywords.get("allow_pickle")
-            if (allow is not None and not (isinstance(allow, ast.Constant) and allow.value is False)) or has_star_kwargs:
+            if (
+                allow is not None and not (isinstance(allow, ast.Constant) and allow.value is False)
+            ) or has_star_kwargs:
                 self.flag(node, "numpy.load with allow_pickle not False")
         elif name in ("importlib.import_module", "__import__") and node.args:
             target = node.args[0]
-            if isinstance(target, ast.Constant) and isinstance(target.value, str) and _root_module(target.value) in PICKLING_MODULES:
+            if (
+                isinstance(target, ast.Constant)
+                and isinstance(target.value, str)
+                and _root_module(target.value) in PICKLING_MODULES
+            ):
                 self.flag(node, f"imports {target.value} dynamically")
         self.generic_visit(node)
 

@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from recsys_core.manifest import ServingManifest
 from serving import state
 from serving.state import LOADING_GIL_SWITCH_S, ArtifactHolder
 
@@ -20,7 +22,8 @@ class _Recorder:
     """Stands in for ServingArtifacts.load: records overlap and the GIL switch interval it ran with."""
 
     def __init__(self, seconds: float = 0.2):
-        self.seconds, self.active, self.max_active, self.switch_intervals = seconds, 0, 0, []
+        self.seconds, self.active, self.max_active = seconds, 0, 0
+        self.switch_intervals: list[float] = []
         self.together: threading.Barrier | None = None  # when set, loads wait for each other
         self._lock = threading.Lock()
 
@@ -37,10 +40,21 @@ class _Recorder:
         return SimpleNamespace(manifest=manifest, loaded_in_s=self.seconds)
 
 
+class _StubHolder(ArtifactHolder):
+    """An ArtifactHolder whose manifest is always `version` (no manifest file is read)."""
+
+    def __init__(self, path: Path, version: str):
+        super().__init__(path, poll_interval_s=3600)
+        self._stub_version = version
+
+    def _read_if_changed(self, force: bool = False) -> ServingManifest | None:
+        # a stand-in with the two fields the holder reads; ServingArtifacts.load is the recorder's
+        stub = SimpleNamespace(version=self._stub_version, model_version=f"model-{self._stub_version}")
+        return cast(ServingManifest, stub)
+
+
 def _holder(path, version: str) -> ArtifactHolder:
-    holder = ArtifactHolder(path, poll_interval_s=3600)
-    holder._read_if_changed = lambda force=False: SimpleNamespace(version=version, model_version=f"model-{version}")
-    return holder
+    return _StubHolder(path, version)
 
 
 @pytest.fixture
@@ -83,7 +97,7 @@ def test_a_lock_held_by_a_hung_load_is_given_up_on(tmp_path, recorder, monkeypat
     import tempfile
 
     manifest = tmp_path / "manifest.json"
-    key = hashlib.sha1(str(manifest.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha1(str(manifest.resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
     monkeypatch.setattr(state, "LOAD_LOCK_WAIT_S", 0.3)
     with open(Path(tempfile.gettempdir()) / f"recsys-serve-{key}.lock", "a") as hung:  # as another worker would
         fcntl.flock(hung, fcntl.LOCK_EX)

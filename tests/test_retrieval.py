@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +37,11 @@ def test_top_influences_keeps_the_heaviest_sources_per_destination_in_order():
 def _embedding_table(ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
     flat = pa.array(vectors.ravel(), pa.float32())
     return pa.Table.from_arrays(
-        [pa.array(ids, pa.int64()), pa.array(np.zeros(len(ids), np.int32)), pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])],
+        [
+            pa.array(ids, pa.int64()),
+            pa.array(np.zeros(len(ids), np.int32)),
+            pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        ],
         schema=place_embedding_schema(vectors.shape[1]),
     )
 
@@ -105,9 +110,15 @@ def _manifest(tmp_path, version="v1") -> ServingManifest:
         (d / "main.bin").write_bytes(name.encode() * 10)
         files[name] = ArtifactRef.of_directory(d, "main.bin")
     return ServingManifest(
-        version=version, created_at="2026-01-01T00:00:00+00:00", model_version="graphrec-abc", model=files["model"],
-        graph=files["graph"], user_embeddings=files["users"], place_embeddings=files["places"],
-        place_indices={"0": files["pidx"]}, user_indices={"0": files["uidx"]},
+        version=version,
+        created_at="2026-01-01T00:00:00+00:00",
+        model_version="graphrec-abc",
+        model=files["model"],
+        graph=files["graph"],
+        user_embeddings=files["users"],
+        place_embeddings=files["places"],
+        place_indices={"0": files["pidx"]},
+        user_indices={"0": files["uidx"]},
     )
 
 
@@ -142,16 +153,22 @@ def test_malformed_manifest_is_a_manifest_error_naming_the_problem(tmp_path):
 # --------------------------------------------------------------------------- explanations
 
 
-def _user(fine: dict[int, float], vibes: dict[int, float] = {}, city=0, area: dict[int, float] = {}, cats: dict[int, float] = {}):
+def _user(
+    fine: dict[int, float],
+    vibes: dict[int, float] | None = None,
+    city=0,
+    area: dict[int, float] | None = None,
+    cats: dict[int, float] | None = None,
+):
     x = np.zeros(USER_LAYOUT.width, np.float32)
     x[USER_LAYOUT["city_id"]] = city
     for block, values in (("fine_pref", fine), ("vibe_pref", vibes), ("area_freqs", area), ("cat_pref", cats)):
-        for i, v in values.items():
+        for i, v in (values or {}).items():
             x[USER_LAYOUT[block].start + i] = v
     return x
 
 
-def _place(tags: list[int], city=0, nbhd=3, cats: list[int] = (), slot=2):
+def _place(tags: list[int], city=0, nbhd=3, cats: Sequence[int] = (), slot=2):
     x = np.zeros(PLACE_LAYOUT.width, np.float32)
     x[PLACE_LAYOUT["city_id"]] = city
     x[PLACE_LAYOUT["neighborhood_id"]] = nbhd
@@ -189,7 +206,10 @@ def test_person_explanation_says_what_both_share():
 def test_place_name_quotes_the_strongest_tags_and_the_neighbourhood():
     jazz, wine = FINE_TAGS.index("jazz"), FINE_TAGS.index("wine_tasting")
     name = place_name(_place([jazz, wine], city=0, nbhd=3))
-    assert name in (f"Jazz & wine tasting · {neighborhood_name(0, 3)}", f"Wine tasting & jazz · {neighborhood_name(0, 3)}")
+    assert name in (
+        f"Jazz & wine tasting · {neighborhood_name(0, 3)}",
+        f"Wine tasting & jazz · {neighborhood_name(0, 3)}",
+    )
 
 
 @pytest.mark.usefixtures("one_intra_op_thread")
@@ -223,7 +243,13 @@ def test_exported_influences_are_the_users_own_places_with_the_heaviest_last_lay
     place_ids = bundle.data["place"].node_id.numpy()
     user_ids = bundle.data["user"].node_id.numpy()
     ei = bundle.data[INTERACTS].edge_index.numpy()
-    influences = dict(zip(tables.users.column("user_id").to_pylist(), tables.users.column("influential_place_ids").to_pylist()))
+    influences = dict(
+        zip(
+            tables.users.column("user_id").to_pylist(),
+            tables.users.column("influential_place_ids").to_pylist(),
+            strict=True,
+        )
+    )
     for user in (0, 7, 100):
         mine = dst == user
         expected = place_ids[src[mine][np.argsort(-weights[mine], kind="stable")[:3]]]

@@ -104,22 +104,38 @@ def test_desired_category_and_tags_reorder_places_towards_them(client, some_user
     user_id, _ = some_user
     art = serving_artifacts
     plain = _places(client, user_id=user_id, top_k=20)["recommendations"]
-    cat_of = lambda pid: art.x_place_np[art.place_index(pid), PLACE_LAYOUT["category_one_hot"]] > 0  # noqa: E731
-    share = lambda recs, c: np.mean([cat_of(r["place_id"])[c] for r in recs])  # noqa: E731
+
+    def cat_of(pid):
+        return art.x_place_np[art.place_index(pid), PLACE_LAYOUT["category_one_hot"]] > 0
+
+    def share(recs, c):
+        return np.mean([cat_of(r["place_id"])[c] for r in recs])
+
     least = min(range(len(COARSE_CATEGORIES)), key=lambda c: share(plain, c))
     asked = _places(client, user_id=user_id, top_k=20, desired_categories=COARSE_CATEGORIES[least])["recommendations"]
     assert [r["place_id"] for r in asked] != [r["place_id"] for r in plain]
     assert share(asked, least) > share(plain, least)
     tag = FINE_TAGS.index("jazz")
     with_tag = _places(client, user_id=user_id, top_k=20, desired_tags="jazz")["recommendations"]
-    has_tag = lambda recs: np.mean([art.x_place_np[art.place_index(r["place_id"]), PLACE_LAYOUT["fine_tag_vector"].start + tag] > 0 for r in recs])  # noqa: E731
+
+    def has_tag(recs):
+        return np.mean(
+            [
+                art.x_place_np[art.place_index(r["place_id"]), PLACE_LAYOUT["fine_tag_vector"].start + tag] > 0
+                for r in recs
+            ]
+        )
+
     assert has_tag(with_tag) > has_tag(plain)
     assert any("jazz you asked for" in e for r in with_tag for e in r["explanations"])
 
 
 def test_time_slot_changes_the_ranking(client, some_user):
     user_id, _ = some_user
-    orders = {tuple(r["place_id"] for r in _places(client, user_id=user_id, top_k=20, time_slot=s)["recommendations"]) for s in range(6)}
+    orders = {
+        tuple(r["place_id"] for r in _places(client, user_id=user_id, top_k=20, time_slot=s)["recommendations"])
+        for s in range(6)
+    }
     assert len(orders) > 1
 
 
@@ -129,10 +145,14 @@ def test_target_place_and_activity_tags_change_people_ranking(client, some_user,
     base = client.get("/recommend/people", params={"user_id": user_id, "top_k": 20}).json()["recommendations"]
     city_places = art.place_ids[art.place_city == city]
     target = int(city_places[len(city_places) // 2])
-    with_place = client.get("/recommend/people", params={"user_id": user_id, "top_k": 20, "target_place_id": target}).json()["recommendations"]
+    with_place = client.get(
+        "/recommend/people", params={"user_id": user_id, "top_k": 20, "target_place_id": target}
+    ).json()["recommendations"]
     assert [r["user_id"] for r in with_place] != [r["user_id"] for r in base]
     assert all(w["attend_prob"] <= 1 for w in with_place)
-    with_tags = client.get("/recommend/people", params={"user_id": user_id, "top_k": 20, "activity_tags": "bouldering,yoga"}).json()["recommendations"]
+    with_tags = client.get(
+        "/recommend/people", params={"user_id": user_id, "top_k": 20, "activity_tags": "bouldering,yoga"}
+    ).json()["recommendations"]
     assert [r["user_id"] for r in with_tags] != [r["user_id"] for r in base]
 
 
@@ -214,7 +234,9 @@ def test_bad_json_bodies_are_4xx_with_the_field_named(client, some_user, body, f
 
 def test_malformed_json_and_unknown_target_place_are_client_errors(client, some_user):
     user_id, _ = some_user
-    malformed = client.post("/recommend/places", content=b'{"user_id": 1,', headers={"content-type": "application/json"})
+    malformed = client.post(
+        "/recommend/places", content=b'{"user_id": 1,', headers={"content-type": "application/json"}
+    )
     assert malformed.status_code == 400
     unknown_place = client.get("/recommend/people", params={"user_id": user_id, "target_place_id": 10**9})
     assert unknown_place.status_code == 404 and unknown_place.json()["field"] == "target_place_id"
@@ -226,7 +248,9 @@ def test_malformed_json_and_unknown_target_place_are_client_errors(client, some_
 
 
 def _republish(source: Path, target: Path, version: str, model_version: str, **changes) -> None:
-    manifest = dataclasses.replace(ServingManifest.read(source), version=version, model_version=model_version, **changes)
+    manifest = dataclasses.replace(
+        ServingManifest.read(source), version=version, model_version=model_version, **changes
+    )
     manifest.write(target)
 
 
@@ -297,8 +321,9 @@ def _start_recsys_serve(manifest: Path, *extra: str) -> tuple[subprocess.Popen, 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "recsys_assets.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "recsys_core.cli", "serve", "--port", str(port), "--manifest", str(manifest), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -325,8 +350,10 @@ def test_recsys_serve_runs_uvicorn_and_answers_over_http(served_world, some_user
         body = _get_json(f"{base}/recommend/places?user_id={user_id}&top_k=5")
         assert len(body["recommendations"]) == 5
         request = urllib.request.Request(
-            f"{base}/recommend/people", data=json.dumps({"user_id": user_id, "top_k": 3}).encode(),
-            headers={"content-type": "application/json"}, method="POST",
+            f"{base}/recommend/people",
+            data=json.dumps({"user_id": user_id, "top_k": 3}).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=5) as r:
             assert len(json.loads(r.read())["recommendations"]) == 3
@@ -348,6 +375,7 @@ def test_every_worker_serves_and_follows_a_new_manifest(served_world, some_user,
     server, base = _start_recsys_serve(live, "--workers", "2", "--poll-interval", "0.2")
     workers = psutil.Process(server.pid).children(recursive=True)
     try:
+
         def versions_by_worker(want: str, timeout_s: float = 60.0) -> dict[int, str]:
             seen: dict[int, str] = {}
             deadline = time.time() + timeout_s

@@ -30,7 +30,9 @@ STATUSES: collections.Counter[int] = collections.Counter()
 
 # The schema does not depend on the artifacts, so it is read from an app that has none (nothing
 # starts); the requests go to `fuzz_app`, which serves the small world.
-schema = schemathesis.openapi.from_dict(create_app(Path("/nonexistent/manifest.json"), settings=SETTINGS).openapi_schema.to_schema())
+schema = schemathesis.openapi.from_dict(
+    create_app(Path("/nonexistent/manifest.json"), settings=SETTINGS).openapi_schema.to_schema()
+)
 # Invalid input that is also longer than the URL or body limit is rejected by the limit.
 rejection = schema.config.checks.negative_data_rejection
 rejection.expected_statuses = [*rejection.expected_statuses, "413", "414"]
@@ -51,13 +53,16 @@ def report_cases(request):
         statuses = ", ".join(f"{code}: {n}" for code, n in sorted(STATUSES.items()))
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled():
-            print(f"\nschemathesis: {sum(CASES.values())} requests ({per_operation}; {other} with undocumented methods);"
-                  f" statuses {statuses}")
+            print(
+                f"\nschemathesis: {sum(CASES.values())} requests ({per_operation}; {other} with undocumented methods);"
+                f" statuses {statuses}"
+            )
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 def test_every_operation_conforms_to_its_schema_and_never_fails(case, fuzz_app):
     headers = {"Authorization": f"Bearer {TOKEN}"} if case.path.startswith("/admin") else None
     # A request can be schema-valid and still name a city or a tag that does not exist, or leave

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
+from recsys_core.recommend.limits import MAX_ID, MAX_LIST_ITEMS
 from serving.app import create_app
 from serving.config import ServiceSettings
-from serving.schemas import MAX_ID, MAX_LIST_ITEMS
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -38,7 +38,7 @@ def _error(response, status: int, field: str | None = None, mentions: str = "") 
     assert set(body) == {"status_code", "detail", "field"} and body["status_code"] == status
     assert body["field"] == field, body
     assert mentions.lower() in body["detail"].lower(), body
-    assert "Traceback" not in response.text and "File \"" not in response.text
+    assert "Traceback" not in response.text and 'File "' not in response.text
     return body
 
 
@@ -110,7 +110,9 @@ def test_deeply_nested_and_top_level_arrays_are_400(client, user_id):
     depth = 1500  # fits the body limit; past the JSON decoder's recursion limit (was a 500)
     nested = f'{{"user_id": {user_id}, "desired_tags": {"[" * depth}{"]" * depth}}}'.encode()
     _error(_post_raw(client, "/recommend/places", nested), 400, mentions="nested too deeply")
-    _error(_post_raw(client, "/recommend/places", ("[" * depth + "]" * depth).encode()), 400, mentions="nested too deeply")
+    _error(
+        _post_raw(client, "/recommend/places", ("[" * depth + "]" * depth).encode()), 400, mentions="nested too deeply"
+    )
     objects = ('{"a":' * 1200 + "1" + "}" * 1200).encode()
     _error(_post_raw(client, "/recommend/people", objects), 400, mentions="nested too deeply")
     shallow = f'{{"user_id": {user_id}, "desired_tags": [[["jazz"]]]}}'.encode()
@@ -142,25 +144,39 @@ def test_deeply_nested_and_top_level_arrays_are_400(client, user_id):
 @pytest.mark.parametrize("how", ["query", "json"])
 def test_negative_and_enormous_numbers_are_400_naming_the_field(client, user_id, params, field, how):
     fields = {"user_id": user_id, **params}
-    response = client.get("/recommend/places", params=fields) if how == "query" else client.post("/recommend/places", json=fields)
+    response = (
+        client.get("/recommend/places", params=fields)
+        if how == "query"
+        else client.post("/recommend/places", json=fields)
+    )
     _error(response, 400, field)
 
 
 @pytest.mark.parametrize("value", [-7, MAX_ID + 1, 2**63, 10**30])
 def test_negative_and_enormous_place_and_vocabulary_ids_are_400(client, user_id, value):
-    _error(client.get("/recommend/people", params={"user_id": user_id, "target_place_id": value}), 400, "target_place_id")
-    _error(client.post("/recommend/people", json={"user_id": user_id, "target_place_id": value}), 400, "target_place_id")
+    _error(
+        client.get("/recommend/people", params={"user_id": user_id, "target_place_id": value}), 400, "target_place_id"
+    )
+    _error(
+        client.post("/recommend/people", json={"user_id": user_id, "target_place_id": value}), 400, "target_place_id"
+    )
     _error(client.post("/recommend/people", json={"user_id": user_id, "activity_tags": [value]}), 400, "activity_tags")
-    _error(client.get("/recommend/people", params={"user_id": user_id, "activity_tags": str(value)}), 400, "activity_tags")
+    _error(
+        client.get("/recommend/people", params={"user_id": user_id, "activity_tags": str(value)}), 400, "activity_tags"
+    )
 
 
 def test_the_largest_id_is_just_unknown(client, serving_artifacts):
     biggest = MAX_ID
     assert biggest not in set(serving_artifacts.user_ids.tolist())
-    _error(client.get("/recommend/places", params={"user_id": biggest}), 404, "user_id", mentions=f"unknown user {biggest}")
+    _error(
+        client.get("/recommend/places", params={"user_id": biggest}), 404, "user_id", mentions=f"unknown user {biggest}"
+    )
     _error(client.post("/recommend/people", json={"user_id": biggest}), 404, "user_id")
     user = int(serving_artifacts.user_ids[0])
-    _error(client.get("/recommend/people", params={"user_id": user, "target_place_id": biggest}), 404, "target_place_id")
+    _error(
+        client.get("/recommend/people", params={"user_id": user, "target_place_id": biggest}), 404, "target_place_id"
+    )
 
 
 # --------------------------------------------------------------------------- NaN and infinity
@@ -178,8 +194,11 @@ def test_nan_and_infinity_in_json_are_400(client, user_id, literal, field):
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1.5", "0x10", "1_000", "", " "])
 @pytest.mark.parametrize("field", ["top_k", "time_slot", "city_id", "target_place_id"])
 def test_non_integers_in_the_query_are_400_naming_the_field(client, user_id, value, field):
-    response = client.get("/recommend/people", params={"user_id": user_id, field: value}) if field == "target_place_id" \
+    response = (
+        client.get("/recommend/people", params={"user_id": user_id, field: value})
+        if field == "target_place_id"
         else client.get("/recommend/places", params={"user_id": user_id, field: value})
+    )
     _error(response, 400, field, mentions="int")
 
 
@@ -209,8 +228,15 @@ def test_floats_where_ids_belong_are_400(client, user_id):
 )
 def test_names_outside_the_vocabulary_alphabet_are_400_naming_the_field(client, user_id, name):
     mention = "ascii" if len(name) <= 64 else ""
-    _error(client.get("/recommend/places", params={"user_id": user_id, "desired_tags": name}), 400, "desired_tags", mention)
-    _error(client.get("/recommend/people", params={"user_id": user_id, "activity_tags": name}), 400, "activity_tags", mention)
+    _error(
+        client.get("/recommend/places", params={"user_id": user_id, "desired_tags": name}), 400, "desired_tags", mention
+    )
+    _error(
+        client.get("/recommend/people", params={"user_id": user_id, "activity_tags": name}),
+        400,
+        "activity_tags",
+        mention,
+    )
     posted = client.post("/recommend/places", json={"user_id": user_id, "desired_categories": [name]})
     body = _error(posted, 400, "desired_categories")
     assert "ascii" in body["detail"].lower() or "length" in body["detail"].lower()
@@ -223,8 +249,17 @@ def test_names_are_still_case_and_space_insensitive(client, user_id):
     assert plain.json() == spaced.json()
 
 
-@pytest.mark.parametrize("raw_query", ["desired_tags=%FF%FE", "desired_tags=%ED%A0%80", "desired_tags=%", "desired_tags=%zz",
-                                       "user_id=%00", "user_id=1%00"])
+@pytest.mark.parametrize(
+    "raw_query",
+    [
+        "desired_tags=%FF%FE",
+        "desired_tags=%ED%A0%80",
+        "desired_tags=%",
+        "desired_tags=%zz",
+        "user_id=%00",
+        "user_id=1%00",
+    ],
+)
 def test_undecodable_query_bytes_are_client_errors(client, user_id, raw_query):
     response = client.get(f"/recommend/places?user_id={user_id}&{raw_query}")
     assert 400 <= response.status_code < 500, response.text
@@ -237,8 +272,12 @@ def test_invalid_utf8_in_a_json_body_is_400(client, user_id):
 
 
 def test_a_body_that_is_not_json_is_a_client_error(client, user_id):
-    for raw, content_type in [(b"user_id=1", "application/x-www-form-urlencoded"), (b"\x00\x01\x02", "application/octet-stream"),
-                              (b"", "application/json"), (b"null", "application/json")]:
+    for raw, content_type in [
+        (b"user_id=1", "application/x-www-form-urlencoded"),
+        (b"\x00\x01\x02", "application/octet-stream"),
+        (b"", "application/json"),
+        (b"null", "application/json"),
+    ]:
         response = client.post("/recommend/places", content=raw, headers={"content-type": content_type})
         assert 400 <= response.status_code < 500, (raw, response.text)
         assert response.json()["status_code"] == response.status_code

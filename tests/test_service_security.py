@@ -62,7 +62,11 @@ def test_admin_reload_accepts_the_token_and_reports_the_state():
             response = c.post("/admin/reload", headers={"Authorization": f"{scheme} {TOKEN}"})
             assert response.status_code == 200, response.text
             body = response.json()
-            assert body["reloaded"] is False and body["version"] is None and "no serving manifest" in body["last_reload_error"]
+            assert (
+                body["reloaded"] is False
+                and body["version"] is None
+                and "no serving manifest" in body["last_reload_error"]
+            )
         assert c.get("/admin/reload").status_code == 405  # POST only
 
 
@@ -83,11 +87,16 @@ def test_the_admin_endpoint_is_documented_with_its_security_scheme():
     assert operation["security"] == [{"adminToken": []}]
     assert {"200", "401", "403"} <= set(operation["responses"])
     assert schema["components"]["securitySchemes"]["adminToken"] == {
-        "type": "http", "scheme": "bearer", "description": "RECSYS_ADMIN_TOKEN; admin endpoints are off without one"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "RECSYS_ADMIN_TOKEN; admin endpoints are off without one",
+    }
 
 
 def _publish(source: Path, target: Path, version: str, **changes) -> None:
-    manifest = dataclasses.replace(ServingManifest.read(source), version=version, model_version=f"graphrec-{version}", **changes)
+    manifest = dataclasses.replace(
+        ServingManifest.read(source), version=version, model_version=f"graphrec-{version}", **changes
+    )
     manifest.write(target)
 
 
@@ -99,7 +108,13 @@ def test_admin_reload_serves_a_new_manifest_at_once_and_retries_one_that_failed(
         assert c.get("/version").json()["version"] == "v1"
         _publish(served_world.manifest_path, live, "v2")
         reloaded = c.post("/admin/reload", headers=auth).json()
-        assert reloaded == {"reloaded": True, "version": "v2", "model_version": "graphrec-v2", "reloads": 1, "last_reload_error": None}
+        assert reloaded == {
+            "reloaded": True,
+            "version": "v2",
+            "model_version": "graphrec-v2",
+            "reloads": 1,
+            "last_reload_error": None,
+        }
         assert c.get("/version").json()["version"] == "v2"
         assert c.post("/admin/reload", headers=auth).json()["reloaded"] is False  # nothing new
 
@@ -111,7 +126,11 @@ def test_admin_reload_serves_a_new_manifest_at_once_and_retries_one_that_failed(
         copy.rename(tmp_path / "graph-not-yet")
         _publish(served_world.manifest_path, live, "v3", graph=graph)
         failed = c.post("/admin/reload", headers=auth).json()
-        assert failed["reloaded"] is False and failed["version"] == "v2" and "artifact file missing" in failed["last_reload_error"]
+        assert (
+            failed["reloaded"] is False
+            and failed["version"] == "v2"
+            and "artifact file missing" in failed["last_reload_error"]
+        )
         # ... and once the file is there, reloading the same manifest text again succeeds.
         (tmp_path / "graph-not-yet").rename(copy)
         retried = c.post("/admin/reload", headers=auth).json()
@@ -126,7 +145,9 @@ def test_no_cors_headers_by_default():
     with _app(ServiceSettings()) as c:
         plain = c.get("/health", headers={"Origin": "https://app.example.com"})
         assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
-        preflight = c.options("/recommend/places", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"})
+        preflight = c.options(
+            "/recommend/places", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+        )
         assert not any(h.startswith("access-control-") for h in preflight.headers)
 
 
@@ -137,12 +158,20 @@ def test_cors_allows_exactly_the_configured_origins():
         assert ok.headers["access-control-allow-origin"] == allowed and "Origin" in ok.headers.get("vary", "")
         other = c.get("/health", headers={"Origin": "https://evil.example.com"})
         assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
-        preflight = c.options("/recommend/places", headers={"Origin": allowed, "Access-Control-Request-Method": "POST",
-                                                            "Access-Control-Request-Headers": "content-type"})
+        preflight = c.options(
+            "/recommend/places",
+            headers={
+                "Origin": allowed,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == allowed
         assert set(preflight.headers["access-control-allow-methods"].split(", ")) == {"GET", "POST"}
-        refused = c.options("/recommend/places", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
+        refused = c.options(
+            "/recommend/places", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
+        )
         assert "access-control-allow-origin" not in refused.headers
 
 
@@ -151,16 +180,25 @@ def test_cors_origins_come_from_the_environment(monkeypatch):
     settings = ServiceSettings.from_env()
     assert settings.cors_origins == ("https://a.example.com", "http://b.example.com:8080")
     with TestClient(app=create_app(ABSENT, poll_interval_s=3600)) as c:
-        assert c.get("/health", headers={"Origin": "http://b.example.com:8080"}).headers["access-control-allow-origin"] == "http://b.example.com:8080"
-        assert "access-control-allow-origin" not in c.get("/health", headers={"Origin": "https://c.example.com"}).headers
+        assert (
+            c.get("/health", headers={"Origin": "http://b.example.com:8080"}).headers["access-control-allow-origin"]
+            == "http://b.example.com:8080"
+        )
+        assert (
+            "access-control-allow-origin" not in c.get("/health", headers={"Origin": "https://c.example.com"}).headers
+        )
 
 
 # --------------------------------------------------------------------------- settings
 
 
 def test_settings_default_to_no_token_no_cors_and_small_limits():
-    assert ServiceSettings.from_env({}) == ServiceSettings(admin_token=None, cors_origins=(), max_body_bytes=65536, max_url_bytes=4096)
-    limits = ServiceSettings.from_env({"RECSYS_MAX_BODY_BYTES": "2048", "RECSYS_MAX_URL_BYTES": " 1024 ", "RECSYS_ADMIN_TOKEN": ""})
+    assert ServiceSettings.from_env({}) == ServiceSettings(
+        admin_token=None, cors_origins=(), max_body_bytes=65536, max_url_bytes=4096
+    )
+    limits = ServiceSettings.from_env(
+        {"RECSYS_MAX_BODY_BYTES": "2048", "RECSYS_MAX_URL_BYTES": " 1024 ", "RECSYS_ADMIN_TOKEN": ""}
+    )
     assert (limits.max_body_bytes, limits.max_url_bytes, limits.admin_token) == (2048, 1024, None)
 
 
@@ -168,7 +206,10 @@ def test_settings_default_to_no_token_no_cors_and_small_limits():
     "env, problem",
     [
         ({"RECSYS_ADMIN_TOKEN": "short"}, "RECSYS_ADMIN_TOKEN must be at least 16"),
-        ({"RECSYS_ADMIN_TOKEN": "pässwörd-pässwörd-pässwörd"}, "RECSYS_ADMIN_TOKEN must be at least 16 printable ASCII"),
+        (
+            {"RECSYS_ADMIN_TOKEN": "pässwörd-pässwörd-pässwörd"},
+            "RECSYS_ADMIN_TOKEN must be at least 16 printable ASCII",
+        ),
         ({"RECSYS_CORS_ORIGINS": "app.example.com"}, "RECSYS_CORS_ORIGINS"),
         ({"RECSYS_CORS_ORIGINS": "https://app.example.com/path"}, "RECSYS_CORS_ORIGINS"),
         ({"RECSYS_MAX_BODY_BYTES": "64k"}, "RECSYS_MAX_BODY_BYTES must be a whole number"),
@@ -182,17 +223,22 @@ def test_bad_settings_are_refused_at_startup_naming_the_variable(env, problem):
 
 
 def test_recsys_serve_refuses_bad_settings_before_starting(monkeypatch, capsys):
-    from recsys_assets.cli import main
+    from recsys_core.cli import main
 
     monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "short")
     assert main(["serve", "--manifest", str(ABSENT), "--port", "9"]) == 2
     assert "RECSYS_ADMIN_TOKEN must be at least 16" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, problem", [(["--workers", "0"], "--workers must be at least 1"),
-                                           (["--poll-interval", "0"], "--poll-interval must be positive")])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--poll-interval", "0"], "--poll-interval must be positive"),
+    ],
+)
 def test_recsys_serve_refuses_bad_process_options(args, problem, capsys):
-    from recsys_assets.cli import main
+    from recsys_core.cli import main
 
     assert main(["serve", "--manifest", str(ABSENT), "--port", "9", *args]) == 2
     assert problem in capsys.readouterr().err

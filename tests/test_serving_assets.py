@@ -24,7 +24,9 @@ def test_serving_stage_materializes_with_every_check_passing(served_world):
     names = {e.asset_check_key.name for e in evaluations}
     assert {"user_embeddings_complete", "place_embeddings_complete", "place_index_recall", "user_index_recall"} <= names
     assert all(e.passed for e in evaluations)
-    recalls = [e.metadata["recall@50_vs_exact"].value for e in evaluations if e.asset_check_key.name.endswith("_recall")]
+    recalls = [
+        e.metadata["recall@50_vs_exact"].value for e in evaluations if e.asset_check_key.name.endswith("_recall")
+    ]
     assert len(recalls) == 2 * len(CITY_SLUGS) and min(recalls) >= 0.99
 
 
@@ -48,10 +50,19 @@ def test_manifest_is_not_published_when_upstream_checks_never_passed(served_worl
     from dagster import materialize
 
     instance = DagsterInstance.ephemeral()
-    result = materialize([*defs.assets, *defs.asset_checks], selection=["serving_manifest"], instance=instance,
-                         resources=defs.resources, raise_on_error=False)
+    result = materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=["serving_manifest"],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    message = str(failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else failure.step_failure_data.error.message)
+    message = str(
+        failure.step_failure_data.error.cause.message
+        if failure.step_failure_data.error.cause
+        else failure.step_failure_data.error.message
+    )
     assert "not publishing a serving manifest" in message and "never ran" in message
     assert not (tmp_path / "serving" / "manifest.json").exists()

@@ -23,7 +23,9 @@ CITIES = range(N_CITIES)
 
 
 def rows_where(table: pa.Table, column: str, values) -> pa.Table:
-    return table.filter(pc.is_in(table.column(column), pa.array(np.atleast_1d(values), table.schema.field(column).type)))
+    return table.filter(
+        pc.is_in(table.column(column), pa.array(np.atleast_1d(values), table.schema.field(column).type))
+    )
 
 
 def city_users(world, city: int) -> pa.Table:
@@ -63,7 +65,9 @@ def co_attendance_of(counts: pd.Series, u: np.ndarray, v: np.ndarray) -> np.ndar
     return counts.reindex(pd.MultiIndex.from_arrays([u, v]), fill_value=0).to_numpy()
 
 
-def visited_score_percentile(config: WorldConfig, users: pa.Table, places: pa.Table, interactions: pa.Table) -> tuple[float, float]:
+def visited_score_percentile(
+    config: WorldConfig, users: pa.Table, places: pa.Table, interactions: pa.Table
+) -> tuple[float, float]:
     """Event-weighted percentile of visited home-city places in each user's true-preference ranking,
     and the share of users whose visited places score above the city average."""
     city = users.column("home_city_id")[0].as_py()
@@ -185,7 +189,10 @@ def test_expensive_cities_have_pricier_places(world):
 
 def test_ratings_follow_the_contract_formula(world):
     it = world["interactions"]
-    col = lambda name: it.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
+
+    def col(name):
+        return it.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
     expected = np.minimum(
         1
         + np.minimum(col("dwell_time") / 150, 2)
@@ -209,10 +216,16 @@ def test_time_buckets_match_the_timestamp(world):
 
 
 def test_some_interactions_are_travel_to_other_cities(world_config, world):
-    place_city = pd.Series(world["places"].column("city_id").to_numpy(), index=world["places"].column("place_id").to_numpy())
-    user_city = pd.Series(world["users"].column("home_city_id").to_numpy(), index=world["users"].column("user_id").to_numpy())
+    place_city = pd.Series(
+        world["places"].column("city_id").to_numpy(), index=world["places"].column("place_id").to_numpy()
+    )
+    user_city = pd.Series(
+        world["users"].column("home_city_id").to_numpy(), index=world["users"].column("user_id").to_numpy()
+    )
     it = world["interactions"]
-    travel = place_city[it.column("place_id").to_numpy()].to_numpy() != user_city[it.column("user_id").to_numpy()].to_numpy()
+    travel = (
+        place_city[it.column("place_id").to_numpy()].to_numpy() != user_city[it.column("user_id").to_numpy()].to_numpy()
+    )
     assert 0.5 * world_config.travel_share < travel.mean() < 2 * world_config.travel_share
     travelling_users = np.unique(it.column("user_id").to_numpy()[travel])
     travelling_from = np.unique(user_city[travelling_users].to_numpy())
@@ -251,7 +264,9 @@ def test_social_edges_are_ordered_same_city_pairs(world):
     edges = world["user_user_edges"]
     u, v = edges.column("user_u").to_numpy(), edges.column("user_v").to_numpy()
     assert (u < v).all() and len(edges) > 0
-    city = pd.Series(world["users"].column("home_city_id").to_numpy(), index=world["users"].column("user_id").to_numpy())
+    city = pd.Series(
+        world["users"].column("home_city_id").to_numpy(), index=world["users"].column("user_id").to_numpy()
+    )
     assert (city[u].to_numpy() == city[v].to_numpy()).all()
 
 
@@ -260,7 +275,9 @@ def test_interest_overlap_is_the_cosine_of_fine_preferences(world):
     unit, index = unit_fine_pref(users), pd.Index(users.column("user_id").to_numpy())
     a = index.get_indexer(edges.column("user_u").to_numpy())
     b = index.get_indexer(edges.column("user_v").to_numpy())
-    np.testing.assert_allclose(edges.column("interest_overlap_score").to_numpy(), (unit[a] * unit[b]).sum(axis=1), atol=1e-5)
+    np.testing.assert_allclose(
+        edges.column("interest_overlap_score").to_numpy(), (unit[a] * unit[b]).sum(axis=1), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("city", [0, 6])
@@ -277,7 +294,7 @@ def test_social_edges_are_exactly_each_users_top_k_similar_neighbours(world_conf
         for j in np.flatnonzero((sims[i] >= kth_best[i] - 1e-6) & (sims[i] >= world_config.social_min_overlap + 1e-6)):
             expected.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
     edges = t["user_user_edges"]
-    actual = set(zip(edges.column("user_u").to_pylist(), edges.column("user_v").to_pylist()))
+    actual = set(zip(edges.column("user_u").to_pylist(), edges.column("user_v").to_pylist(), strict=True))
     assert expected <= actual
     unexplained = actual - expected
     # Anything else may only differ by float ties right at the k-th score or the threshold.
@@ -372,7 +389,6 @@ def test_valid_config_passes_validation(world_config):
 def test_generate_world_refuses_a_bad_config():
     with pytest.raises(ConfigError, match="n_places"):
         generate_world(WorldConfig(n_users=800, n_places=3))
-
 
 
 def test_negative_seed_raises_config_error_naming_the_field():

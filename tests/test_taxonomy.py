@@ -103,7 +103,12 @@ def test_weekday_time_slot_is_the_time_of_day(time_of_day):
 
 @pytest.mark.parametrize(
     "time_of_day, slot",
-    [("morning", "weekend_day"), ("afternoon", "weekend_day"), ("evening", "weekend_night"), ("night", "weekend_night")],
+    [
+        ("morning", "weekend_day"),
+        ("afternoon", "weekend_day"),
+        ("evening", "weekend_night"),
+        ("night", "weekend_night"),
+    ],
 )
 def test_weekend_time_slots(time_of_day, slot):
     assert tx.TIME_SLOTS[tx.time_slot_of(tx.TIME_OF_DAY_BUCKETS.index(time_of_day), 1)] == slot

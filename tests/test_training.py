@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
+from recsys_core.evaluation.served_ranking import city_blocks, local_matrix, score_city
+from recsys_core.evaluation.split import Split, split_indices, training_graph
 from recsys_core.features import INTERACTION_EDGE_LAYOUT
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, GraphBundle, build_from_world
 from recsys_core.model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
@@ -20,10 +22,11 @@ from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import PlaceContext
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.loop import train
 from recsys_core.training.pipeline import SPLIT_FILE, TrainedModel, fit
-from recsys_core.training.ranking import city_blocks, local_matrix, score_city
-from recsys_core.training.split import Split, split_indices, training_graph
-from recsys_core.training.trainer import CHECKPOINT_FILE, TrainConfig, load_training_state, train, validation_recall
+from recsys_core.training.state import CHECKPOINT_FILE, load_training_state
+from recsys_core.training.validation import validation_recall
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
@@ -76,7 +79,10 @@ def test_split_is_a_partition_of_edges_and_labels(bundle, split):
 def test_split_holds_out_about_ten_percent_per_user_and_keeps_a_training_pair(bundle, split):
     users = bundle.data[INTERACTS].edge_index[0].numpy()
     n_users = int(bundle.data["user"].num_nodes)
-    count = lambda idx: np.bincount(users[idx], minlength=n_users)  # noqa: E731
+
+    def count(idx):
+        return np.bincount(users[idx], minlength=n_users)
+
     total, n_train = count(np.arange(len(users))), count(split.train_edges)
     assert (n_train[total > 0] >= 1).all()
     for part in (split.val_edges, split.test_edges):
@@ -168,7 +174,7 @@ def test_training_returns_the_weights_of_the_best_step(bundle, split, trained):
 def assert_same_run(a: TrainedModel, b: TrainedModel):
     pd.testing.assert_frame_equal(without_seconds(a.history), without_seconds(b.history), check_exact=True)
     assert (a.best_step, a.best_val_recall) == (b.best_step, b.best_val_recall)
-    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
 
 
@@ -189,7 +195,7 @@ def test_training_is_deterministic_for_a_seed_with_two_threads(bundle, split):
         first, second = train(bundle, split, MODEL, short), train(bundle, split, MODEL, short)
     finally:
         torch.set_num_threads(threads)
-    for (name, x), y in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+    for (name, x), y in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
 
 
@@ -238,7 +244,10 @@ def test_trained_model_checkpoint_round_trip(bundle, split, trained, tmp_path):
     assert loaded.model.config == trained.model.config
     assert loaded.train_config == trained.train_config
     assert (loaded.best_step, loaded.best_val_recall, loaded.stopped_because) == (
-        trained.best_step, trained.best_val_recall, trained.stopped_because)
+        trained.best_step,
+        trained.best_val_recall,
+        trained.stopped_because,
+    )
     pd.testing.assert_frame_equal(loaded.history, trained.history)
     # pickle-free files
     weights = torch.load(tmp_path / WEIGHTS, weights_only=True)
@@ -290,7 +299,9 @@ def _kill_at(step: int):
     return progress
 
 
-def test_training_killed_mid_way_resumes_from_its_last_checkpoint_like_an_uninterrupted_run(bundle, split, trained, tmp_path):
+def test_training_killed_mid_way_resumes_from_its_last_checkpoint_like_an_uninterrupted_run(
+    bundle, split, trained, tmp_path
+):
     """Checkpoints every 5 steps; killed after step 12, so steps 11-12 are lost. Resuming
     continues at step 11 and ends exactly where the uninterrupted 15-step run (`trained`) ends."""
     config = dataclasses.replace(TRAIN, checkpoint_dir=str(tmp_path), checkpoint_every=5)
@@ -333,7 +344,9 @@ def test_training_settings_put_checkpoints_under_the_artifact_root_and_pass_resu
 
     config = TrainingSettings(resume=True).train_config("graphrec", tmp_path)
     assert (config.checkpoint_dir, config.resume) == (str(tmp_path / "checkpoints" / "graphrec"), True)
-    assert TrainingSettings(checkpoint_dir="/ckpt").train_config("two_tower", tmp_path).checkpoint_dir == "/ckpt/two_tower"
+    assert (
+        TrainingSettings(checkpoint_dir="/ckpt").train_config("two_tower", tmp_path).checkpoint_dir == "/ckpt/two_tower"
+    )
     off = TrainingSettings(checkpoint_every=-1, resume=True).train_config("graphrec", tmp_path)
     assert (off.checkpoint_dir, off.resume) == ("", False)
     assert TrainingSettings().train_config().checkpoint_dir == ""  # no artifact root given: nowhere

@@ -12,6 +12,7 @@ previous model keeps serving while the failed run and check are visible in the U
 
 import os
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -31,43 +32,59 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.io_manager import latest_materialization, load_latest
+from recsys_assets.io_manager import latest_materialization, load_latest_table
 from recsys_assets.partitions import city_partitions
 from recsys_assets.resources import InboxSettings
+from recsys_assets.stages import (
+    CITY_WORLD_ASSETS,
+    INDEX_ASSETS,
+    INGEST_ASSETS,
+    MANIFEST_ASSETS,
+    RETRAIN_ASSETS,
+    WORLD_ASSETS,
+)
 from recsys_core import inbox
 
-RETRAIN_ASSETS = ["user_features", "place_features", "hetero_graph", "trained_model", "model_evaluation",
-                  "user_embeddings", "place_embeddings"]
-INDEX_ASSETS = ["place_index", "user_index"]
-CITY_WORLD_ASSETS = ["users", "interactions", "user_user_edges", "friend_labels"]
 # Every step of these jobs takes seconds, but a step in its own process (the default multiprocess
 # executor) first imports the code location, torch included: 10-70 s per step on a busy 2-core machine
 # (an ingest was 6 s of work in a 196 s run). In process, a run pays that import once.
-IN_PROCESS = dict(executor_def=in_process_executor)
+IN_PROCESS: dict[str, Any] = dict(executor_def=in_process_executor)
 
 world_tables_job = define_asset_job(
-    "world_tables", **IN_PROCESS, selection=AssetSelection.groups("world"),
+    "world_tables",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*WORLD_ASSETS),
     description="A city's world tables. The full pipeline is this for every city (a backfill), then `retrain`; "
     "the sensors carry it on to indices and the manifest (`recsys materialize` does all of it in order).",
 )
 retrain_job = define_asset_job(
-    "retrain", **IN_PROCESS, selection=AssetSelection.assets(*RETRAIN_ASSETS),
+    "retrain",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*RETRAIN_ASSETS),
     description="Graph -> model -> evaluation (blocking quality gate) -> embeddings, from the latest world tables.",
 )
 city_indices_job = define_asset_job(
-    "city_indices", **IN_PROCESS, selection=AssetSelection.assets(*INDEX_ASSETS),
+    "city_indices",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*INDEX_ASSETS),
     description="One city's FAISS indices from the latest embeddings.",
 )
 city_refresh_job = define_asset_job(
-    "city_refresh", **IN_PROCESS, selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
+    "city_refresh",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*CITY_WORLD_ASSETS, *INDEX_ASSETS),
     description="One city's world tables and indices (serving picks them up at the next publish).",
 )
 ingest_job = define_asset_job(
-    "ingest_interactions", **IN_PROCESS, selection=AssetSelection.assets(*CITY_WORLD_ASSETS[1:]),
+    "ingest_interactions",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*INGEST_ASSETS),
     description="Append an accepted inbox file to a city's interactions and rebuild its social tables.",
 )
 publish_job = define_asset_job(
-    "publish_manifest", **IN_PROCESS, selection=AssetSelection.assets("serving_manifest"),
+    "publish_manifest",
+    **IN_PROCESS,
+    selection=AssetSelection.assets(*MANIFEST_ASSETS),
     description="Write the serving manifest (refuses unless upstream checks passed).",
 )
 
@@ -101,8 +118,14 @@ def _runs_not_succeeded(instance, records: dict) -> tuple[list[str], list[str]]:
     """Of these materializations (named `asset[city]`), those whose run has not finished and those
     whose run failed. A runless materialization (reported from outside a run) counts as finished."""
     by_run = {record.run_id for record in records.values() if record.run_id}
-    status = {r.dagster_run.run_id: r.dagster_run.status
-              for r in instance.get_run_records(RunsFilter(run_ids=sorted(by_run)))} if by_run else {}
+    status = (
+        {
+            r.dagster_run.run_id: r.dagster_run.status
+            for r in instance.get_run_records(RunsFilter(run_ids=sorted(by_run)))
+        }
+        if by_run
+        else {}
+    )
     unfinished, failed = [], []
     for name, record in records.items():
         # No run (a runless report) or a run since deleted: nothing to wait for.
@@ -165,14 +188,19 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
         if not files:
             continue
         try:
-            users = load_latest(context.instance, AssetKey("users"), [city])
-            places = load_latest(context.instance, AssetKey("places"), list(city_partitions.get_partition_keys()))
+            users = load_latest_table(context.instance, AssetKey("users"), [city])
+            places = load_latest_table(context.instance, AssetKey("places"), list(city_partitions.get_partition_keys()))
         except FileNotFoundError as exc:
             context.log.info("inbox for %s waits: %s", city, exc)
             continue
         for path in files:
-            result = inbox.triage(path, Path(inbox_settings.directory), city, users.column("user_id").to_numpy(),
-                                  places.column("place_id").to_numpy())
+            result = inbox.triage(
+                path,
+                Path(inbox_settings.directory),
+                city,
+                users.column("user_id").to_numpy(),
+                places.column("place_id").to_numpy(),
+            )
             if result.accepted:
                 config = {"ops": {"interactions": {"config": {"append_file": str(result.destination)}}}}
                 requests.append(RunRequest(run_key=str(result.destination), partition_key=city, run_config=config))

@@ -4,9 +4,9 @@ Each check is a thin wrapper around a `recsys_core.validation` validator; failur
 the number of violations per rule and the offending rows as metadata.
 """
 
-
 import datetime as dt
 import warnings
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,10 +16,10 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, Metad
 from recsys_assets.defs import graph as graph_assets
 from recsys_assets.defs import model as model_assets
 from recsys_assets.defs import world
-from recsys_assets.io_manager import load_latest
-from recsys_assets.metadata import violations_metadata
-from recsys_assets.resources import ServingSettings
+from recsys_assets.io_manager import load_latest_table
+from recsys_assets.metadata import plain_metadata, violations_metadata
 from recsys_assets.partitions import city_of, city_partitions
+from recsys_assets.resources import ServingSettings
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
 from recsys_core.graph import GraphBundle, graph_problems
@@ -30,19 +30,23 @@ from recsys_core.training.pipeline import TrainedModel
 # Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them knowingly.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
-PARTITIONED = dict(blocking=True, partitions_def=city_partitions)
+PARTITIONED: dict[str, Any] = dict(blocking=True, partitions_def=city_partitions)
 
 
 def _result(violations) -> AssetCheckResult:
     return AssetCheckResult(passed=len(violations) == 0, metadata=violations_metadata(violations))
 
 
-@asset_check(asset=world.users, **PARTITIONED, description="Schema, unique ids, ranges, preference vectors sum to 1, city.")
+@asset_check(
+    asset=world.users, **PARTITIONED, description="Schema, unique ids, ranges, preference vectors sum to 1, city."
+)
 def users_contract(context: AssetCheckExecutionContext, users: pa.Table) -> AssetCheckResult:
     return _result(validation.validate_users(users, city_of(context)))
 
 
-@asset_check(asset=world.places, **PARTITIONED, description="Schema, unique ids, ranges, categories consistent, tags sum to 1.")
+@asset_check(
+    asset=world.places, **PARTITIONED, description="Schema, unique ids, ranges, categories consistent, tags sum to 1."
+)
 def places_contract(context: AssetCheckExecutionContext, places: pa.Table) -> AssetCheckResult:
     return _result(validation.validate_places(places, city_of(context)))
 
@@ -59,13 +63,13 @@ def interactions_contract(
 ) -> AssetCheckResult:
     # Travel events point at other cities' places, so every city's places are read here
     # (a partitioned check's inputs are limited to its own partition).
-    all_places = load_latest(context.instance, world.places.key, list(city_partitions.get_partition_keys()))
+    all_places = load_latest_table(context.instance, world.places.key, list(city_partitions.get_partition_keys()))
     return _result(
         validation.validate_interactions(
             interactions,
             users.column("user_id").to_numpy(),
             all_places.column("place_id").to_numpy(),
-            now=np.datetime64(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),
+            now=np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None)),
         )
     )
 
@@ -95,8 +99,12 @@ def _matrix_check(table: pa.Table, width: int) -> AssetCheckResult:
     bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
     return AssetCheckResult(
         passed=x.shape[1] == width and len(bad_rows) == 0,
-        metadata={"width": x.shape[1], "expected_width": width, "rows_with_nan": len(bad_rows),
-                  "first_bad_ids": table.column(0).to_numpy()[bad_rows[:20]].tolist()},
+        metadata={
+            "width": x.shape[1],
+            "expected_width": width,
+            "rows_with_nan": len(bad_rows),
+            "first_bad_ids": table.column(0).to_numpy()[bad_rows[:20]].tolist(),
+        },
     )
 
 
@@ -114,21 +122,32 @@ def place_features_finite(place_features: pa.Table) -> AssetCheckResult:
     asset=graph_assets.hetero_graph,
     blocking=True,
     additional_ins={"user_features": AssetIn(), "place_features": AssetIn()},
-    description="Feature and edge dimensions, no NaN, indices in range, reverse edges, every node of the world present.",
+    description="Feature and edge dimensions, no NaN, indices in range, reverse edges, "
+    "every node of the world present.",
 )
-def hetero_graph_structure(hetero_graph: GraphBundle, user_features: pa.Table, place_features: pa.Table) -> AssetCheckResult:
+def hetero_graph_structure(
+    hetero_graph: GraphBundle, user_features: pa.Table, place_features: pa.Table
+) -> AssetCheckResult:
     problems = graph_problems(hetero_graph)
     data = hetero_graph.data
     for node, table, id_col in (("user", user_features, "user_id"), ("place", place_features, "place_id")):
         ids = np.sort(table.column(id_col).to_numpy())
         if not torch.equal(data[node].node_id, torch.from_numpy(ids)):
-            problems.append(f"{node} nodes do not match the {node} feature table ({data[node].num_nodes} vs {len(ids)})")
-    return AssetCheckResult(passed=not problems, metadata={"problems": problems, **hetero_graph.summary()})
+            problems.append(
+                f"{node} nodes do not match the {node} feature table ({data[node].num_nodes} vs {len(ids)})"
+            )
+    return AssetCheckResult(
+        passed=not problems, metadata={"problems": problems, **plain_metadata(hetero_graph.summary())}
+    )
 
 
 @asset_check(asset=model_assets.trained_model, blocking=True, description="Every weight is finite.")
 def trained_model_weights_finite(trained_model: TrainedModel) -> AssetCheckResult:
-    bad = [name for name, p in trained_model.model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    bad = [
+        name
+        for name, p in trained_model.model.state_dict().items()
+        if p.is_floating_point() and not torch.isfinite(p).all()
+    ]
     return AssetCheckResult(passed=not bad, metadata={"non_finite_tensors": bad})
 
 
@@ -146,21 +165,29 @@ def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
     )
 
 
-def _embedding_check(table: pa.Table, id_column: str, graph: GraphBundle, node: str, model: TrainedModel) -> AssetCheckResult:
+def _embedding_check(
+    table: pa.Table, id_column: str, graph: GraphBundle, node: str, model: TrainedModel
+) -> AssetCheckResult:
     problems = embedding_problems(table, id_column, graph.data[node].node_id.numpy(), model.model.config.d_model)
     return AssetCheckResult(passed=not problems, metadata={"problems": problems, "rows": table.num_rows})
 
 
-EMBEDDING_INS = dict(blocking=True, additional_ins={"hetero_graph": AssetIn(), "trained_model": AssetIn()})
+EMBEDDING_INS: dict[str, Any] = dict(
+    blocking=True, additional_ins={"hetero_graph": AssetIn(), "trained_model": AssetIn()}
+)
 
 
 @asset_check(asset="user_embeddings", **EMBEDDING_INS, description="Model width, all finite, one row per graph user.")
-def user_embeddings_complete(user_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel) -> AssetCheckResult:
+def user_embeddings_complete(
+    user_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel
+) -> AssetCheckResult:
     return _embedding_check(user_embeddings, "user_id", hetero_graph, "user", trained_model)
 
 
 @asset_check(asset="place_embeddings", **EMBEDDING_INS, description="Model width, all finite, one row per graph place.")
-def place_embeddings_complete(place_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel) -> AssetCheckResult:
+def place_embeddings_complete(
+    place_embeddings: pa.Table, hetero_graph: GraphBundle, trained_model: TrainedModel
+) -> AssetCheckResult:
     return _embedding_check(place_embeddings, "place_id", hetero_graph, "place", trained_model)
 
 
@@ -174,7 +201,9 @@ def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str
         problems.append(f"index holds {len(index)} rows, the city has {rows.num_rows}")
     missing, extra = np.setdiff1d(ids, index.ids), np.setdiff1d(index.ids, ids)
     if len(missing) or len(extra) or len(np.unique(index.ids)) != len(index.ids):
-        problems.append(f"id map differs from the city's embedding ids: {len(missing)} missing, {len(extra)} not of the city")
+        problems.append(
+            f"id map differs from the city's embedding ids: {len(missing)} missing, {len(extra)} not of the city"
+        )
     recall = float("nan")
     if len(vectors) and not problems:
         picked = np.random.default_rng(city).choice(len(vectors), min(sample, len(vectors)), replace=False)
@@ -184,24 +213,36 @@ def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str
     return AssetCheckResult(
         passed=not problems,
         metadata={
-            "problems": problems, "kind": index.kind, "rows": len(index), "city_rows": rows.num_rows,
+            "problems": problems,
+            "kind": index.kind,
+            "rows": len(index),
+            "city_rows": rows.num_rows,
             "recall@50_vs_exact": recall,
-            "missing_ids": missing[:20].tolist(), "ids_not_of_the_city": extra[:20].tolist(),
+            "missing_ids": missing[:20].tolist(),
+            "ids_not_of_the_city": extra[:20].tolist(),
         },
     )
 
 
 @asset_check(
-    asset="place_index", **PARTITIONED, additional_ins={"place_embeddings": AssetIn()},
+    asset="place_index",
+    **PARTITIONED,
+    additional_ins={"place_embeddings": AssetIn()},
     description="Size equals the city's place count; ANN recall@50 vs exact search >= 0.99 on a sample.",
 )
-def place_index_recall(context: AssetCheckExecutionContext, place_index: CityIndex, place_embeddings: pa.Table, serving: ServingSettings) -> AssetCheckResult:
+def place_index_recall(
+    context: AssetCheckExecutionContext, place_index: CityIndex, place_embeddings: pa.Table, serving: ServingSettings
+) -> AssetCheckResult:
     return _index_check(context, place_index, place_embeddings, "place_id", serving.ann_recall_sample)
 
 
 @asset_check(
-    asset="user_index", **PARTITIONED, additional_ins={"user_embeddings": AssetIn()},
+    asset="user_index",
+    **PARTITIONED,
+    additional_ins={"user_embeddings": AssetIn()},
     description="Size equals the city's user count; ANN recall@50 vs exact search >= 0.99 on a sample.",
 )
-def user_index_recall(context: AssetCheckExecutionContext, user_index: CityIndex, user_embeddings: pa.Table, serving: ServingSettings) -> AssetCheckResult:
+def user_index_recall(
+    context: AssetCheckExecutionContext, user_index: CityIndex, user_embeddings: pa.Table, serving: ServingSettings
+) -> AssetCheckResult:
     return _index_check(context, user_index, user_embeddings, "user_id", serving.ann_recall_sample)

@@ -1,14 +1,16 @@
 """Feature matrices and the heterogeneous graph, covering all cities."""
 
+from typing import Any
 
 import pyarrow as pa
 from dagster import AssetIn, MetadataValue, Output, asset
 
+from recsys_assets.metadata import plain_metadata
 from recsys_core import features
 from recsys_core.graph import GraphBundle, build_hetero_graph
 
-GRAPH = dict(group_name="graph", owners=["team:ml"])
-FEATURE_TABLE = dict(**GRAPH, kinds={"python", "parquet"})
+GRAPH: dict[str, Any] = dict(group_name="graph", owners=["team:ml"])
+FEATURE_TABLE: dict[str, Any] = dict(**GRAPH, kinds={"python", "parquet"})
 
 
 def _layout_md(layout: features.Layout) -> MetadataValue:
@@ -22,7 +24,9 @@ def user_features(users: pa.Table) -> Output[pa.Table]:
     return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.USER_LAYOUT)})
 
 
-@asset(**FEATURE_TABLE, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata).")
+@asset(
+    **FEATURE_TABLE, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata)."
+)
 def place_features(places: pa.Table) -> Output[pa.Table]:
     table = features.place_feature_table(places)
     return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.PLACE_LAYOUT)})
@@ -43,4 +47,4 @@ def hetero_graph(
 ) -> Output[GraphBundle]:
     bundle = build_hetero_graph(user_features, place_features, interactions, user_user_edges, friend_labels)
     summary = bundle.summary()
-    return Output(bundle, metadata={**summary, "summary": MetadataValue.json(summary)})
+    return Output(bundle, metadata={**plain_metadata(summary), "summary": MetadataValue.json(summary)})

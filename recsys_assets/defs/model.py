@@ -1,17 +1,18 @@
 """The trained GraphRec checkpoint and its evaluation against baselines and the oracle."""
 
 import io
+from typing import Any
 
 import pyarrow as pa
 from dagster import AllPartitionMapping, AssetIn, MetadataValue, Output, asset
 
-from recsys_assets.metadata import png_markdown
+from recsys_assets.metadata import plain_metadata, png_markdown
 from recsys_assets.resources import ServingSettings, TrainingSettings
 from recsys_core.evaluation.compare import Comparison, WorldTruth, compare, summary_markdown
 from recsys_core.graph import GraphBundle
 from recsys_core.training.pipeline import TrainedModel, describe, fit
 
-MODEL = dict(group_name="model", kinds={"pytorch"}, owners=["team:ml"])
+MODEL: dict[str, Any] = dict(group_name="model", kinds={"pytorch"}, owners=["team:ml"])
 ALL_CITIES = AllPartitionMapping()
 
 
@@ -40,24 +41,30 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
     return png_markdown(buffer.getvalue(), "training curve")
 
 
-@asset(**MODEL, description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights. "
-        "Checkpointed while it trains; `resume: true` in the training resource continues a killed run.")
-def trained_model(hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings) -> Output[TrainedModel]:
+@asset(
+    **MODEL,
+    description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights. "
+    "Checkpointed while it trains; `resume: true` in the training resource continues a killed run.",
+)
+def trained_model(
+    hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings
+) -> Output[TrainedModel]:
     config = training.train_config("graphrec", serving.artifact_root)
     trained = fit(hetero_graph, training.graphrec_config(), config, split_seed=training.seed)
     info = describe(trained)
+    plain = plain_metadata(info)
     return Output(
         trained,
         metadata={
-            "best_val_recall@20": info["best_val_recall@20"],
-            "best_step": info["best_step"],
-            "train_seconds": info["train_seconds"],
-            "stopped_because": info["stopped_because"],
-            "resumed_from_step": info["resumed_from_step"],
-            "steps": info["steps"],
-            "parameters": info["parameters"],
-            "val_pairs": info["held_out"]["val_pairs"],
-            "test_pairs": info["held_out"]["test_pairs"],
+            "best_val_recall@20": plain["best_val_recall@20"],
+            "best_step": plain["best_step"],
+            "train_seconds": plain["train_seconds"],
+            "stopped_because": plain["stopped_because"],
+            "resumed_from_step": plain["resumed_from_step"],
+            "steps": plain["steps"],
+            "parameters": plain["parameters"],
+            "val_pairs": len(trained.split.val_edges),
+            "test_pairs": len(trained.split.test_edges),
             "summary": MetadataValue.json(info),
             "training_curve": _curve_png(trained),
         },
@@ -84,18 +91,21 @@ def model_evaluation(
     serving: ServingSettings,
 ) -> Output[Comparison]:
     two_tower = fit(
-        hetero_graph, training.graphrec_config(n_layers=0), training.train_config("two_tower", serving.artifact_root),
+        hetero_graph,
+        training.graphrec_config(n_layers=0),
+        training.train_config("two_tower", serving.artifact_root),
         split=trained_model.split,
     ).model
     world = WorldTruth(users, places, interactions) if training.oracle else None
     comparison = compare(
-        hetero_graph, trained_model.split, {"graphrec": trained_model.model, "two_tower": two_tower}, world=world,
-        seed=training.seed, baseline_budget_s=training.baseline_budget_s,
+        hetero_graph,
+        trained_model.split,
+        {"graphrec": trained_model.model, "two_tower": two_tower},
+        world=world,
+        seed=training.seed,
+        baseline_budget_s=training.baseline_budget_s,
     )
-    headline = {
-        f"test {m} recall@20": comparison.place_metric("test", m)
-        for m in comparison.places["model"].unique()
-    }
+    headline = {f"test {m} recall@20": comparison.place_metric("test", m) for m in comparison.places["model"].unique()}
     headline["test graphrec friend compat ROC-AUC"] = comparison.friend_metric("test", "graphrec")
     return Output(
         comparison,

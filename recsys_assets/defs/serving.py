@@ -4,9 +4,9 @@ The manifest is the last asset: it only materializes when every upstream check p
 and it is published by an atomic rename, so the service never sees a half-built state.
 """
 
-
 import datetime as dt
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from dagster import (
 )
 
 from recsys_assets.io_manager import MANIFEST, latest_artifact_path, latest_materialization
-from recsys_assets.metadata import markdown_table, rows_by_city
+from recsys_assets.metadata import Metadata, markdown_table, rows_by_city
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import ServingSettings
 from recsys_core.graph import GraphBundle
@@ -35,13 +35,19 @@ from recsys_core.retrieval.index import CityIndex, build_city_index
 from recsys_core.taxonomy import CITY_SLUGS, city_id_from_slug
 from recsys_core.training.pipeline import TrainedModel
 
-SERVING = dict(group_name="serving", owners=["team:ml"])
+SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
 
 
 @multi_asset(
     outs={
-        "user_embeddings": AssetOut(**SERVING, kinds={"pytorch", "parquet"}, description="user_id, city_id, float32 embedding, influential past places."),
-        "place_embeddings": AssetOut(**SERVING, kinds={"pytorch", "parquet"}, description="place_id, city_id, float32 embedding."),
+        "user_embeddings": AssetOut(
+            **SERVING,
+            kinds={"pytorch", "parquet"},
+            description="user_id, city_id, float32 embedding, influential past places.",
+        ),
+        "place_embeddings": AssetOut(
+            **SERVING, kinds={"pytorch", "parquet"}, description="place_id, city_id, float32 embedding."
+        ),
     },
 )
 def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
@@ -51,41 +57,68 @@ def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
         yield Output(table, output_name=name, metadata=_embedding_metadata(table))
 
 
-def _embedding_metadata(table: pa.Table) -> dict[str, object]:
+def _embedding_metadata(table: pa.Table) -> Metadata:
     vectors = embedding_matrix(table)
     norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(1)
     return {
         "dagster/row_count": table.num_rows,
         "dim": table.schema.field("embedding").type.list_size,
         "rows by city": rows_by_city(table.column("city_id").to_numpy()),
-        "norm": MetadataValue.json({"min": float(norms.min()), "median": float(np.median(norms)), "max": float(norms.max())}),
+        "norm": MetadataValue.json(
+            {"min": float(norms.min()), "median": float(np.median(norms)), "max": float(norms.max())}
+        ),
     }
 
 
-def _city_index(context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings) -> Output[CityIndex]:
+def _city_index(
+    context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings
+) -> Output[CityIndex]:
     city = city_of(context)
     rows = city_rows(table, city)
     vectors = embedding_matrix(rows)
     index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows)
-    return Output(index, metadata={
-        "dagster/row_count": len(index), "ntotal": len(index), "dim": int(vectors.shape[1]), "kind": index.kind, "city_id": city,
-    })
+    return Output(
+        index,
+        metadata={
+            "dagster/row_count": len(index),
+            "ntotal": len(index),
+            "dim": int(vectors.shape[1]),
+            "kind": index.kind,
+            "city_id": city,
+        },
+    )
 
 
-@asset(**SERVING, kinds={"faiss"}, partitions_def=city_partitions, description="FAISS inner-product index of the city's places.")
-def place_index(context: AssetExecutionContext, place_embeddings: pa.Table, serving: ServingSettings) -> Output[CityIndex]:
+@asset(
+    **SERVING,
+    kinds={"faiss"},
+    partitions_def=city_partitions,
+    description="FAISS inner-product index of the city's places.",
+)
+def place_index(
+    context: AssetExecutionContext, place_embeddings: pa.Table, serving: ServingSettings
+) -> Output[CityIndex]:
     return _city_index(context, place_embeddings, "place_id", serving)
 
 
-@asset(**SERVING, kinds={"faiss"}, partitions_def=city_partitions, description="FAISS inner-product index of the city's users.")
-def user_index(context: AssetExecutionContext, user_embeddings: pa.Table, serving: ServingSettings) -> Output[CityIndex]:
+@asset(
+    **SERVING,
+    kinds={"faiss"},
+    partitions_def=city_partitions,
+    description="FAISS inner-product index of the city's users.",
+)
+def user_index(
+    context: AssetExecutionContext, user_embeddings: pa.Table, serving: ServingSettings
+) -> Output[CityIndex]:
     return _city_index(context, user_embeddings, "user_id", serving)
 
 
 def _ref(context: AssetExecutionContext, key, partition: str | None = None) -> ArtifactRef:
     directory = latest_artifact_path(context.instance, key, partition)
     stored = json.loads((directory / MANIFEST).read_text())
-    return ArtifactRef(path=str(directory.resolve()), file=stored["file"], sha256=stored["sha256"], bytes=stored.get("bytes"))
+    return ArtifactRef(
+        path=str(directory.resolve()), file=stored["file"], sha256=stored["sha256"], bytes=stored.get("bytes")
+    )
 
 
 def _key(name: str) -> AssetKey:
@@ -132,7 +165,10 @@ def _require_passed_checks(context: AssetExecutionContext) -> None:
         record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(_key(asset_name), check_name))
         evaluation = record.evaluation if record else None
         if evaluation is None or not evaluation.passed:
-            failed.append(f"{asset_name}.{check_name}: " + ("never ran" if evaluation is None else f"failed {_plain(evaluation.metadata)}"))
+            failed.append(
+                f"{asset_name}.{check_name}: "
+                + ("never ran" if evaluation is None else f"failed {_plain(evaluation.metadata)}")
+            )
     if failed:
         raise UncheckedArtifact("not publishing a serving manifest; the live one stays: " + "; ".join(failed))
 
@@ -157,7 +193,7 @@ ALL_CITIES = AllPartitionMapping()
 def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -> Output[ServingManifest]:
     _require_passed_checks(context)
     model = _ref(context, _key("trained_model"))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     manifest = ServingManifest(
         version=f"{now:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}",
         created_at=now.isoformat(),

@@ -1,19 +1,22 @@
-"""Shared plumbing for the baseline recommenders: input checks, per-user standardization, BPR sampling and training loop."""
+"""Shared plumbing for the baseline recommenders: input checks, per-user standardization, BPR sampling and
+training loop."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike, NDArray
 
 logger = logging.getLogger(__name__)
 
 
-def as_interactions(train, binarize: bool = False) -> sp.csr_matrix:
+def as_interactions(train: sp.spmatrix | sp.sparray | ArrayLike, binarize: bool = False) -> sp.csr_matrix:
     """A canonical float32 CSR copy of an implicit-feedback matrix (duplicates summed, zeros dropped)."""
     if not sp.issparse(train):
         train = sp.csr_matrix(np.asarray(train))
@@ -33,10 +36,11 @@ def row_standardize(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float32)
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.maximum(std, 1e-8)
+    out: NDArray[np.float32] = (scores - mean) / np.maximum(std, 1e-8)
+    return out
 
 
-def as_user_index(users, n_users: int) -> np.ndarray:
+def as_user_index(users: ArrayLike, n_users: int) -> NDArray[np.int64]:
     users = np.asarray(users, dtype=np.int64).reshape(-1)
     if users.size and (users.min() < 0 or users.max() >= n_users):
         raise IndexError(f"user index out of range [0, {n_users})")
@@ -101,17 +105,21 @@ class BPRModel:
         self._item_emb: np.ndarray | None = None
 
     # -- subclass hooks -------------------------------------------------------------------
-    def _init_params(self, n_users, n_items, train, generator):  # pragma: no cover - abstract
+    def _init_params(  # pragma: no cover - abstract
+        self, n_users: int, n_items: int, train: sp.csr_matrix, generator: torch.Generator
+    ) -> list[torch.nn.Parameter]:
         raise NotImplementedError
 
-    def _batch_embeddings(self, u, p, n):  # pragma: no cover - abstract
+    def _batch_embeddings(  # pragma: no cover - abstract
+        self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _final_embeddings(self):  # pragma: no cover - abstract
+    def _final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- public API -----------------------------------------------------------------------
-    def fit(self, train: sp.csr_matrix):
+    def fit(self, train: sp.csr_matrix) -> Self:
         train = as_interactions(train, binarize=True)
         n_users, n_items = train.shape
         if train.nnz == 0:
@@ -134,7 +142,13 @@ class BPRModel:
         name = type(self).__name__
         logger.info(
             "%s: fitting %d users x %d items, %d positives, %d epochs x %d steps (batch %d)",
-            name, n_users, n_items, n_pos, self.epochs, steps_per_epoch, self.batch_size,
+            name,
+            n_users,
+            n_items,
+            n_pos,
+            self.epochs,
+            steps_per_epoch,
+            self.batch_size,
         )
         self.history = []
         self.stopped_early = False
@@ -154,7 +168,7 @@ class BPRModel:
                     n[hit] = rng.integers(0, n_items, size=int(hit.sum()))
                 loss = self._loss(torch.from_numpy(u), torch.from_numpy(p), torch.from_numpy(n))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in torch
                 opt.step()
                 loss_sum += float(loss.detach()) * len(idx)
                 n_seen += len(idx)
@@ -166,8 +180,14 @@ class BPRModel:
                     rate = done_steps / (now - start)
                     logger.info(
                         "%s: epoch %d/%d step %d/%d loss %.4f | %.1f steps/s, %.0f samples/s, ETA %s",
-                        name, epoch, self.epochs, done_steps - (epoch - 1) * steps_per_epoch,
-                        steps_per_epoch, loss_sum / n_seen, rate, rate * self.batch_size,
+                        name,
+                        epoch,
+                        self.epochs,
+                        done_steps - (epoch - 1) * steps_per_epoch,
+                        steps_per_epoch,
+                        loss_sum / n_seen,
+                        rate,
+                        rate * self.batch_size,
                         _fmt_s((total_steps - done_steps) / rate),
                     )
                 if over_budget:
@@ -178,7 +198,12 @@ class BPRModel:
             rate = done_steps / max(now - start, 1e-9)
             logger.info(
                 "%s: epoch %d/%d loss %.4f | %.1f steps/s, elapsed %s, ETA %s%s",
-                name, epoch, self.epochs, self.history[-1], rate, _fmt_s(now - start),
+                name,
+                epoch,
+                self.epochs,
+                self.history[-1],
+                rate,
+                _fmt_s(now - start),
                 _fmt_s((total_steps - done_steps) / max(rate, 1e-9)),
                 " (time budget exhausted, stopping)" if self.stopped_early else "",
             )
@@ -194,7 +219,7 @@ class BPRModel:
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Dot-product scores (len(users), n_items), float32, for every item."""
-        if self._user_emb is None:
+        if self._user_emb is None or self._item_emb is None:
             raise RuntimeError(f"{type(self).__name__}.score called before fit")
         users = as_user_index(users, self.n_users)
         return np.ascontiguousarray(self._user_emb[users] @ self._item_emb.T, dtype=np.float32)
@@ -225,4 +250,5 @@ def _contains(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Vectorised membership of ``query`` in the sorted array ``sorted_keys``."""
     pos = np.searchsorted(sorted_keys, query)
     pos = np.minimum(pos, len(sorted_keys) - 1)
-    return sorted_keys[pos] == query
+    found: NDArray[np.bool_] = sorted_keys[pos] == query
+    return found

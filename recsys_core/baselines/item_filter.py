@@ -30,13 +30,18 @@ def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
     return out
 
 
-def randomized_top_singular(matrix: sp.csr_matrix, k: int, power_iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def randomized_top_singular(
+    matrix: sp.csr_matrix, k: int, power_iterations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k singular values and right singular vectors (k x n) of a sparse matrix, seeded."""
     import torch
 
     coo = matrix.tocoo()
     a = torch.sparse_coo_tensor(
-        np.vstack([coo.row, coo.col]), torch.from_numpy(coo.data.astype(np.float32)), matrix.shape, check_invariants=False
+        torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+        torch.from_numpy(coo.data.astype(np.float32)),
+        matrix.shape,
+        check_invariants=False,
     )
     oversample = min(max(k // 4, 16), min(matrix.shape) - k)
     with torch.random.fork_rng(devices=[]):
@@ -95,7 +100,7 @@ class ItemItemFilter:
         self._R: sp.csr_matrix | None = None
         self.singular_values: np.ndarray | None = None
 
-    def fit(self, train: sp.csr_matrix) -> "ItemItemFilter":
+    def fit(self, train: sp.csr_matrix) -> ItemItemFilter:
         t0 = time.perf_counter()
         R = as_interactions(train, binarize=self.binarize)
         n_users, n_items = R.shape
@@ -119,7 +124,12 @@ class ItemItemFilter:
             elif self.svd == "randomized":
                 s, vt = randomized_top_singular(Rn, k, self.power_iterations, self.seed)
             else:
-                _, s, vt = svds(Rn, k=k, random_state=self.seed, return_singular_vectors="vh")
+                _, s, vt = svds(
+                    Rn,
+                    k=k,
+                    random_state=self.seed,
+                    return_singular_vectors="vh",  # type: ignore[arg-type]  # scipy-stubs: "v" for the documented "vh"
+                )
             d_sqrt = np.sqrt(di)
             order = np.argsort(-np.asarray(s), kind="stable")  # strongest first, so truncated() can cut
             s, vt = np.asarray(s)[order], vt[order]
@@ -130,7 +140,7 @@ class ItemItemFilter:
         logger.info("ItemItemFilter: fitted in %.1fs", time.perf_counter() - t0)
         return self
 
-    def truncated(self, alpha: float, k: int) -> "ItemItemFilter":
+    def truncated(self, alpha: float, k: int) -> ItemItemFilter:
         """The same fitted filter with the ideal low-pass cut to the top ``k`` directions and
         weighted ``alpha``: tuning both needs one SVD, not one per setting."""
         if self._R is None:
@@ -140,7 +150,7 @@ class ItemItemFilter:
             raise ValueError(f"k={k} is outside the fitted 0..{fitted} directions")
         other = copy.copy(self)
         other.alpha, other.k = float(alpha), int(k)
-        if k == 0 or alpha == 0.0:
+        if k == 0 or alpha == 0.0 or self._low_left is None or self._low_right is None:
             other._low_left = other._low_right = None
         else:
             other._low_left = np.ascontiguousarray(self._low_left[:, :k])
@@ -149,7 +159,7 @@ class ItemItemFilter:
 
     def low_pass_scores(self, users: np.ndarray) -> np.ndarray:
         """The ideal low-pass term alone, unweighted: ``r_u D_I^{-1/2} V_k^T V_k D_I^{1/2}``."""
-        if self._low_left is None:
+        if self._low_left is None or self._low_right is None or self._R is None:
             raise RuntimeError("ItemItemFilter.low_pass_scores needs a fitted filter with k > 0 and alpha != 0")
         users = as_user_index(users, self._R.shape[0])
         return np.asarray((self._R[users] @ self._low_left) @ self._low_right, dtype=np.float32)

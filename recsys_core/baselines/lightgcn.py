@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,20 +24,23 @@ class _SymmetricSpMM(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, adj, x):
+    def forward(ctx: Any, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+        out: torch.Tensor = torch.sparse.mm(adj, x)
+        return out
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, torch.sparse.mm(ctx.adj, grad_out)
 
 
-class _SymLGConv(LGConv):
+class _SymLGConv(LGConv):  # type: ignore[misc, unused-ignore]  # torch_geometric ships no type information
     """LGConv whose sparse-adjacency path uses ``_SymmetricSpMM`` (the graph here is symmetric)."""
 
-    def message_and_aggregate(self, adj_t, x):
-        return _SymmetricSpMM.apply(adj_t, x)
+    def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
+        out = _SymmetricSpMM.apply(adj_t, x)  # type: ignore[no-untyped-call, unused-ignore]  # unannotated in torch
+        return out
 
 
 def normalized_bipartite_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
@@ -44,7 +48,8 @@ def normalized_bipartite_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
     n_users, n_items = train.shape
     r = train.copy()
     r.data[:] = 1.0
-    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    # scipy-stubs type bmat(format="csr") as a bare spmatrix; it is a csr_matrix.
+    adj = cast("sp.csr_matrix[np.float32]", sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32))
     deg = np.asarray(adj.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(deg, dtype=np.float32)
     inv_sqrt[deg > 0] = deg[deg > 0] ** -0.5
@@ -87,7 +92,9 @@ class LightGCN(BPRModel):
             raise ValueError("layers must be >= 0")
         self.layers = int(layers)
 
-    def _init_params(self, n_users, n_items, train, generator):
+    def _init_params(
+        self, n_users: int, n_items: int, train: sp.csr_matrix, generator: torch.Generator
+    ) -> list[torch.nn.Parameter]:
         norm = normalized_bipartite_adjacency(train)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
@@ -99,9 +106,7 @@ class LightGCN(BPRModel):
                 check_invariants=False,
             )
         self._conv = _SymLGConv(normalize=False)
-        self._E = torch.nn.Parameter(
-            torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std
-        )
+        self._E = torch.nn.Parameter(torch.randn(n_users + n_items, self.dim, generator=generator) * self.init_std)
         return [self._E]
 
     @property
@@ -119,11 +124,13 @@ class LightGCN(BPRModel):
             acc = acc + h
         return acc / (self.layers + 1)
 
-    def _batch_embeddings(self, u, p, n):
+    def _batch_embeddings(
+        self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self._propagate()
         U = self.n_users
         return out[u], out[U + p], out[U + n], self._E[u], self._E[U + p], self._E[U + n]
 
-    def _final_embeddings(self):
+    def _final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self._propagate()
         return out[: self.n_users], out[self.n_users :]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "common_neighbours",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-def _binary_adj(adj) -> sp.csr_matrix:
+def _binary_adj(adj: sp.csr_matrix) -> sp.csr_matrix:
     a = sp.csr_matrix(adj, dtype=np.float32, copy=True)
     if a.shape[0] != a.shape[1]:
         raise ValueError(f"adjacency must be square, got {a.shape}")
@@ -33,14 +34,14 @@ def _binary_adj(adj) -> sp.csr_matrix:
     return a
 
 
-def _pairs(pairs, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(pairs: ArrayLike, n: int) -> tuple[np.ndarray, np.ndarray]:
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise IndexError(f"pair index out of range [0, {n})")
     return pairs[:, 0], pairs[:, 1]
 
 
-def _users(users, n: int) -> np.ndarray:
+def _users(users: ArrayLike, n: int) -> np.ndarray:
     users = np.asarray(users, dtype=np.int64).reshape(-1)
     if users.size and (users.min() < 0 or users.max() >= n):
         raise IndexError(f"user index out of range [0, {n})")
@@ -83,7 +84,8 @@ def common_neighbours_all(adj: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     """Common-neighbour counts of each of ``users`` with every user: dense (len(users), n_users)."""
     a = _binary_adj(adj)
     users = _users(users, a.shape[0])
-    return (a[users] @ a).toarray().astype(np.float32, copy=False)
+    scores: NDArray[np.float32] = (a[users] @ a).toarray().astype(np.float32, copy=False)
+    return scores
 
 
 def adamic_adar_all(adj: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
@@ -91,7 +93,8 @@ def adamic_adar_all(adj: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     a = _binary_adj(adj)
     users = _users(users, a.shape[0])
     w = sp.diags(_aa_weights(a).astype(np.float32))
-    return (a[users] @ w @ a).toarray().astype(np.float32, copy=False)
+    scores: NDArray[np.float32] = (a[users] @ w @ a).toarray().astype(np.float32, copy=False)
+    return scores
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
@@ -99,14 +102,16 @@ def _unit_rows(features: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError("features must be a 2-D (n_users, n_features) array")
     norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    unit: NDArray[np.float32] = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    return unit
 
 
 def feature_cosine(features: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Cosine similarity of the feature rows of each pair; rows with zero norm give 0."""
     x = _unit_rows(features)
     u, v = _pairs(pairs, x.shape[0])
-    return np.einsum("ij,ij->i", x[u], x[v]).astype(np.float32, copy=False)
+    cosine: NDArray[np.float32] = np.einsum("ij,ij->i", x[u], x[v]).astype(np.float32, copy=False)
+    return cosine
 
 
 def feature_cosine_all(features: np.ndarray, users: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import scipy.sparse as sp
 import torch
 
 from recsys_core.baselines._common import BPRModel
@@ -33,14 +34,18 @@ class MatrixFactorizationBPR(BPRModel):
     ) -> None:
         super().__init__(dim, epochs, lr, reg, batch_size, seed, time_budget_s, log_every_s, init_std)
 
-    def _init_params(self, n_users, n_items, train, generator):
+    def _init_params(
+        self, n_users: int, n_items: int, train: sp.csr_matrix, generator: torch.Generator
+    ) -> list[torch.nn.Parameter]:
         self._P = torch.nn.Parameter(torch.randn(n_users, self.dim, generator=generator) * self.init_std)
         self._Q = torch.nn.Parameter(torch.randn(n_items, self.dim, generator=generator) * self.init_std)
         return [self._P, self._Q]
 
-    def _batch_embeddings(self, u, p, n):
+    def _batch_embeddings(
+        self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         eu, ep, en = self._P[u], self._Q[p], self._Q[n]
         return eu, ep, en, eu, ep, en
 
-    def _final_embeddings(self):
+    def _final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._P, self._Q

@@ -31,7 +31,7 @@ class Popularity:
         self.item_scores: np.ndarray | None = None
         self.n_users = 0
 
-    def fit(self, train: sp.csr_matrix) -> "Popularity":
+    def fit(self, train: sp.csr_matrix) -> Popularity:
         train = as_interactions(train)
         self.n_users, n_items = train.shape
         if self.weighted:

@@ -45,9 +45,12 @@ class InteractionDataset:
 
     def counts_on(self, pairs: sp.csr_matrix) -> sp.csr_matrix:
         """The interaction counts of the given (user, item) pairs, e.g. of a carve's training part."""
-        return self.interactions.multiply(pairs > 0).tocsr()
+        counts: sp.csr_matrix = self.interactions.multiply(pairs > 0).tocsr()
+        return counts
 
-    def with_interactions(self, interactions: sp.csr_matrix, friends: sp.csr_matrix | None = None) -> "InteractionDataset":
+    def with_interactions(
+        self, interactions: sp.csr_matrix, friends: sp.csr_matrix | None = None
+    ) -> InteractionDataset:
         return replace(self, interactions=interactions.tocsr(), friends=self.friends if friends is None else friends)
 
     def summary(self) -> dict[str, int]:
@@ -99,7 +102,9 @@ class InteractionDataset:
             data[et].edge_index = index.contiguous()
             data[et].edge_attr = attr
         u, v = _upper_pairs(self.friends)
-        data[SOCIAL].edge_index = torch.from_numpy(np.stack([np.concatenate([u, v]), np.concatenate([v, u])]).astype(np.int64))
+        data[SOCIAL].edge_index = torch.from_numpy(
+            np.stack([np.concatenate([u, v]), np.concatenate([v, u])]).astype(np.int64)
+        )
         data[SOCIAL].edge_attr = torch.ones(2 * len(u), 1)
         empty = torch.zeros(0, dtype=torch.long)
         return GraphBundle(data, torch.zeros(2, 0, dtype=torch.long), empty, empty)

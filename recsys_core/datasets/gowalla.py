@@ -58,6 +58,8 @@ def load_gowalla(data_dir: str | Path) -> InteractionDataset:
     matrix.sum_duplicates()
     matrix.data[:] = 1.0  # a check-in list: repeated ids are one place
     return InteractionDataset(
-        name="gowalla", user_ids=np.arange(n_users, dtype=np.int64), item_ids=np.arange(n_items, dtype=np.int64),
+        name="gowalla",
+        user_ids=np.arange(n_users, dtype=np.int64),
+        item_ids=np.arange(n_items, dtype=np.int64),
         interactions=matrix,
     )

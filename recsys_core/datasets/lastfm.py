@@ -47,8 +47,14 @@ def load_lastfm(data_dir: str | Path) -> InteractionDataset:
     friends = _read(friends_path, ["u", "v"]) if friends_path.exists() else pd.DataFrame({"u": [], "v": []})
     if (listens["count"] <= 0).any():
         raise DatasetFormatError(f"{data_dir / 'listens_train.txt'}: listen counts must be positive")
-    n_users = int(max(N_USERS, listens["user"].max(), friends["u"].max() if len(friends) else 0,
-                      friends["v"].max() if len(friends) else 0))
+    n_users = int(
+        max(
+            N_USERS,
+            listens["user"].max(),
+            friends["u"].max() if len(friends) else 0,
+            friends["v"].max() if len(friends) else 0,
+        )
+    )
     n_items = int(max(N_ARTISTS, listens["artist"].max()))
     u = listens["user"].to_numpy(np.int64) - 1
     i = listens["artist"].to_numpy(np.int64) - 1
@@ -56,6 +62,9 @@ def load_lastfm(data_dir: str | Path) -> InteractionDataset:
     matrix.sum_duplicates()
     social = symmetric_pairs(friends["u"].to_numpy(np.int64) - 1, friends["v"].to_numpy(np.int64) - 1, n_users)
     return InteractionDataset(
-        name="lastfm", user_ids=np.arange(1, n_users + 1, dtype=np.int64), item_ids=np.arange(1, n_items + 1, dtype=np.int64),
-        interactions=matrix, friends=social,
+        name="lastfm",
+        user_ids=np.arange(1, n_users + 1, dtype=np.int64),
+        item_ids=np.arange(1, n_items + 1, dtype=np.int64),
+        interactions=matrix,
+        friends=social,
     )

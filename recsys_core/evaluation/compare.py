@@ -11,23 +11,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 import torch
+from torch_geometric.data import HeteroData
 
 from recsys_core import baselines, social
 from recsys_core.evaluation import protocol
+from recsys_core.evaluation.served_ranking import local_matrix, score_city
+from recsys_core.evaluation.split import Split, training_graph
 from recsys_core.features import USER_LAYOUT
 from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.synthetic.config import PreferenceWeights
 from recsys_core.synthetic.preference import Tastes, Traits, preference_scores
-from recsys_core.training.ranking import local_matrix, score_city
-from recsys_core.training.split import Split, training_graph
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ class Comparison:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def place_metric(self, part: str, model: str, metric: str = "recall@20", tier: str = "all") -> float:
-        rows = self.places[(self.places["part"] == part) & (self.places["model"] == model) & (self.places["tier"] == tier)]
+        rows = self.places[
+            (self.places["part"] == part) & (self.places["model"] == model) & (self.places["tier"] == tier)
+        ]
         return float(rows[metric].iloc[0]) if len(rows) else float("nan")
 
     def friend_metric(self, part: str, model: str, metric: str = "compat_roc_auc") -> float:
@@ -56,7 +60,7 @@ class Comparison:
         return directory / "places.parquet"
 
     @classmethod
-    def load(cls, directory: Path) -> "Comparison":
+    def load(cls, directory: Path) -> Comparison:
         return cls(
             places=pd.read_parquet(directory / "places.parquet"),
             friends=pd.read_parquet(directory / "friends.parquet"),
@@ -74,28 +78,38 @@ class WorldTruth:
     weights: PreferenceWeights = field(default_factory=PreferenceWeights)
 
 
-def _graphrec_scorer(model: GraphRec, z: dict[str, torch.Tensor], inputs: GraphInputs, truth: protocol.PlaceTruth):
-    def score(city, users, places):
+class _Baseline(Protocol):
+    """What the comparison needs of a baseline recommender."""
+
+    def fit(self, train: sp.csr_matrix) -> object: ...
+
+    def score(self, users: np.ndarray) -> np.ndarray: ...
+
+
+def _graphrec_scorer(
+    model: GraphRec, z: dict[str, torch.Tensor], inputs: GraphInputs, truth: protocol.PlaceTruth
+) -> protocol.BlockScorer:
+    def score(city: int, users: np.ndarray, places: np.ndarray) -> np.ndarray:
         exclude = local_matrix(truth.seen_user, truth.seen_place, users, places)
         return score_city(model, z, inputs, city, users, places, exclude)
 
     return score
 
 
-def _baseline_scorer(model):
-    def score(city, users, places):
+def _baseline_scorer(model: _Baseline) -> protocol.BlockScorer:
+    def score(city: int, users: np.ndarray, places: np.ndarray) -> np.ndarray:
         return model.score(users)[:, places]
 
     return score
 
 
-def _oracle_scorer(world: WorldTruth, user_ids: np.ndarray, place_ids: np.ndarray):
+def _oracle_scorer(world: WorldTruth, user_ids: np.ndarray, place_ids: np.ndarray) -> protocol.BlockScorer:
     tastes = Tastes.from_table(world.users.sort_by("user_id"))
     traits = Traits.from_table(world.places.sort_by("place_id"))
     if not (np.array_equal(tastes.ids, user_ids) and np.array_equal(traits.ids, place_ids)):
         raise ValueError("oracle tables do not match the graph's nodes")
 
-    def score(city, users, places):
+    def score(city: int, users: np.ndarray, places: np.ndarray) -> np.ndarray:
         return preference_scores(tastes.subset(users), traits.subset(places), world.weights)
 
     return score
@@ -126,7 +140,7 @@ def compare(
 
     with torch.no_grad():
         embeddings = {name: model.embed(inputs) for name, model in models.items()}
-    fitted = {
+    fitted: dict[str, _Baseline] = {
         "popularity": baselines.Popularity(),
         "mf_bpr": baselines.MatrixFactorizationBPR(seed=seed, time_budget_s=baseline_budget_s),
         "lightgcn": baselines.LightGCN(seed=seed, time_budget_s=baseline_budget_s),
@@ -147,12 +161,25 @@ def compare(
             scorers["oracle"] = _oracle_scorer(world, *node_ids)
         started = time.perf_counter()
         places.append(protocol.evaluate_places(scorers, truth).assign(part=part))
-        friends.append(_compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world).assign(part=part))
+        friends.append(
+            _compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world).assign(part=part)
+        )
         seconds[f"evaluate_{part}"] = round(time.perf_counter() - started, 1)
-    return Comparison(places=pd.concat(places, ignore_index=True), friends=pd.concat(friends, ignore_index=True), seconds=seconds)
+    return Comparison(
+        places=pd.concat(places, ignore_index=True), friends=pd.concat(friends, ignore_index=True), seconds=seconds
+    )
 
 
-def _compare_friends(bundle, split, part, models, embeddings, inputs, train_graph, world) -> pd.DataFrame:
+def _compare_friends(
+    bundle: GraphBundle,
+    split: Split,
+    part: str,
+    models: dict[str, GraphRec],
+    embeddings: dict[str, dict[str, torch.Tensor]],
+    inputs: GraphInputs,
+    train_graph: HeteroData,
+    world: WorldTruth | None,
+) -> pd.DataFrame:
     held = split.val_labels if part == "val" else split.test_labels
     if len(held) == 0:
         return pd.DataFrame(columns=["model", "compat_roc_auc", "compat_pr_auc", "attend_auc_among_compatible"])
@@ -188,8 +215,21 @@ def _compare_friends(bundle, split, part, models, embeddings, inputs, train_grap
 
 def summary_markdown(comparison: Comparison, part: str = "test") -> str:
     """The tables a person reads: places by tier, then friends, for one part."""
-    cols = ["model", "tier", "users", "recall@5", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit@20",
-            "coverage@20", "novelty@20", "diversity@20"]
+    cols = [
+        "model",
+        "tier",
+        "users",
+        "recall@5",
+        "recall@10",
+        "recall@20",
+        "ndcg@10",
+        "ndcg@20",
+        "mrr",
+        "hit@20",
+        "coverage@20",
+        "novelty@20",
+        "diversity@20",
+    ]
     places = comparison.places[comparison.places["part"] == part]
     friends = comparison.friends[comparison.friends["part"] == part].drop(columns="part")
     return (
@@ -198,7 +238,6 @@ def summary_markdown(comparison: Comparison, part: str = "test") -> str:
         + f"\n\n### Friends ({part} label pairs)\n\n"
         + friends.to_markdown(index=False, floatfmt=".4f")
     )
-
 
 
 PLACE_MARGIN = 0.05  # GraphRec must beat the strongest simple baseline by 5 % (relative)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
 _BLOCK_CELLS = 1 << 23  # score cells ranked per block in top_k_excluding
@@ -33,9 +34,7 @@ _BLOCK_CELLS = 1 << 23  # score cells ranked per block in top_k_excluding
 # --------------------------------------------------------------------------- #
 # Top-k retrieval
 # --------------------------------------------------------------------------- #
-def top_k_excluding(
-    scores: np.ndarray, exclude: sp.csr_matrix | None, k: int
-) -> np.ndarray:
+def top_k_excluding(scores: np.ndarray, exclude: sp.csr_matrix | None, k: int) -> np.ndarray:
     """Return the ``(n_users, k)`` best item ids per user, best first.
 
     Items stored in ``exclude`` (the training interactions) get score ``-inf``;
@@ -83,7 +82,7 @@ def _top_k_block(block: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Hit matrix helpers
 # --------------------------------------------------------------------------- #
-def _positive_keys(test: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+def _positive_keys(test: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Sorted linear keys ``row * n_cols + col`` of positives and per-row counts."""
     t = sp.csr_matrix(test, copy=True)
     t.sum_duplicates()  # also sorts column indices
@@ -93,7 +92,7 @@ def _positive_keys(test: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
     return rows * t.shape[1] + t.indices, n_pos
 
 
-def _hits(topk: np.ndarray, test: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+def _hits(topk: np.ndarray, test: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Boolean ``(n_users, k)`` hit matrix and number of positives per user."""
     n_users, n_cols = test.shape
     if topk.ndim != 2 or topk.shape[0] != n_users:
@@ -118,13 +117,13 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def _cutoff(topk: np.ndarray, k: int | None) -> int:
     if k is None:
-        return topk.shape[1]
+        return int(topk.shape[1])
     if not 0 < k <= topk.shape[1]:
         raise ValueError(f"k must be in [1, {topk.shape[1]}], got {k}")
     return k
 
 
-def _nan_without_test(values: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
+def _nan_without_test(values: ArrayLike, n_pos: np.ndarray) -> np.ndarray:
     return np.where(n_pos > 0, values, np.nan)
 
 
@@ -161,25 +160,25 @@ def _mrr(hits: np.ndarray, n_pos: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Public per-user ranking metrics
 # --------------------------------------------------------------------------- #
-def recall_at_k(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray:
+def recall_at_k(topk: np.ndarray, test: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Per-user ``hits@k / n_test_u`` (LightGCN definition); NaN if no test items."""
     k = _cutoff(topk, k)
     return _recall(*_hits(topk[:, :k], test), k)
 
 
-def precision_at_k(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray:
+def precision_at_k(topk: np.ndarray, test: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Per-user ``hits@k / k``; NaN if no test items."""
     k = _cutoff(topk, k)
     return _precision(*_hits(topk[:, :k], test), k)
 
 
-def hit_rate_at_k(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray:
+def hit_rate_at_k(topk: np.ndarray, test: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Per-user 1.0 if any test item is in the top k else 0.0; NaN if no test items."""
     k = _cutoff(topk, k)
     return _hit_rate(*_hits(topk[:, :k], test), k)
 
 
-def ndcg_at_k(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray:
+def ndcg_at_k(topk: np.ndarray, test: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Per-user binary-relevance NDCG@k.
 
     ``DCG = sum_r rel_r / log2(r + 2)`` over 0-based ranks ``r < k``; the ideal
@@ -189,7 +188,7 @@ def ndcg_at_k(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.n
     return _ndcg(*_hits(topk[:, :k], test), k)
 
 
-def mrr(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray:
+def mrr(topk: np.ndarray, test: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Per-user reciprocal rank of the first test item within the cutoff.
 
     The cutoff ``k`` defaults to the full width of ``topk``; users whose first
@@ -199,9 +198,7 @@ def mrr(topk: np.ndarray, test: sp.spmatrix, k: int | None = None) -> np.ndarray
     return _mrr(*_hits(topk[:, :k], test), k)
 
 
-def recall_at_k_of_sets(
-    topk_ids: np.ndarray, truth: sp.spmatrix, k: int | None = None
-) -> np.ndarray:
+def recall_at_k_of_sets(topk_ids: np.ndarray, truth: sp.csr_matrix, k: int | None = None) -> np.ndarray:
     """Recall@k for set-valued targets, e.g. friend recommendation.
 
     ``topk_ids`` are recommended ids per row (user ids for friends; ``-1`` pads
@@ -247,9 +244,7 @@ def ranking_report(
     return report
 
 
-def summarize(
-    per_user: dict[str, np.ndarray], mask: np.ndarray | None = None
-) -> dict[str, float]:
+def summarize(per_user: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float]:
     """Average each per-user metric over users with test items (NaN dropped),
     optionally restricted to users where the boolean ``mask`` is True."""
     if mask is None:
@@ -258,9 +253,7 @@ def summarize(
     return {name: mean_ignoring_nan(np.asarray(v)[mask]) for name, v in per_user.items()}
 
 
-def engagement_tiers(
-    train_counts: np.ndarray, quantiles: tuple[float, float] = (1 / 3, 2 / 3)
-) -> np.ndarray:
+def engagement_tiers(train_counts: np.ndarray, quantiles: tuple[float, float] = (1 / 3, 2 / 3)) -> np.ndarray:
     """Label users "cold" / "warm" / "hot" by training interaction count.
 
     With thresholds ``lo, hi = np.quantile(train_counts, quantiles)`` (linear

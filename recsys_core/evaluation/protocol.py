@@ -9,7 +9,7 @@ attendance AUC over the held-out compatible pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,9 +17,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys_core.evaluation import metrics
+from recsys_core.evaluation.served_ranking import local_matrix
+from recsys_core.evaluation.split import Split
 from recsys_core.graph import INTERACTS, GraphBundle
-from recsys_core.training.ranking import local_matrix
-from recsys_core.training.split import Split
 
 # (city, users, places) -> (len(users), len(places)) scores; higher is better.
 BlockScorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
@@ -42,7 +42,9 @@ class PlaceTruth:
     place_features: np.ndarray | None
 
     @classmethod
-    def from_split(cls, bundle: GraphBundle, split: Split, part: str, user_city: np.ndarray, place_city: np.ndarray) -> "PlaceTruth":
+    def from_split(
+        cls, bundle: GraphBundle, split: Split, part: str, user_city: np.ndarray, place_city: np.ndarray
+    ) -> PlaceTruth:
         ei = bundle.data[INTERACTS].edge_index.numpy()
         seen = split.train_edges if part == "val" else np.concatenate([split.train_edges, split.val_edges])
         held = split.val_edges if part == "val" else split.test_edges
@@ -73,7 +75,12 @@ class PlaceTruth:
         return out
 
 
-def evaluate_places(scorers: dict[str, BlockScorer], truth: PlaceTruth, ks=(5, 10, 20), ndcg_ks=(10, 20)) -> pd.DataFrame:
+def evaluate_places(
+    scorers: dict[str, BlockScorer],
+    truth: PlaceTruth,
+    ks: Sequence[int] = (5, 10, 20),
+    ndcg_ks: Sequence[int] = (10, 20),
+) -> pd.DataFrame:
     """One row per (model, tier): ranking metrics plus coverage, novelty and diversity."""
     tiers = metrics.engagement_tiers(truth.train_counts)
     rows = []
@@ -99,13 +106,22 @@ def evaluate_places(scorers: dict[str, BlockScorer], truth: PlaceTruth, ks=(5, 1
         extras = {
             "coverage@20": metrics.catalogue_coverage(topk, n_items),
             "novelty@20": metrics.novelty(topk, truth.place_popularity),
-            "diversity@20": metrics.intra_list_diversity(topk, truth.place_features) if truth.place_features is not None else float("nan"),
+            "diversity@20": metrics.intra_list_diversity(topk, truth.place_features)
+            if truth.place_features is not None
+            else float("nan"),
         }
         for tier in ("all", "cold", "warm", "hot"):
             mask = None if tier == "all" else tiers[users] == tier
             summary = metrics.summarize(merged, mask)
-            rows.append({"model": name, "tier": tier, "users": int(len(users) if mask is None else mask.sum()), **summary,
-                         **(extras if tier == "all" else {})})
+            rows.append(
+                {
+                    "model": name,
+                    "tier": tier,
+                    "users": int(len(users) if mask is None else mask.sum()),
+                    **summary,
+                    **(extras if tier == "all" else {}),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -120,7 +136,11 @@ def evaluate_friends(scores: dict[str, np.ndarray], compat: np.ndarray, attend: 
     for name, s in scores.items():
         s = np.asarray(s, dtype=np.float64)
         comp = s if s.ndim == 1 else s[:, 0]
-        row = {"model": name, "compat_roc_auc": metrics.roc_auc(compat, comp), "compat_pr_auc": metrics.pr_auc(compat, comp)}
+        row = {
+            "model": name,
+            "compat_roc_auc": metrics.roc_auc(compat, comp),
+            "compat_pr_auc": metrics.pr_auc(compat, comp),
+        }
         att = comp if s.ndim == 1 else s[:, 1]
         row["attend_auc_among_compatible"] = metrics.roc_auc(attend[positive], att[positive])
         rows.append(row)

@@ -26,6 +26,13 @@ def _key(edge_type: EdgeType) -> str:
     return "__".join(edge_type)
 
 
+def _module_dict(module: nn.Module) -> nn.ModuleDict:
+    """A layer's part as the ModuleDict `HeteroBackbone.__init__` built it."""
+    if not isinstance(module, nn.ModuleDict):
+        raise TypeError(f"expected a ModuleDict, got a {type(module).__name__}")
+    return module
+
+
 class EdgeAwareConv(nn.Module):
     """mean_j softplus(gate(e_ij)) * W h_j over one relation."""
 
@@ -35,7 +42,9 @@ class EdgeAwareConv(nn.Module):
         self.gate = nn.Linear(edge_dim, 1)
         nn.init.zeros_(self.gate.weight)  # start as a plain mean; learn what matters
 
-    def forward(self, h_src: torch.Tensor, inputs: GraphInputs, edge_type: EdgeType) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h_src: torch.Tensor, inputs: GraphInputs, edge_type: EdgeType
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         relation = inputs.relations[edge_type]
         weights = F.softplus(self.gate(relation.edge_attr)).squeeze(-1) + 1e-3
         return weighted_mean(relation, weights, self.lin(h_src)), weights
@@ -48,7 +57,9 @@ class GATRelation(nn.Module):
 
         self.conv = GATConv((d, d), d // heads, heads=heads, edge_dim=edge_dim, add_self_loops=False)
 
-    def forward(self, h_src, h_dst, inputs: GraphInputs, edge_type: EdgeType) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h_src: torch.Tensor, h_dst: torch.Tensor, inputs: GraphInputs, edge_type: EdgeType
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out, (_, alpha) = self.conv(
             (h_src, h_dst), inputs.edge_index[edge_type], inputs.edge_attr[edge_type], return_attention_weights=True
         )
@@ -65,7 +76,9 @@ class HeteroBackbone(nn.Module):
         for _ in range(config.n_layers):
             convs = nn.ModuleDict(
                 {
-                    _key(et): EdgeAwareConv(d, dim) if config.backbone == "sage" else GATRelation(d, dim, config.gat_heads)
+                    _key(et): EdgeAwareConv(d, dim)
+                    if config.backbone == "sage"
+                    else GATRelation(d, dim, config.gat_heads)
                     for et, dim in edge_dims.items()
                 }
             )
@@ -78,15 +91,17 @@ class HeteroBackbone(nn.Module):
 
     def forward(self, h: dict[str, torch.Tensor], inputs: GraphInputs) -> dict[str, torch.Tensor]:
         for layer in self.layers:
-            out = {t: layer["self"][t](h[t]) for t in h}
+            parts = _module_dict(layer)
+            convs, self_loops, norms = (_module_dict(parts[k]) for k in ("convs", "self", "norm"))
+            out = {t: self_loops[t](h[t]) for t in h}
             for et in self.edge_types:
                 src, _, dst = et
-                conv = layer["convs"][_key(et)]
+                conv = convs[_key(et)]
                 if self.config.backbone == "sage":
                     message, weights = conv(h[src], inputs, et)
                 else:
                     message, weights = conv(h[src], h[dst], inputs, et)
                 out[dst] = out[dst] + message
                 self.last_edge_weights[et] = weights.detach()
-            h = {t: layer["norm"][t](h[t] + self.dropout(F.relu(out[t]))) for t in h}
+            h = {t: norms[t](h[t] + self.dropout(F.relu(out[t]))) for t in h}
         return h

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,9 +31,9 @@ def save_checkpoint(model: GraphRec, directory: Path, extra: dict[str, object] |
     return path
 
 
-def load_checkpoint(directory: Path) -> tuple[GraphRec, dict[str, object]]:
+def load_checkpoint(directory: Path) -> tuple[GraphRec, dict[str, Any]]:
     directory = Path(directory)
-    meta = json.loads((directory / CONFIG).read_text())
+    meta: dict[str, Any] = json.loads((directory / CONFIG).read_text())
     config = ModelConfig.from_json(json.dumps(meta["model_config"]))
     edge_dims = {tuple(k.split("__")): int(v) for k, v in meta["edge_dims"]}
     model = GraphRec(config, edge_dims)

@@ -13,11 +13,19 @@ from recsys_core.taxonomy import C_COARSE, C_FINE, N_PRICE_BANDS, N_TIME_SLOTS
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers += [nn.LayerNorm(b), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
+
+
+def linear_at(sequential: nn.Sequential, index: int) -> nn.Linear:
+    """The `index`-th layer of an `mlp`, where a Linear sits (its first and its last layer)."""
+    layer = sequential[index]
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer {index} of the MLP is a {type(layer).__name__}, not a Linear")
+    return layer
 
 
 class _LocationEmbedding(nn.Module):
@@ -36,7 +44,8 @@ class _LocationEmbedding(nn.Module):
 
 def unit(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length: taste vectors compared by cosine become linear to match."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    norm: torch.Tensor = x.norm(dim=-1, keepdim=True)  # Tensor.norm is unannotated: Any
+    return x / norm.clamp_min(1e-8)
 
 
 class UserEncoder(nn.Module):
@@ -53,7 +62,8 @@ class UserEncoder(nn.Module):
         city = x[:, USER_LAYOUT["city_id"]].squeeze(-1).long()
         home = x[:, USER_LAYOUT["home_neighborhood_id"]].squeeze(-1).long()
         fine = unit(x[:, USER_LAYOUT["fine_pref"]])
-        return self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:], fine], dim=-1)))
+        out: torch.Tensor = self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:], fine], dim=-1)))
+        return out
 
 
 class PlaceEncoder(nn.Module):
@@ -64,13 +74,23 @@ class PlaceEncoder(nn.Module):
         self.location = _LocationEmbedding(config)
         self.price = nn.Embedding(N_PRICE_BANDS, 8)
         self.slot = nn.Embedding(N_TIME_SLOTS, 8)
-        self.continuous = [PLACE_LAYOUT["category_one_hot"], PLACE_LAYOUT["fine_tag_vector"], PLACE_LAYOUT["popularity"]]
-        width = sum(s.stop - s.start for s in self.continuous) + PLACE_LAYOUT["fine_tag_vector"].stop - PLACE_LAYOUT["fine_tag_vector"].start
+        self.continuous = [
+            PLACE_LAYOUT["category_one_hot"],
+            PLACE_LAYOUT["fine_tag_vector"],
+            PLACE_LAYOUT["popularity"],
+        ]
+        width = (
+            sum(s.stop - s.start for s in self.continuous)
+            + PLACE_LAYOUT["fine_tag_vector"].stop
+            - PLACE_LAYOUT["fine_tag_vector"].start
+        )
         self.mlp = mlp([self.location.dim + 16 + width, 2 * config.d_model, config.d_model], config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        col = lambda name: x[:, PLACE_LAYOUT[name]].squeeze(-1).long()  # noqa: E731
+        def col(name: str) -> torch.Tensor:
+            return x[:, PLACE_LAYOUT[name]].squeeze(-1).long()
+
         parts = [
             self.location(col("city_id"), col("neighborhood_id")),
             self.price(col("price_band")),
@@ -78,12 +98,15 @@ class PlaceEncoder(nn.Module):
             *(x[:, s] for s in self.continuous),
             unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
         ]
-        return self.norm(self.mlp(torch.cat(parts, dim=-1)))
+        out: torch.Tensor = self.norm(self.mlp(torch.cat(parts, dim=-1)))
+        return out
 
 
 def user_taste_inputs(x: torch.Tensor) -> torch.Tensor:
     """What a user wants, in the same coordinates as `place_taste_inputs` describes a place."""
-    return torch.cat([unit(x[:, USER_LAYOUT["fine_pref"]]), x[:, USER_LAYOUT["cat_pref"]], x[:, USER_LAYOUT["area_freqs"]]], dim=-1)
+    return torch.cat(
+        [unit(x[:, USER_LAYOUT["fine_pref"]]), x[:, USER_LAYOUT["cat_pref"]], x[:, USER_LAYOUT["area_freqs"]]], dim=-1
+    )
 
 
 def place_taste_inputs(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +114,12 @@ def place_taste_inputs(x: torch.Tensor) -> torch.Tensor:
     neighborhood = x[:, PLACE_LAYOUT["neighborhood_id"]].squeeze(-1).long()
     local = F.one_hot(neighborhood, USER_LAYOUT.size("area_freqs")).float()
     return torch.cat(
-        [unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]), x[:, PLACE_LAYOUT["category_one_hot"]], local, x[:, PLACE_LAYOUT["popularity"]]],
+        [
+            unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
+            x[:, PLACE_LAYOUT["category_one_hot"]],
+            local,
+            x[:, PLACE_LAYOUT["popularity"]],
+        ],
         dim=-1,
     )
 

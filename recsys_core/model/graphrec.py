@@ -29,8 +29,9 @@ class GraphRec(nn.Module):
             self.encoders = nn.ModuleDict({"user": UserEncoder(config), "place": PlaceEncoder(config)})
         self.backbone = HeteroBackbone(config, edge_dims)
         # Unnormalized output projections: the length of z_p can carry popularity.
-        self.project = nn.ModuleDict({t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")})
-        for layer in self.project.values():
+        projections = {t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")}
+        self.project = nn.ModuleDict(projections)
+        for layer in projections.values():
             # Start with small dot products (as MF does): large random logits at init
             # saturate the softmax and slow learning down by an order of magnitude.
             nn.init.normal_(layer.weight, std=0.01)
@@ -59,7 +60,7 @@ class GraphRec(nn.Module):
         self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: PlaceContext, place_x: torch.Tensor
     ) -> torch.Tensor:
         """Re-ranking score of aligned (user, place, context) rows."""
-        correction = self.place_head(z_u, z_p, self.context(ctx), match_features(ctx, place_x))
+        correction: torch.Tensor = self.place_head(z_u, z_p, self.context(ctx), match_features(ctx, place_x))
         return self.retrieval_scores(z_u, z_p) + correction
 
     def serving_blocks(self) -> dict[str, torch.Tensor]:
@@ -70,4 +71,5 @@ class GraphRec(nn.Module):
         self, z_u: torch.Tensor, z_v: torch.Tensor, x_u: torch.Tensor, x_v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(compatibility logit, attendance logit) of aligned user pairs."""
-        return self.friend_head(z_u, z_v, pair_features(x_u, x_v))
+        scores: tuple[torch.Tensor, torch.Tensor] = self.friend_head(z_u, z_v, pair_features(x_u, x_v))
+        return scores

@@ -10,7 +10,7 @@ from torch import nn
 
 from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.model.config import ModelConfig
-from recsys_core.model.encoders import mlp
+from recsys_core.model.encoders import linear_at, mlp
 from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
 
 ANY_SLOT = N_TIME_SLOTS  # "no time slot asked for"
@@ -28,11 +28,11 @@ class PlaceContext:
     tags: torch.Tensor  # (B, 100) multi-hot
 
     @classmethod
-    def neutral(cls, city: torch.Tensor) -> "PlaceContext":
+    def neutral(cls, city: torch.Tensor) -> PlaceContext:
         n = len(city)
         return cls(city, torch.full((n,), ANY_SLOT), torch.zeros(n, C_COARSE), torch.zeros(n, C_FINE))
 
-    def index(self, idx: torch.Tensor) -> "PlaceContext":
+    def index(self, idx: torch.Tensor) -> PlaceContext:
         return PlaceContext(self.city[idx], self.time_slot[idx], self.categories[idx], self.tags[idx])
 
 
@@ -46,7 +46,8 @@ class ContextEncoder(nn.Module):
 
     def forward(self, ctx: PlaceContext) -> torch.Tensor:
         wishes = F.relu(self.wishes(torch.cat([ctx.categories, ctx.tags], dim=-1)))
-        return self.out(torch.cat([self.city(ctx.city), self.slot(ctx.time_slot), wishes], dim=-1))
+        out: torch.Tensor = self.out(torch.cat([self.city(ctx.city), self.slot(ctx.time_slot), wishes], dim=-1))
+        return out
 
 
 def match_features(ctx: PlaceContext, place_x: torch.Tensor) -> torch.Tensor:
@@ -86,13 +87,20 @@ class PlaceHead(nn.Module):
         self.mlp = mlp([width, *config.head_hidden, 1], config.head_dropout)
 
     def forward(self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([_interaction(z_u, z_p), ctx, match], dim=-1)).squeeze(-1)
+        out: torch.Tensor = self.mlp(torch.cat([_interaction(z_u, z_p), ctx, match], dim=-1))
+        return out.squeeze(-1)
 
     def first_layer_blocks(self, d: int, d_ctx: int) -> dict[str, torch.Tensor]:
         """The first layer's weight split by input block, each transposed and contiguous (serving)."""
-        w = self.mlp[0].weight.detach()
-        cuts = {"user": (0, d), "place": (d, 2 * d), "product": (2 * d, 3 * d), "distance": (3 * d, 4 * d),
-                "ctx": (4 * d, 4 * d + d_ctx), "match": (4 * d + d_ctx, w.shape[1])}
+        w = linear_at(self.mlp, 0).weight.detach()
+        cuts = {
+            "user": (0, d),
+            "place": (d, 2 * d),
+            "product": (2 * d, 3 * d),
+            "distance": (3 * d, 4 * d),
+            "ctx": (4 * d, 4 * d + d_ctx),
+            "match": (4 * d + d_ctx, w.shape[1]),
+        }
         return {name: w[:, a:b].T.contiguous() for name, (a, b) in cuts.items()}
 
 
@@ -111,13 +119,15 @@ class FriendHead(nn.Module):
         self.compat = mlp([hidden[0], hidden[-1], 1], 0.0)
         self.attend = mlp([hidden[0], hidden[-1], 1], 0.0)
         self.wide = nn.Linear(N_PAIR_FEATURES, 2)
-        for out in (self.compat[-1], self.attend[-1]):  # the deep correction starts near zero
+        for out in (linear_at(self.compat, -1), linear_at(self.attend, -1)):  # the deep correction starts near zero
             nn.init.normal_(out.weight, std=0.01)
             nn.init.zeros_(out.bias)
 
     def forward(self, z_u: torch.Tensor, z_v: torch.Tensor, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Symmetric in (u, v): the trunk sees the pair in both orders and averages.
-        both = self.trunk(torch.cat([torch.cat([_interaction(z_u, z_v), pair], -1), torch.cat([_interaction(z_v, z_u), pair], -1)]))
+        both = self.trunk(
+            torch.cat([torch.cat([_interaction(z_u, z_v), pair], -1), torch.cat([_interaction(z_v, z_u), pair], -1)])
+        )
         shared = 0.5 * (both[: len(z_u)] + both[len(z_u) :])
         shared = F.relu(shared)
         wide = self.wide(pair)

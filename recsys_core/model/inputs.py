@@ -27,7 +27,7 @@ class GraphInputs:
     city: dict[str, torch.Tensor]  # per node; all 0 for data without cities
 
     @classmethod
-    def from_hetero(cls, data: HeteroData, use_social: bool = True, time_decay: bool = False) -> "GraphInputs":
+    def from_hetero(cls, data: HeteroData, use_social: bool = True, time_decay: bool = False) -> GraphInputs:
         edge_types = [INTERACTS, REV_INTERACTS] + ([SOCIAL] if use_social and SOCIAL in data.edge_types else [])
         num_nodes = {t: int(data[t].num_nodes) for t in ("user", "place")}
         edge_index, edge_attr, relations = {}, {}, {}

@@ -10,6 +10,7 @@ the gradient for the edge weights is one SDDMM (`torch.sparse.sampled_addmm`).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
@@ -38,7 +39,9 @@ class Relation:
         return int(self.src.numel())
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.src, values, (self.num_dst, self.num_src), check_invariants=False)
+        return torch.sparse_csr_tensor(
+            self.crow, self.src, values, (self.num_dst, self.num_src), check_invariants=False
+        )
 
     def transpose(self, values: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(
@@ -54,19 +57,22 @@ def _crow(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
 
 class _WeightedSpMM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, values: torch.Tensor, h: torch.Tensor, relation: Relation) -> torch.Tensor:
+    def forward(ctx: Any, values: torch.Tensor, h: torch.Tensor, relation: Relation) -> torch.Tensor:
         ctx.relation = relation
         ctx.save_for_backward(values, h)
         return relation.matrix(values) @ h
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         values, h = ctx.saved_tensors
         rel: Relation = ctx.relation
-        grad_values = grad_h = None
+        grad_values: torch.Tensor | None = None
+        grad_h: torch.Tensor | None = None
         if ctx.needs_input_grad[0]:
             pattern = rel.matrix(torch.zeros_like(values))
-            grad_values = torch.sparse.sampled_addmm(pattern, grad_out.contiguous(), h.T.contiguous(), beta=0.0).values()
+            grad_values = torch.sparse.sampled_addmm(
+                pattern, grad_out.contiguous(), h.T.contiguous(), beta=0.0
+            ).values()
         if ctx.needs_input_grad[1]:
             grad_h = rel.transpose(values) @ grad_out
         return grad_values, grad_h, None
@@ -74,6 +80,6 @@ class _WeightedSpMM(torch.autograd.Function):
 
 def weighted_mean(relation: Relation, values: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """sum_j w_ij h_j / sum_j w_ij for every destination i (0 where a node has no edges)."""
-    summed = _WeightedSpMM.apply(values, h, relation)
+    summed: torch.Tensor = _WeightedSpMM.apply(values, h, relation)  # type: ignore[no-untyped-call, unused-ignore]  # torch: untyped
     degree = torch.zeros(relation.num_dst, dtype=values.dtype).index_add(0, relation.dst, values)
     return summed / degree.clamp_min(1e-6).unsqueeze(-1)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import SupportsInt
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
@@ -46,7 +49,7 @@ def _align(table_ids: np.ndarray, graph_ids: np.ndarray, what: str) -> np.ndarra
 
 
 @contextmanager
-def _reading(name: str, ref: ArtifactRef | None = None):
+def _reading(name: str, ref: ArtifactRef | None = None) -> Iterator[None]:
     """Any failure while loading becomes a ManifestError that names the artifact (and file)."""
     try:
         yield
@@ -67,8 +70,10 @@ def _check_index(name: str, ref: ArtifactRef, index: CityIndex, model_dim: int, 
     _check_dimension(name, ref, int(index.index.d), model_dim)
     foreign = index.ids[~np.isin(index.ids, allowed_ids)]
     if len(foreign):
-        raise ManifestError(f"{name} ({ref.target}) holds {len(foreign)} ids that are not the city's nodes in the graph, "
-                            f"e.g. {foreign[:5].tolist()}")
+        raise ManifestError(
+            f"{name} ({ref.target}) holds {len(foreign)} ids that are not the city's nodes in the graph, "
+            f"e.g. {foreign[:5].tolist()}"
+        )
 
 
 class PlaceNames:
@@ -79,7 +84,7 @@ class PlaceNames:
         self._x, self._ids = x_place, place_ids
         self._made: dict[int, str] = {}
 
-    def __getitem__(self, index) -> str:
+    def __getitem__(self, index: SupportsInt) -> str:
         index = int(index)
         name = self._made.get(index)
         if name is None:
@@ -140,7 +145,7 @@ class ServingArtifacts:
         return np.searchsorted(self.user_ids, ids)
 
     @classmethod
-    def load(cls, manifest: ServingManifest, verify: bool = True) -> "ServingArtifacts":
+    def load(cls, manifest: ServingManifest, verify: bool = True) -> ServingArtifacts:
         """Everything the manifest names, checked: sha256 and size (`verify`), then shapes:
         embeddings and indices of the model's dimension, one embedding row per graph node, an
         index per city where users live. Any problem raises ManifestError naming the artifact."""
@@ -166,7 +171,10 @@ class ServingArtifacts:
                 vectors = embedding_matrix(table)
             _check_dimension(name, ref, vectors.shape[1], dim)
             tables[name] = (table, rows, vectors)
-        (users, u_rows, user_vectors), (places, p_rows, place_vectors) = tables["user_embeddings"], tables["place_embeddings"]
+        (users, u_rows, user_vectors), (places, p_rows, place_vectors) = (
+            tables["user_embeddings"],
+            tables["place_embeddings"],
+        )
         z_user = torch.from_numpy(user_vectors[u_rows].copy())
         z_place = torch.from_numpy(place_vectors[p_rows].copy())
         user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
@@ -186,15 +194,40 @@ class ServingArtifacts:
             if uncovered:
                 raise ManifestError(f"{kind}: the manifest has no index for cities {uncovered}, where users live")
         with _reading("graph and model together", manifest.graph):
-            artifacts = cls._assemble(manifest, model, graph, users, u_rows, user_ids, place_ids, z_user, z_place,
-                                      user_city, place_city, indices)
+            artifacts = cls._assemble(
+                manifest,
+                model,
+                graph,
+                users,
+                u_rows,
+                user_ids,
+                place_ids,
+                z_user,
+                z_place,
+                user_city,
+                place_city,
+                indices,
+            )
         artifacts.loaded_in_s = time.perf_counter() - started
         logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)
         return artifacts
 
     @classmethod
-    def _assemble(cls, manifest, model, graph, users, u_rows, user_ids, place_ids, z_user, z_place, user_city, place_city,
-                  indices) -> "ServingArtifacts":
+    def _assemble(
+        cls,
+        manifest: ServingManifest,
+        model: GraphRec,
+        graph: dict[str, torch.Tensor],
+        users: pa.Table,
+        u_rows: np.ndarray,
+        user_ids: np.ndarray,
+        place_ids: np.ndarray,
+        z_user: torch.Tensor,
+        z_place: torch.Tensor,
+        user_city: np.ndarray,
+        place_city: np.ndarray,
+        indices: dict[str, dict[int, CityIndex]],
+    ) -> ServingArtifacts:
         influence_ids = users.column("influential_place_ids").to_pylist()
         influences = [np.searchsorted(place_ids, np.asarray(influence_ids[r], np.int64)) for r in u_rows]
         n_users, n_places = len(user_ids), len(place_ids)
@@ -205,24 +238,44 @@ class ServingArtifacts:
             se = social.numpy()
             friends = sp.csr_matrix((np.ones(se.shape[1], np.float32), (se[0], se[1])), shape=(n_users, n_users))
         else:
-            friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
+            friends = sp.csr_matrix(
+                (n_users, n_users),  # type: ignore[arg-type]  # scipy-stubs type the shape-only form float64 only
+                dtype=np.float32,
+            )
         x_user = graph.get("node/user/x", torch.zeros(n_users, 0)).float()
         x_place = graph.get("node/place/x", torch.zeros(n_places, 0)).float().numpy()
         mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
         return cls(
-            manifest=manifest, model=model.eval(), user_ids=user_ids, place_ids=place_ids,
-            z_user=z_user, z_place=z_place, x_user=x_user,
-            user_city=user_city, place_city=place_city, seen=seen, friends=friends, influences=influences,
-            popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()), place_names=PlaceNames(x_place, place_ids),
-            place_indices=indices["place_index"], user_indices=indices["user_index"], score_mean=mean, score_std=std,
+            manifest=manifest,
+            model=model.eval(),
+            user_ids=user_ids,
+            place_ids=place_ids,
+            z_user=z_user,
+            z_place=z_place,
+            x_user=x_user,
+            user_city=user_city,
+            place_city=place_city,
+            seen=seen,
+            friends=friends,
+            influences=influences,
+            popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()),
+            place_names=PlaceNames(x_place, place_ids),
+            place_indices=indices["place_index"],
+            user_indices=indices["user_index"],
+            score_mean=mean,
+            score_std=std,
             place_head=FastPlaceHead(model, z_place, x_place),
-            friend_head=FastFriendHead(model, x_user.numpy()), z_user_np=z_user.numpy(), x_user_np=x_user.numpy(),
+            friend_head=FastFriendHead(model, x_user.numpy()),
+            z_user_np=z_user.numpy(),
+            x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )
 
 
 @torch.no_grad()
-def _home_city_score_stats(z_user, z_place, user_city, place_city) -> tuple[np.ndarray, np.ndarray]:
+def _home_city_score_stats(
+    z_user: torch.Tensor, z_place: torch.Tensor, user_city: np.ndarray, place_city: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     mean = np.zeros(len(z_user), np.float32)
     std = np.ones(len(z_user), np.float32)
     for city in np.unique(user_city):

@@ -13,28 +13,47 @@ holds them equal to `GraphRec.place_scores` and `GraphRec.friend_scores`.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.model.encoders import linear_at
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
 
-_CATS, _TAGS, _SLOT = PLACE_LAYOUT["category_one_hot"], PLACE_LAYOUT["fine_tag_vector"], PLACE_LAYOUT["typical_time_slot"]
+_CATS, _TAGS, _SLOT = (
+    PLACE_LAYOUT["category_one_hot"],
+    PLACE_LAYOUT["fine_tag_vector"],
+    PLACE_LAYOUT["typical_time_slot"],
+)
 _FINE, _VIBE, _AREA = USER_LAYOUT["fine_pref"], USER_LAYOUT["vibe_pref"], USER_LAYOUT["area_freqs"]
 _COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's
 
+# (kind, parameters) per layer: a linear layer's weight and bias, a norm's weight, bias and eps.
+_Layers = list[tuple[str, tuple[NDArray[np.float32] | np.float32, ...]]]
 
-def _layers(sequential: nn.Sequential) -> list[tuple[str, tuple[np.ndarray, ...]]]:
+
+def _layers(sequential: nn.Sequential) -> _Layers:
     """(kind, parameters) of an MLP's layers; dropout is the identity at inference."""
-    out = []
+    out: _Layers = []
     for module in sequential:
         if isinstance(module, nn.Linear):
             out.append(("linear", (module.weight.detach().numpy().T.copy(), module.bias.detach().numpy().copy())))
         elif isinstance(module, nn.LayerNorm):
-            out.append(("norm", (module.weight.detach().numpy().copy(), module.bias.detach().numpy().copy(), np.float32(module.eps))))
+            out.append(
+                (
+                    "norm",
+                    (
+                        module.weight.detach().numpy().copy(),
+                        module.bias.detach().numpy().copy(),
+                        np.float32(module.eps),
+                    ),
+                )
+            )
         elif isinstance(module, nn.ReLU):
             out.append(("relu", ()))
         elif not isinstance(module, nn.Dropout):
@@ -42,7 +61,12 @@ def _layers(sequential: nn.Sequential) -> list[tuple[str, tuple[np.ndarray, ...]
     return out
 
 
-def _run(layers, h: np.ndarray) -> np.ndarray:
+def _tail(sequential: nn.Sequential) -> nn.Sequential:
+    """All layers but the first: slicing a Sequential gives a Sequential (the stub says `Sequential | Module`)."""
+    return cast(nn.Sequential, sequential[1:])
+
+
+def _run(layers: _Layers, h: np.ndarray) -> np.ndarray:
     for kind, params in layers:
         if kind == "linear":
             h = h @ params[0] + params[1]
@@ -62,8 +86,8 @@ class FastPlaceHead:
         blocks = {k: v.numpy() for k, v in model.serving_blocks().items()}
         self.user_w, self.product_w, self.distance_w = blocks["user"], blocks["product"], blocks["distance"]
         self.ctx_w, self.match_w = blocks["ctx"], blocks["match"]
-        self.bias = model.place_head.mlp[0].bias.detach().numpy().copy()
-        self.rest = _layers(model.place_head.mlp[1:])
+        self.bias = linear_at(model.place_head.mlp, 0).bias.detach().numpy().copy()
+        self.rest = _layers(_tail(model.place_head.mlp))
         self.z_place = z_place.numpy()
         self.place_w = blocks["place"]
         self.has_features = place_x.shape[1] > 0
@@ -75,16 +99,23 @@ class FastPlaceHead:
         # version is freed by reference counting the moment its last request returns.
         encode = FastPlaceHead._encode_context
         self._context = lru_cache(maxsize=4096)(lambda key, model=model: encode(model, *key))
-        assert self.user_w.shape[0] == d and self.ctx_w.shape[0] == d_ctx
+        if self.user_w.shape[0] != d or self.ctx_w.shape[0] != d_ctx:
+            raise ValueError(
+                f"place head blocks do not fit the model: {self.user_w.shape[0]} user rows for d_model={d}, "
+                f"{self.ctx_w.shape[0]} context rows for d_ctx={d_ctx}"
+            )
 
     @staticmethod
     @torch.no_grad()
-    def _encode_context(model: GraphRec, city: int, slot: int, cats: tuple[int, ...], tags: tuple[int, ...]) -> np.ndarray:
+    def _encode_context(
+        model: GraphRec, city: int, slot: int, cats: tuple[int, ...], tags: tuple[int, ...]
+    ) -> np.ndarray:
         ctx = PlaceContext.neutral(torch.tensor([city]))
         ctx.time_slot = torch.tensor([slot])
         ctx.categories[0, list(cats)] = 1.0
         ctx.tags[0, list(tags)] = 1.0
-        return model.context(ctx)[0].numpy()
+        encoded: torch.Tensor = model.context(ctx)
+        return encoded[0].numpy()
 
     def _match(self, places: np.ndarray, slot: int, cats: tuple[int, ...], tags: tuple[int, ...]) -> np.ndarray:
         match = np.zeros((len(places), 3), np.float32)
@@ -99,8 +130,13 @@ class FastPlaceHead:
         return match
 
     def scores(
-        self, z_u: np.ndarray, places: np.ndarray, city: int, slot: int = ANY_SLOT,
-        cats: tuple[int, ...] = (), tags: tuple[int, ...] = (),
+        self,
+        z_u: np.ndarray,
+        places: np.ndarray,
+        city: int,
+        slot: int = ANY_SLOT,
+        cats: tuple[int, ...] = (),
+        tags: tuple[int, ...] = (),
     ) -> np.ndarray:
         """<z_u, z_p> + head correction for one user against `places` under one context."""
         z_p = self.z_place[places]
@@ -110,11 +146,13 @@ class FastPlaceHead:
         first += once
         first += np.abs(z_u - z_p) @ self.distance_w
         first += self._match(places, slot, cats, tags) @ self.match_w
-        return z_p @ z_u + _run(self.rest, first)[:, 0]
+        scores: NDArray[np.float32] = z_p @ z_u + _run(self.rest, first)[:, 0]
+        return scores
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _COSINE_EPS)
+    unit: NDArray[np.float32] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _COSINE_EPS)
+    return unit
 
 
 class FastFriendHead:
@@ -127,11 +165,18 @@ class FastFriendHead:
 
     def __init__(self, model: GraphRec, x_user: np.ndarray):
         head, d = model.friend_head, model.config.d_model
-        w = head.trunk[0].weight.detach().numpy()
+        first = linear_at(head.trunk, 0)
+        w = first.weight.detach().numpy()
         self.first_w = w[:, :d].T.copy(), w[:, d : 2 * d].T.copy()  # the pair's first and second member
-        self.product_w, self.distance_w, self.pair_w = (w[:, a:b].T.copy() for a, b in ((2 * d, 3 * d), (3 * d, 4 * d), (4 * d, w.shape[1])))
-        self.bias = head.trunk[0].bias.detach().numpy().copy()
-        self.trunk_rest, self.compat, self.attend = _layers(head.trunk[1:]), _layers(head.compat), _layers(head.attend)
+        self.product_w, self.distance_w, self.pair_w = (
+            w[:, a:b].T.copy() for a, b in ((2 * d, 3 * d), (3 * d, 4 * d), (4 * d, w.shape[1]))
+        )
+        self.bias = first.bias.detach().numpy().copy()
+        self.trunk_rest, self.compat, self.attend = (
+            _layers(_tail(head.trunk)),
+            _layers(head.compat),
+            _layers(head.attend),
+        )
         self.wide_w, self.wide_b = head.wide.weight.detach().numpy().T.copy(), head.wide.bias.detach().numpy().copy()
         self.has_features = x_user.shape[1] > 0
         if self.has_features:
@@ -143,7 +188,9 @@ class FastFriendHead:
             return np.zeros((len(others), self.pair_w.shape[0]), np.float32)
         same_city = self.city[others] == self.city[user]
         area = np.minimum(self.area[user], self.area[others]).sum(-1) * same_city
-        return np.stack([self.fine[others] @ self.fine[user], self.vibe[others] @ self.vibe[user], area], -1).astype(np.float32)
+        return np.stack([self.fine[others] @ self.fine[user], self.vibe[others] @ self.vibe[user], area], -1).astype(
+            np.float32
+        )
 
     def scores(self, z_user: np.ndarray, user: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(compatibility logit, attendance logit) of `user` with each of `others`."""
@@ -153,8 +200,12 @@ class FastFriendHead:
         product = z_u[:, None] * self.product_w  # (z_u * z_v) W_product = z_v (diag(z_u) W_product)
         both_orders = z_v @ np.concatenate([first_b + product, first_a + product], 1)
         shared = np.abs(z_u - z_v) @ self.distance_w + pair @ self.pair_w
-        h = np.concatenate([both_orders[:, : len(self.bias)] + (z_u @ first_a + self.bias),
-                            both_orders[:, len(self.bias) :] + (z_u @ first_b + self.bias)])
+        h = np.concatenate(
+            [
+                both_orders[:, : len(self.bias)] + (z_u @ first_a + self.bias),
+                both_orders[:, len(self.bias) :] + (z_u @ first_b + self.bias),
+            ]
+        )
         h[:n] += shared
         h[n:] += shared
         h = _run(self.trunk_rest, h)

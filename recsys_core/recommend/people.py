@@ -9,8 +9,10 @@ stands out for the candidate, and activity tags by how much the candidate is int
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, SupportsFloat
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recsys_core.explain import Wishes, explain_person
 from recsys_core.features import USER_LAYOUT
@@ -31,7 +33,8 @@ class PersonResult:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    p: NDArray[np.floating[Any]] = 1.0 / (1.0 + np.exp(-x))
+    return p
 
 
 def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonResult]:
@@ -73,11 +76,24 @@ def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> 
     return _sigmoid(compat), _sigmoid(attend)
 
 
-def _result(art, user, other, compat, attend, combined, wishes, target) -> PersonResult:
+def _result(
+    art: ServingArtifacts,
+    user: int,
+    other: int,
+    compat: SupportsFloat,
+    attend: SupportsFloat,
+    combined: SupportsFloat,
+    wishes: Wishes,
+    target: int | None,
+) -> PersonResult:
     if art.x_user.shape[1]:
         target_x = art.x_place_np[target] if target is not None else None
         reasons = explain_person(art.x_user_np[user], art.x_user_np[other], wishes, target_x)
     else:
         shared = np.intersect1d(art.influences[user], art.influences[other])
-        reasons = [f"You both love {art.place_names[shared[0]]}"] if len(shared) else ["Goes to the same places as people you get along with"]
+        reasons = (
+            [f"You both love {art.place_names[shared[0]]}"]
+            if len(shared)
+            else ["Goes to the same places as people you get along with"]
+        )
     return PersonResult(int(art.user_ids[other]), float(compat), float(attend), float(combined), reasons)

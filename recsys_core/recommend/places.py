@@ -4,8 +4,10 @@ request context, explanations; popularity and profile fallbacks for cold users."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recsys_core.explain import Wishes, explain_places
 from recsys_core.features import PLACE_LAYOUT
@@ -27,7 +29,8 @@ class PlaceResult:
 
 
 def _zscore(values: np.ndarray) -> np.ndarray:
-    return (values - values.mean()) / max(float(values.std()), 1e-6)
+    z: NDArray[np.floating[Any]] = (values - values.mean()) / max(float(values.std()), 1e-6)
+    return z
 
 
 def resolve_city(art: ServingArtifacts, city_id: int | None, user: int | None) -> int:
@@ -45,10 +48,15 @@ def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray
     x = art.x_place_np[places]
     wanted = np.zeros(C_FINE, np.float32)
     wanted[list(query.desired_tags)] = 1.0
-    tags = unit_rows(x[:, PLACE_LAYOUT["fine_tag_vector"]]) @ (wanted / max(np.linalg.norm(wanted), 1e-6))
-    cats = (x[:, PLACE_LAYOUT["category_one_hot"]][:, list(query.desired_categories)] > 0).any(axis=1) if query.desired_categories else 0.0
+    tags = unit_rows(x[:, PLACE_LAYOUT["fine_tag_vector"]]) @ (wanted / max(float(np.linalg.norm(wanted)), 1e-6))
+    cats = (
+        (x[:, PLACE_LAYOUT["category_one_hot"]][:, list(query.desired_categories)] > 0).any(axis=1)
+        if query.desired_categories
+        else 0.0
+    )
     slot = (x[:, PLACE_LAYOUT["typical_time_slot"]][:, 0] == query.time_slot) if query.time_slot is not None else 0.0
-    return tags + 0.5 * cats + 0.2 * slot + 0.1 * _zscore(art.popularity[places])
+    scores: NDArray[np.floating[Any]] = tags + 0.5 * cats + 0.2 * slot + 0.1 * _zscore(art.popularity[places])
+    return scores
 
 
 def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: PlaceQuery, city: int) -> np.ndarray:
@@ -63,7 +71,8 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
     if user is None and not query.has_profile:
         raise NotFound(
             "user_id",
-            f"unknown user {query.user_id}; send desired_tags or desired_categories (and city_id) for profile-based recommendations",
+            f"unknown user {query.user_id}; send desired_tags or desired_categories (and city_id) "
+            "for profile-based recommendations",
         )
     city = resolve_city(art, query.city_id, user)
     index = art.place_indices[city]
@@ -93,7 +102,9 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
         user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
         wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
         reasons = explain_places(user_x, art.x_place_np[top], wishes, _influences(art, user), cold, top)
-    return [PlaceResult(int(i), name, float(scores[k]), r) for i, name, k, r in zip(ids, names, order, reasons)]
+    return [
+        PlaceResult(int(i), name, float(scores[k]), r) for i, name, k, r in zip(ids, names, order, reasons, strict=True)
+    ]
 
 
 def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str, np.ndarray]]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from recsys_core.taxonomy import C_COARSE, C_FINE, COARSE_CATEGORIES, FINE_TAGS, N_TIME_SLOTS, TIME_SLOTS
+from recsys_core.recommend.limits import DEFAULT_TOP_K, MAX_TIME_SLOT, MAX_TOP_K, MIN_TOP_K, TIME_SLOT_HELP
+from recsys_core.taxonomy import C_COARSE, C_FINE, COARSE_CATEGORIES, FINE_TAGS
 
-MAX_TOP_K = 100
 CANDIDATES = 200  # M: how many the ANN index retrieves before the heads re-rank
 
 
@@ -34,7 +35,7 @@ class PlaceQuery:
     time_slot: int | None = None
     desired_categories: tuple[int, ...] = ()
     desired_tags: tuple[int, ...] = ()
-    top_k: int = 10
+    top_k: int = DEFAULT_TOP_K
 
     @property
     def has_profile(self) -> bool:
@@ -47,22 +48,23 @@ class PeopleQuery:
     city_id: int | None = None
     target_place_id: int | None = None
     activity_tags: tuple[int, ...] = ()
-    top_k: int = 10
+    top_k: int = DEFAULT_TOP_K
 
 
 def check_top_k(top_k: int) -> None:
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise RequestError("top_k", f"must be between 1 and {MAX_TOP_K}, got {top_k}")
+    if not MIN_TOP_K <= top_k <= MAX_TOP_K:
+        raise RequestError("top_k", f"must be between {MIN_TOP_K} and {MAX_TOP_K}, got {top_k}")
 
 
 def check_time_slot(slot: int | None) -> None:
-    if slot is not None and not 0 <= slot < N_TIME_SLOTS:
-        raise RequestError("time_slot", f"unknown time slot {slot}; valid: " + ", ".join(f"{i}={n}" for i, n in enumerate(TIME_SLOTS)))
+    if slot is not None and not 0 <= slot <= MAX_TIME_SLOT:
+        raise RequestError("time_slot", f"unknown time slot {slot}; valid: {TIME_SLOT_HELP}")
 
 
-def _vocabulary_ids(field: str, values, names: tuple[str, ...]) -> tuple[int, ...]:
+def _vocabulary_ids(field: str, values: Iterable[object], names: tuple[str, ...]) -> tuple[int, ...]:
     """Ids or names ("jazz", "live_music") -> sorted unique ids; anything else is named in the error."""
-    ids, unknown = set(), []
+    ids: set[int] = set()
+    unknown: list[object] = []
     for value in values:
         if isinstance(value, bool):
             unknown.append(value)
@@ -81,12 +83,16 @@ def _vocabulary_ids(field: str, values, names: tuple[str, ...]) -> tuple[int, ..
     return tuple(sorted(ids))
 
 
-def tag_ids(field: str, values) -> tuple[int, ...]:
+def tag_ids(field: str, values: Iterable[object] | None) -> tuple[int, ...]:
     return _vocabulary_ids(field, values, FINE_TAGS) if values else ()
 
 
-def category_ids(field: str, values) -> tuple[int, ...]:
+def category_ids(field: str, values: Iterable[object] | None) -> tuple[int, ...]:
     return _vocabulary_ids(field, values, COARSE_CATEGORIES) if values else ()
 
 
-assert len(FINE_TAGS) == C_FINE and len(COARSE_CATEGORIES) == C_COARSE
+if len(FINE_TAGS) != C_FINE or len(COARSE_CATEGORIES) != C_COARSE:
+    raise RuntimeError(
+        f"the taxonomy's vocabularies do not match its sizes: {len(FINE_TAGS)} fine tags for C_FINE={C_FINE}, "
+        f"{len(COARSE_CATEGORIES)} categories for C_COARSE={C_COARSE}"
+    )

@@ -9,11 +9,13 @@ or the edge-aware gate): the "because you went to ..." explanation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from numpy.typing import NDArray
 
 from recsys_core.graph import REV_INTERACTS, GraphBundle
 from recsys_core.model.graphrec import GraphRec
@@ -43,18 +45,20 @@ class EmbeddingTables:
     places: pa.Table
 
 
-def _vectors(z: torch.Tensor) -> pa.FixedSizeListArray:
+def _vectors(z: torch.Tensor) -> pa.FixedSizeListArray[Any, int]:
     flat = pa.array(z.numpy().astype(np.float32).ravel(), pa.float32())
     return pa.FixedSizeListArray.from_arrays(flat, z.shape[1])
 
 
-def top_influences(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_dst: int, k: int = N_INFLUENCES) -> list[np.ndarray]:
+def top_influences(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_dst: int, k: int = N_INFLUENCES
+) -> list[np.ndarray]:
     """For every destination node, the (up to) k sources with the largest edge weight."""
     order = np.lexsort((-weight, dst))  # by destination, heaviest first
     dst_sorted, src_sorted = dst[order], src[order]
     starts = np.searchsorted(dst_sorted, np.arange(n_dst))
     ends = np.searchsorted(dst_sorted, np.arange(n_dst), side="right")
-    return [src_sorted[s : min(e, s + k)] for s, e in zip(starts, ends)]
+    return [src_sorted[s : min(e, s + k)] for s, e in zip(starts, ends, strict=True)]
 
 
 def _edge_weights(model: GraphRec, inputs: GraphInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,7 +95,11 @@ def export_embeddings(model: GraphRec, bundle: GraphBundle) -> EmbeddingTables:
         schema=user_embedding_schema(dim),
     )
     places = pa.Table.from_arrays(
-        [pa.array(place_ids, pa.int64()), pa.array(inputs.city["place"].numpy().astype(np.int32)), _vectors(z["place"])],
+        [
+            pa.array(place_ids, pa.int64()),
+            pa.array(inputs.city["place"].numpy().astype(np.int32)),
+            _vectors(z["place"]),
+        ],
         schema=place_embedding_schema(dim),
     )
     return EmbeddingTables(users=users, places=places)
@@ -100,13 +108,18 @@ def export_embeddings(model: GraphRec, bundle: GraphBundle) -> EmbeddingTables:
 def embedding_matrix(table: pa.Table) -> np.ndarray:
     """(rows, dim) float32 view of the `embedding` column."""
     column = table.column("embedding").combine_chunks()
+    if not isinstance(column, pa.FixedSizeListArray):
+        raise TypeError(f"embedding column is {column.type}, not a fixed-size list")
     dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    vectors: NDArray[np.float32] = (
+        column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    )
+    return vectors
 
 
 def city_rows(table: pa.Table, city: int) -> pa.Table:
     """The rows of an embedding table that belong to one city (what its index holds)."""
-    return table.filter(pc.equal(table.column("city_id"), city))
+    return table.filter(pc.equal(table.column("city_id"), pa.scalar(city)))
 
 
 def embedding_problems(table: pa.Table, id_column: str, expected_ids: np.ndarray, dim: int) -> list[str]:

@@ -47,11 +47,14 @@ class CityIndex:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / INDEX_FILE
         faiss.write_index(self.index, str(path))
-        pq.write_table(pa.table({"row": np.arange(len(self.ids), dtype=np.int64), "id": self.ids}), directory / IDS_FILE)
+        pq.write_table(
+            pa.table({"row": pa.array(np.arange(len(self.ids), dtype=np.int64)), "id": pa.array(self.ids)}),
+            directory / IDS_FILE,
+        )
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "CityIndex":
+    def load(cls, directory: Path) -> CityIndex:
         directory = Path(directory)
         index = faiss.read_index(str(directory / INDEX_FILE))
         if isinstance(index, faiss.IndexHNSW):
@@ -65,12 +68,14 @@ class CityIndex:
 def build_city_index(ids: np.ndarray, vectors: np.ndarray, exact_max_rows: int = EXACT_MAX_ROWS) -> CityIndex:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
+    index: faiss.Index
     if len(vectors) <= exact_max_rows:
         index = faiss.IndexFlatIP(dim)
     else:
-        index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        index = hnsw
     index.add(vectors)
     return CityIndex(index, np.asarray(ids, dtype=np.int64))
 
@@ -81,5 +86,5 @@ def recall_vs_exact(city_index: CityIndex, vectors: np.ndarray, queries: np.ndar
     exact = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
     _, found = city_index.search(queries, k)
     exact_ids = city_index.ids[exact]
-    hits = [len(np.intersect1d(a, b)) for a, b in zip(exact_ids, found)]
+    hits = [len(np.intersect1d(a, b)) for a, b in zip(exact_ids, found, strict=True)]
     return float(np.sum(hits) / (k * len(queries)))

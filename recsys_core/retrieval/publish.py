@@ -17,12 +17,14 @@ from recsys_core.manifest import ArtifactRef, ServingManifest, live_manifest_pat
 from recsys_core.model.checkpoint import WEIGHTS, save_checkpoint
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
-from recsys_core.retrieval.index import INDEX_FILE, EXACT_MAX_ROWS, build_city_index
+from recsys_core.retrieval.index import EXACT_MAX_ROWS, INDEX_FILE, build_city_index
 
 EMBEDDINGS_FILE = "table.parquet"
 
 
-def publish(model: GraphRec, bundle: GraphBundle, root: Path, version: str, exact_max_rows: int = EXACT_MAX_ROWS) -> Path:
+def publish(
+    model: GraphRec, bundle: GraphBundle, root: Path, version: str, exact_max_rows: int = EXACT_MAX_ROWS
+) -> Path:
     """Checkpoint, graph, embeddings, per-city indices and the live manifest under `root`."""
     root = Path(root)
     save_checkpoint(model, root / "model")
@@ -43,7 +45,7 @@ def publish(model: GraphRec, bundle: GraphBundle, root: Path, version: str, exac
     model_ref = ArtifactRef.of_directory(root / "model", WEIGHTS)
     manifest = ServingManifest(
         version=version,
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        created_at=dt.datetime.now(dt.UTC).isoformat(),
         model_version=f"graphrec-{model_ref.sha256[:12]}",
         model=model_ref,
         graph=ArtifactRef.of_directory(root / "graph", graph_file),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from recsys_core.taxonomy import N_CITIES
 
@@ -53,7 +55,7 @@ class WorldConfig:
     joint_outing_rate: float = 1.5
     negatives_per_positive: float = 1.0
 
-    def validate(self) -> "WorldConfig":
+    def validate(self) -> WorldConfig:
         problems = []
         for name in ("n_users", "n_places", "n_cities", "seed", "weeks", "social_top_k"):
             value = getattr(self, name)
@@ -64,7 +66,9 @@ class WorldConfig:
         if self.seed < 0:
             problems.append(f"seed must be >= 0, got {self.seed}")
         if len(self.events_per_user_range) != 2:
-            raise ConfigError(f"invalid world config: events_per_user_range must be (lo, hi), got {self.events_per_user_range!r}")
+            raise ConfigError(
+                f"invalid world config: events_per_user_range must be (lo, hi), got {self.events_per_user_range!r}"
+            )
         if not 1 <= self.n_cities <= N_CITIES:
             problems.append(f"n_cities must be in 1..{N_CITIES}, got {self.n_cities}")
         if self.n_users < 10 * max(self.n_cities, 1):
@@ -105,7 +109,7 @@ class WorldConfig:
             raise ConfigError("invalid world config: " + "; ".join(problems))
         return self
 
-    def replace(self, **changes) -> "WorldConfig":
+    def replace(self, **changes: Any) -> WorldConfig:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -118,7 +122,7 @@ class WorldConfig:
         """Largest-remainder split of `total` over the cities, at least 10 each."""
         floor = 10
         share = self.city_weights * (total - floor * self.n_cities)
-        counts = np.floor(share).astype(np.int64)
+        counts: NDArray[np.int64] = np.floor(share).astype(np.int64)
         remainder = share - counts
         counts[np.argsort(-remainder, kind="stable")[: total - floor * self.n_cities - counts.sum()]] += 1
         return counts + floor

@@ -8,8 +8,11 @@ shares, attendance) rises with how much the user likes the place.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core import contracts
 from recsys_core.social import top_similar_pairs
@@ -43,7 +46,9 @@ def generate_interactions(config: WorldConfig, city_id: int, users: pa.Table, pl
 
     lo, hi = config.events_per_user_range
     n_events = np.clip(
-        np.rint(stats["avg_sessions_per_week"] * config.weeks * stats["avg_views_per_session"] * config.events_per_view),
+        np.rint(
+            stats["avg_sessions_per_week"] * config.weeks * stats["avg_views_per_session"] * config.events_per_view
+        ),
         lo,
         hi,
     ).astype(np.int64)
@@ -89,7 +94,14 @@ def generate_interactions(config: WorldConfig, city_id: int, users: pa.Table, pl
     return table.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
 
 
-def _travel_events(config, city_id, rng, tastes, traits, n_travel):
+def _travel_events(
+    config: WorldConfig,
+    city_id: int,
+    rng: np.random.Generator,
+    tastes: Tastes,
+    traits: Traits,
+    n_travel: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Each travelling user picks one other city (by its size) and samples places there."""
     others = np.array([c for c in range(config.n_cities) if c != city_id])
     sizes = np.array([np.sum(traits.city == c) for c in others], dtype=float)
@@ -106,7 +118,18 @@ def _travel_events(config, city_id, rng, tastes, traits, n_travel):
     return np.concatenate(rows), np.concatenate(places), np.concatenate(scores)
 
 
-def _engagement_and_time(config, rng, affinity, stats, user_row, joint, day, hour, traits, place) -> pa.Table:
+def _engagement_and_time(
+    config: WorldConfig,
+    rng: np.random.Generator,
+    affinity: NDArray[np.floating[Any]],
+    stats: dict[str, np.ndarray],
+    user_row: NDArray[np.int64],
+    joint: NDArray[np.bool_],
+    day: NDArray[np.int64],
+    hour: NDArray[np.int64],
+    traits: Traits,
+    place: NDArray[np.int64],
+) -> pa.Table:
     n = len(affinity)
     likes_rate = stats["avg_likes_per_session"][user_row] / 5.0
     saves_rate = stats["avg_saves_per_session"][user_row] / 3.0

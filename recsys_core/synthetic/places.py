@@ -90,4 +90,3 @@ def generate_places(config: WorldConfig, city_id: int) -> pa.Table:
         ],
         schema=contracts.PLACES,
     )
-

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core import contracts
 from recsys_core.social import unit_rows
@@ -28,7 +29,7 @@ class Tastes:
     area: np.ndarray  # (n, 15) frequented-neighbourhood weights in the home city
 
     @classmethod
-    def from_table(cls, users: pa.Table) -> "Tastes":
+    def from_table(cls, users: pa.Table) -> Tastes:
         return cls(
             ids=users.column("user_id").to_numpy(),
             city=users.column("home_city_id").to_numpy(),
@@ -37,7 +38,7 @@ class Tastes:
             area=contracts.map_matrix(users, "area_freqs", N_NEIGHBORHOODS_PER_CITY),
         )
 
-    def subset(self, index: np.ndarray) -> "Tastes":
+    def subset(self, index: np.ndarray) -> Tastes:
         return Tastes(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
@@ -54,7 +55,7 @@ class Traits:
     slot: np.ndarray  # typical time slot
 
     @classmethod
-    def from_table(cls, places: pa.Table) -> "Traits":
+    def from_table(cls, places: pa.Table) -> Traits:
         return cls(
             ids=places.column("place_id").to_numpy(),
             city=places.column("city_id").to_numpy(),
@@ -65,7 +66,7 @@ class Traits:
             slot=places.column("typical_time_slot").to_numpy(),
         )
 
-    def subset(self, index: np.ndarray) -> "Traits":
+    def subset(self, index: np.ndarray) -> Traits:
         return Traits(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
@@ -73,10 +74,10 @@ def preference_scores(tastes: Tastes, traits: Traits, weights: PreferenceWeights
     """(n_users, n_places) true preference scores; location counts only in the home city."""
     same_city = tastes.city[:, None] == traits.city[None, :]
     location = tastes.area[:, traits.neighborhood] * same_city
-    return (
+    scores: NDArray[np.float32] = (
         weights.interest * (tastes.fine_unit @ traits.tags_unit.T)
         + weights.category * (tastes.cat @ traits.cat.T)
         + weights.location * location
         + weights.popularity * traits.popularity[None, :]
     ).astype(np.float32)
-
+    return scores

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 
 def top_k_mask(keys: np.ndarray, k: np.ndarray | int) -> np.ndarray:
@@ -20,10 +23,13 @@ def sample_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One categorical draw per row of a (n, k) matrix of non-negative weights."""
     cdf = np.cumsum(probs, axis=1)
     draws = rng.random((len(probs), 1)) * cdf[:, -1:]
-    return np.minimum((cdf < draws).sum(axis=1), probs.shape[1] - 1)
+    draw: NDArray[np.intp] = np.minimum((cdf < draws).sum(axis=1), probs.shape[1] - 1)
+    return draw
 
 
-def sample_many_per_row(rng: np.random.Generator, probs: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sample_many_per_row(
+    rng: np.random.Generator, probs: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw counts[i] columns with replacement from row i's distribution.
 
     Offsetting row i's normalized CDF by i makes one global increasing sequence, so a
@@ -44,4 +50,5 @@ def softmax_rows(scores: np.ndarray, temperature: float) -> np.ndarray:
     logits = scores / temperature
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
+    probs: NDArray[np.floating[Any]] = weights / weights.sum(axis=1, keepdims=True)
+    return probs

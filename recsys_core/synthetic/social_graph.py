@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core import contracts, social
 from recsys_core.synthetic.config import WorldConfig
@@ -19,7 +22,13 @@ def generate_user_user_edges(config: WorldConfig, users: pa.Table, interactions:
     return edges_table(tastes.ids[a], tastes.ids[b], overlap, co, social.neighbourhood_overlap(tastes.area, a, b))
 
 
-def edges_table(u, v, overlap, co_attendance, same_neighbourhood) -> pa.Table:
+def edges_table(
+    u: NDArray[np.int64],
+    v: NDArray[np.int64],
+    overlap: NDArray[np.floating[Any]],
+    co_attendance: NDArray[np.integer[Any]],
+    same_neighbourhood: NDArray[np.floating[Any]],
+) -> pa.Table:
     return pa.Table.from_arrays(
         [
             pa.array(u, pa.int64()),
@@ -70,7 +79,9 @@ def generate_friend_labels(
     return pa.Table.from_pandas(frame, schema=contracts.FRIEND_LABELS, preserve_index=False)
 
 
-def _sample_negatives(rng, tastes: Tastes, co_counts: pd.DataFrame, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_negatives(
+    rng: np.random.Generator, tastes: Tastes, co_counts: pd.DataFrame, wanted: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Random distinct pairs of the city with low overlap that never co-attended."""
     n = len(tastes.ids)
     if wanted == 0 or n < 2:
@@ -84,6 +95,8 @@ def _sample_negatives(rng, tastes: Tastes, co_counts: pd.DataFrame, wanted: int)
     first.sort()  # keep draw order so the result does not depend on id sorting
     a, b = a[first], b[first]
     u, v = tastes.ids[a], tastes.ids[b]
-    label = social.compatibility_label(social.pair_cosine(tastes.fine_unit, a, b), social.lookup_pair_counts(co_counts, u, v))
+    label = social.compatibility_label(
+        social.pair_cosine(tastes.fine_unit, a, b), social.lookup_pair_counts(co_counts, u, v)
+    )
     keep = np.flatnonzero(label == 0)[:wanted]
     return u[keep], v[keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from recsys_core import contracts
 from recsys_core.synthetic.config import WorldConfig
@@ -53,7 +54,7 @@ def generate_users(config: WorldConfig, city_id: int) -> pa.Table:
 
     behaviour = {name: rng.uniform(a, b, size=n) for name, (a, b) in BEHAVIOUR_RANGES.items()}
 
-    area_freqs = pa.MapArray.from_arrays(
+    area_freqs = pa.MapArray.from_arrays(  # type: ignore[call-overload]  # stubs: int64 offsets; maps use int32
         pa.array(np.concatenate([[0], np.cumsum(n_areas)]), pa.int32()),
         pa.array(area_keys_flat, pa.int32()),
         pa.array(area_weights[area_rows, area_keys_flat], pa.float32()),
@@ -77,9 +78,11 @@ def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
     """Dirichlet draws with a different concentration vector per row."""
     g = rng.gamma(alpha)
     g = np.maximum(g, 1e-12)
-    return g / g.sum(axis=1, keepdims=True)
+    rows: NDArray[np.float64] = g / g.sum(axis=1, keepdims=True)
+    return rows
 
 
 def _as_f32_simplex(p: np.ndarray) -> np.ndarray:
     p = p.astype(np.float32)
-    return p / p.sum(axis=1, keepdims=True)
+    simplex: NDArray[np.float32] = p / p.sum(axis=1, keepdims=True)
+    return simplex

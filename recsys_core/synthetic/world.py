@@ -29,13 +29,17 @@ def generate_world(config: WorldConfig) -> dict[str, pa.Table]:
         interactions = generate_interactions(config, city, users, places)
         edges = generate_user_user_edges(config, users, interactions)
         labels = generate_friend_labels(config, city, users, interactions, edges)
-        for name, table in zip(parts, (users, interactions, edges, labels)):
+        for name, table in zip(parts, (users, interactions, edges, labels), strict=True):
             parts[name].append(table)
         elapsed = time.perf_counter() - started
         logger.info(
             "city %d/%d: %d users, %d events (%.1fs elapsed, ETA %.1fs)",
-            city + 1, config.n_cities, users.num_rows, interactions.num_rows,
-            elapsed, elapsed / (city + 1) * (config.n_cities - city - 1),
+            city + 1,
+            config.n_cities,
+            users.num_rows,
+            interactions.num_rows,
+            elapsed,
+            elapsed / (city + 1) * (config.n_cities - city - 1),
         )
     world = {name: pa.concat_tables(tables) for name, tables in parts.items()}
     world["places"] = places

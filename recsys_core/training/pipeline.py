@@ -16,12 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys_core.evaluation.split import Split, split_indices
 from recsys_core.graph import GraphBundle
 from recsys_core.model.checkpoint import load_checkpoint, save_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
-from recsys_core.training.split import Split, split_indices
-from recsys_core.training.trainer import TrainConfig, TrainResult, train
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.loop import Progress, train
+from recsys_core.training.state import TrainResult
 
 SPLIT_FILE = "split.pt"
 HISTORY_FILE = "history.parquet"
@@ -53,12 +55,15 @@ class TrainedModel:
                 "resumed_from_step": self.resumed_from_step,
             },
         )
-        torch.save({f.name: torch.from_numpy(getattr(self.split, f.name)) for f in dataclasses.fields(Split)}, directory / SPLIT_FILE)
+        torch.save(
+            {f.name: torch.from_numpy(getattr(self.split, f.name)) for f in dataclasses.fields(Split)},
+            directory / SPLIT_FILE,
+        )
         self.history.to_parquet(directory / HISTORY_FILE, index=False)
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "TrainedModel":
+    def load(cls, directory: Path) -> TrainedModel:
         directory = Path(directory)
         model, meta = load_checkpoint(directory)
         arrays = torch.load(directory / SPLIT_FILE, weights_only=True)
@@ -84,7 +89,7 @@ def fit(
     train_config: TrainConfig,
     split: Split | None = None,
     split_seed: int = 0,
-    progress=None,
+    progress: Progress | None = None,
 ) -> TrainedModel:
     """Split (unless given), train with early stopping, keep the best-by-validation weights."""
     split = split or split_indices(bundle, seed=split_seed)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from recsys_core.baselines._common import row_standardize
@@ -40,7 +41,8 @@ NOT_A_CANDIDATE = -1e6  # added to the heuristic outside the candidates: always 
 
 
 def _inv(x: np.ndarray) -> np.ndarray:
-    return np.divide(1.0, x, out=np.zeros_like(x, dtype=np.float64), where=x > 0)
+    inverse: NDArray[np.float64] = np.divide(1.0, x, out=np.zeros_like(x, dtype=np.float64), where=x > 0)
+    return inverse
 
 
 def taste_cosine(interactions: sp.csr_matrix) -> np.ndarray:
@@ -50,7 +52,7 @@ def taste_cosine(interactions: sp.csr_matrix) -> np.ndarray:
     df = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
     x = (m @ sp.diags(np.log((1 + m.shape[0]) / (1 + df)))).toarray()
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    t = x @ x.T
+    t: NDArray[np.float64] = x @ x.T
     np.fill_diagonal(t, 0.0)
     return t
 
@@ -70,7 +72,9 @@ class FriendSignals:
     heuristic: np.ndarray
 
     @classmethod
-    def build(cls, friends: sp.csr_matrix, interactions: sp.csr_matrix, taste: np.ndarray | None = None) -> FriendSignals:
+    def build(
+        cls, friends: sp.csr_matrix, interactions: sp.csr_matrix, taste: np.ndarray | None = None
+    ) -> FriendSignals:
         n = friends.shape[0]
         if n > DENSE_GRAPH_MAX_USERS:
             raise ValueError(f"{n} users: the dense friend signals are built for at most {DENSE_GRAPH_MAX_USERS}")
@@ -97,6 +101,8 @@ class FriendSignals:
             "friends_taste_of_v": friends_taste.T,
         }
         m["heuristic"] = heuristic = sum(w * row_standardize(m[name]) for name, w in HEURISTIC_WEIGHTS.items())
+        if not isinstance(heuristic, np.ndarray):  # sum() of no arrays is 0
+            raise ValueError("HEURISTIC_WEIGHTS is empty")
         return cls(m, a, deg, heuristic)
 
     def candidates(self, users: np.ndarray, n: int) -> np.ndarray:
@@ -112,15 +118,20 @@ class FriendSignals:
         for m in self.matrices.values():
             rows = m[users]
             v = np.take_along_axis(rows, cand, 1)
-            cols += [v, (v - rows.mean(1, keepdims=True)) / np.maximum(rows.std(1, keepdims=True), 1e-12),
-                     np.argsort(np.argsort(-v, axis=1, kind="stable"), axis=1) / cand.shape[1]]
+            cols += [
+                v,
+                (v - rows.mean(1, keepdims=True)) / np.maximum(rows.std(1, keepdims=True), 1e-12),
+                np.argsort(np.argsort(-v, axis=1, kind="stable"), axis=1) / cand.shape[1],
+            ]
         log_deg = np.log1p(self.degree)
         cols += [log_deg[cand], np.broadcast_to(log_deg[users][:, None], cand.shape)]
         return np.stack(cols, -1).reshape(-1, len(cols))
 
     def feature_names(self) -> list[str]:
         return [f"{name}:{kind}" for name in self.matrices for kind in ("value", "z", "rank")] + [
-            "log_degree:candidate", "log_degree:user"]
+            "log_degree:candidate",
+            "log_degree:user",
+        ]
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2_c: float) -> np.ndarray:
@@ -150,8 +161,14 @@ class FriendRanker:
     heuristic_only: bool = False  # nothing to learn from (no hidden friend among the candidates)
 
     @classmethod
-    def fit(cls, friends: sp.csr_matrix, interactions: sp.csr_matrix, seed: int, fraction: float = 0.2,
-            taste: np.ndarray | None = None) -> FriendRanker:
+    def fit(
+        cls,
+        friends: sp.csr_matrix,
+        interactions: sp.csr_matrix,
+        seed: int,
+        fraction: float = 0.2,
+        taste: np.ndarray | None = None,
+    ) -> FriendRanker:
         """Hide `fraction` of `friends`; learn which of the remaining graph's candidates are the hidden ones."""
         inner, held = carve_pairs(friends, fraction, seed)
         signals = FriendSignals.build(inner, interactions, taste)
@@ -165,20 +182,27 @@ class FriendRanker:
             return cls(np.zeros(len(names)), 0.0, np.zeros(len(names)), np.ones(len(names)), names, heuristic_only=True)
         mean, std = x.mean(0), np.maximum(x.std(0), 1e-9)
         w = _fit_logistic((x - mean) / std, y, L2_C)
-        logger.info("friend re-ranker fit on %d candidate pairs of %d users (%d hidden friends among them)",
-                    len(y), len(users), int(y.sum()))
+        logger.info(
+            "friend re-ranker fit on %d candidate pairs of %d users (%d hidden friends among them)",
+            len(y),
+            len(users),
+            int(y.sum()),
+        )
         return cls(w[:-1], float(w[-1]), mean, std, names)
 
     def score(self, signals: FriendSignals, users: np.ndarray) -> np.ndarray:
         """(len(users), n_users): the re-ranker's score on the candidates, far below them elsewhere."""
         if self.heuristic_only:
-            return signals.heuristic[users].copy()
+            heuristic: NDArray[np.float32] = signals.heuristic[users].copy()
+            return heuristic
         cand = signals.candidates(users, self.n_candidates)
-        pred = (((signals.design(users, cand) - self.mean) / self.std) @ self.weights + self.bias).reshape(len(users), -1)
+        pred = (((signals.design(users, cand) - self.mean) / self.std) @ self.weights + self.bias).reshape(
+            len(users), -1
+        )
         # A user with fewer non-friends than candidates: the rest of the list is themself and friends.
         invalid = (signals.adjacency[users[:, None], cand] > 0) | (cand == users[:, None])
         pred[invalid] = -np.inf
-        out = signals.heuristic[users] + NOT_A_CANDIDATE
+        out: NDArray[np.float32] = signals.heuristic[users] + NOT_A_CANDIDATE
         np.put_along_axis(out, cand, pred, 1)
         out[np.arange(len(users)), users] = -np.inf
         return out

@@ -16,7 +16,9 @@ logger = logging.getLogger(__name__)
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> (len(rows), n_items) scores
 
 
-def top_k(score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int, chunk: int = 2048, label: str = "") -> np.ndarray:
+def top_k(
+    score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int, chunk: int = 2048, label: str = ""
+) -> np.ndarray:
     """Top-k item indices of ``users`` (rows of ``exclude``), excluded items never returned."""
     out = np.empty((len(users), k), dtype=np.int64)
     t0, last = time.perf_counter(), time.perf_counter()
@@ -27,7 +29,14 @@ def top_k(score: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, k: int, chu
         if now - last > 10 and b0 + chunk < len(users):
             done = b0 + len(rows)
             rate = done / (now - t0)
-            logger.info("%s: ranked %d/%d users (%.0f users/s, ETA %.0fs)", label, done, len(users), rate, (len(users) - done) / rate)
+            logger.info(
+                "%s: ranked %d/%d users (%.0f users/s, ETA %.0fs)",
+                label,
+                done,
+                len(users),
+                rate,
+                (len(users) - done) / rate,
+            )
             last = now
     return out
 
@@ -38,4 +47,3 @@ def ranking_metrics(topk: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str,
         f"recall@{k}": round(metrics.mean_ignoring_nan(metrics.recall_at_k(topk, truth, k)), 5),
         f"ndcg@{k}": round(metrics.mean_ignoring_nan(metrics.ndcg_at_k(topk, truth, k)), 5),
     }
-

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
+from numpy.typing import NDArray
+from torch_geometric.data import HeteroData
 
 from recsys_core.datasets.base import InteractionDataset
+from recsys_core.evaluation.split import Split, training_graph
 from recsys_core.graph import INTERACTS
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.inputs import GraphInputs
-from recsys_core.training.split import Split, training_graph
-from recsys_core.training.trainer import TrainConfig, TrainResult, train
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.loop import train
+from recsys_core.training.state import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ class Embeddings:
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """<z_u, z_p> for every place: the retrieval stage of GraphRec."""
-        return self.user[rows] @ self.place.T
+        scores: NDArray[np.float32] = self.user[rows] @ self.place.T
+        return scores
 
 
 @dataclass
@@ -54,9 +59,16 @@ def _split(bundle_edges: np.ndarray, n_items: int, val: sp.csr_matrix) -> Split:
 
 def model_config(dataset: InteractionDataset, d_model: int = 64) -> ModelConfig:
     return ModelConfig(
-        d_model=d_model, n_layers=2, dropout=0.0, head_hidden=(d_model, d_model // 2), d_ctx=8,
-        featureless=True, n_users=dataset.n_users, n_places=dataset.n_items,
-        use_social=dataset.friends is not None, wide=False,
+        d_model=d_model,
+        n_layers=2,
+        dropout=0.0,
+        head_hidden=(d_model, d_model // 2),
+        d_ctx=8,
+        featureless=True,
+        n_users=dataset.n_users,
+        n_places=dataset.n_items,
+        use_social=dataset.friends is not None,
+        wide=False,
     )
 
 
@@ -69,16 +81,33 @@ def fit_graphrec(
     split = _split(edges, dataset.n_items, val)
     n_pos = len(split.train_edges)
     config = TrainConfig(
-        max_steps=100_000, batch_size=min(16384, max(n_pos // 4, 256)), city_pool=1024,
-        in_batch_negatives=min(2048, max(n_pos // 8, 64)), head_batch=256, head_negatives=2,
-        lr=3e-3, lr_embeddings=3e-2, weight_decay=0.0, warmup_steps=5, eval_every=20, patience=4,
-        eval_users=2000, eval_rerank_depth=0, lambda_friend=0.0, lambda_attend=0.0,
-        time_budget_s=time_budget_s, seed=seed,
+        max_steps=100_000,
+        batch_size=min(16384, max(n_pos // 4, 256)),
+        city_pool=1024,
+        in_batch_negatives=min(2048, max(n_pos // 8, 64)),
+        head_batch=256,
+        head_negatives=2,
+        lr=3e-3,
+        lr_embeddings=3e-2,
+        weight_decay=0.0,
+        warmup_steps=5,
+        eval_every=20,
+        patience=4,
+        eval_users=2000,
+        eval_rerank_depth=0,
+        lambda_friend=0.0,
+        lambda_attend=0.0,
+        time_budget_s=time_budget_s,
+        seed=seed,
     )
     mc = model_config(dataset, d_model)
     result = train(bundle, split, mc, config)
-    logger.info("GraphRec: best validation recall@20 %.4f at step %d (%s)", result.best_val_recall, result.best_step,
-                result.stopped_because)
+    logger.info(
+        "GraphRec: best validation recall@20 %.4f at step %d (%s)",
+        result.best_val_recall,
+        result.best_step,
+        result.stopped_because,
+    )
     return GraphRecPlaces(
         validation=_embed(result, training_graph(bundle, split), mc),
         full=_embed(result, bundle.data, mc),
@@ -87,6 +116,6 @@ def fit_graphrec(
 
 
 @torch.no_grad()
-def _embed(result: TrainResult, data, mc: ModelConfig) -> Embeddings:
+def _embed(result: TrainResult, data: HeteroData, mc: ModelConfig) -> Embeddings:
     z = result.model.embed(GraphInputs.from_hetero(data, mc.use_social, mc.time_decay))
     return Embeddings(z["user"].numpy().astype(np.float32), z["place"].numpy().astype(np.float32))

@@ -27,18 +27,30 @@ from recsys_core.retrieval.publish import publish
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.world import generate_world
 from recsys_core.taxonomy import FINE_TAGS
+from recsys_core.training.config import TrainConfig
 from recsys_core.training.pipeline import fit
-from recsys_core.training.trainer import TrainConfig
 
 RATE, DURATION_S, SATURATION_S = 200.0, 30.0, 15.0
 
 
-def _load(port: int, targets: list[str], work: Path, name: str, rate: float | None = None, duration: float = DURATION_S) -> dict:
+def _load(
+    port: int, targets: list[str], work: Path, name: str, rate: float | None = None, duration: float = DURATION_S
+) -> dict:
     path = work / f"{name}.json"
     path.write_text(json.dumps(targets))
-    args = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--targets", str(path), "--duration", str(duration)]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--port",
+        str(port),
+        "--targets",
+        str(path),
+        "--duration",
+        str(duration),
+    ]
     args += ["--rate", str(rate)] if rate else ["--concurrency", "8"]
-    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    out = subprocess.run(args, check=True, capture_output=True, text=True)  # noqa: S603 - our own bench.loadgen
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,7 +65,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     users = rng.choice(bundle.data["user"].node_id.numpy(), 2000, replace=False)
     places = [f"/recommend/places?user_id={u}&top_k=10" for u in users]
-    places_ctx = [f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}&desired_tags={FINE_TAGS[rng.integers(100)]}" for u in users]
+    places_ctx = [
+        f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}&desired_tags={FINE_TAGS[rng.integers(100)]}"
+        for u in users
+    ]
     people = [f"/recommend/people?user_id={u}&top_k=10" for u in users]
     port = free_port()
     server = start_server(port, manifest)
@@ -71,7 +86,8 @@ def main() -> None:
             "people_saturation": _load(port, people, work, "people_sat", duration=SATURATION_S),
             "rss_mib_after_load": round(rss_mib(server.pid), 1),
             "targets": {"places_p50_ms": 3, "places_p99_ms": 20, "start_to_ready_s": 10},
-            "setup": "default world (10k users, 10k places), 1 uvicorn worker, load generator in its own process, loopback",
+            "setup": "default world (10k users, 10k places), 1 uvicorn worker, "
+            "load generator in its own process, loopback",
         }
     finally:
         server.terminate()

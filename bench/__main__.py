@@ -13,14 +13,23 @@ import sys
 
 from bench.common import RESULTS, run_isolated, write_section
 
-SECTIONS = {"foundation": "bench.foundation", "model": "bench.model", "serving": "bench.serving", "reload": "bench.reload_load"}
+SECTIONS = {
+    "foundation": "bench.foundation",
+    "model": "bench.model_quality",
+    "serving": "bench.serving_latency",
+    "reload": "bench.reload_load",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run (default: all)")
-    parser.add_argument("--args", default="", help="options for the one section given with --only, e.g. "
-                                                    "--only reload --args='--nice -10 --keep' (see python -m bench.reload_load -h)")
+    parser.add_argument(
+        "--args",
+        default="",
+        help="options for the one section given with --only, e.g. "
+        "--only reload --args='--nice -10 --keep' (see python -m bench.reload_load -h)",
+    )
     args = parser.parse_args()
     if args.args and len(args.only or ()) != 1:
         parser.error("--args needs exactly one section in --only")

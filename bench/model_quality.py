@@ -19,8 +19,8 @@ from recsys_core.graph import build_from_world
 from recsys_core.model.config import ModelConfig
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.world import generate_world
+from recsys_core.training.config import TrainConfig
 from recsys_core.training.pipeline import describe, fit
-from recsys_core.training.trainer import TrainConfig
 
 TRAIN = TrainConfig(max_steps=400, time_budget_s=270.0, eval_every=25, batch_size=16384)
 
@@ -37,10 +37,15 @@ def main() -> None:
     train_peak = peak_rss_mib()
     two_tower = fit(bundle, ModelConfig(n_layers=0), TRAIN, split=trained.split).model
     comparison = compare(
-        bundle, trained.split, {"graphrec": trained.model, "two_tower": two_tower},
+        bundle,
+        trained.split,
+        {"graphrec": trained.model, "two_tower": two_tower},
         world=WorldTruth(world["users"], world["places"], world["interactions"]),
     )
-    test = lambda model, metric="recall@20", tier="all": comparison.place_metric("test", model, metric, tier)  # noqa: E731
+
+    def test(model: str, metric: str = "recall@20", tier: str = "all") -> float:
+        return comparison.place_metric("test", model, metric, tier)
+
     figures = {
         "train": describe(trained),
         "train_wall_s": round(train_s, 1),
@@ -58,7 +63,9 @@ def main() -> None:
         "ratios": {
             "graphrec_over_oracle_recall@20": round(test("graphrec") / test("oracle"), 3),
             "graphrec_over_mf_bpr_recall@20": round(test("graphrec") / test("mf_bpr"), 3),
-            "graphrec_over_popularity_cold_mrr": round(test("graphrec", "mrr", "cold") / test("popularity", "mrr", "cold"), 3),
+            "graphrec_over_popularity_cold_mrr": round(
+                test("graphrec", "mrr", "cold") / test("popularity", "mrr", "cold"), 3
+            ),
         },
         "targets": {
             "graphrec_over_oracle_recall@20": 0.9,

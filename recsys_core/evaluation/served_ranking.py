@@ -70,7 +70,9 @@ def score_city(
     return scores
 
 
-def local_matrix(pairs_user: np.ndarray, pairs_place: np.ndarray, users: np.ndarray, places: np.ndarray) -> sp.csr_matrix:
+def local_matrix(
+    pairs_user: np.ndarray, pairs_place: np.ndarray, users: np.ndarray, places: np.ndarray
+) -> sp.csr_matrix:
     """Pairs (global indices) restricted to a block, as a (users x places) 0/1 matrix."""
     u_pos = np.full(int(max(users.max(), pairs_user.max(initial=0))) + 1, -1)
     u_pos[users] = np.arange(len(users))

@@ -30,6 +30,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,12 +42,13 @@ from recsys_core.baselines.item_filter import ItemItemFilter
 from recsys_core.baselines.lightgcn import LightGCN
 from recsys_core.baselines.mf import MatrixFactorizationBPR
 from recsys_core.baselines.popularity import Popularity
-from recsys_core.benchmark import friends as friend_model
-from recsys_core.benchmark.budget import Budget, peak_rss_mb
-from recsys_core.benchmark.graphrec_places import fit_graphrec
-from recsys_core.benchmark.ranking import ranking_metrics, top_k
 from recsys_core.datasets import LOADERS
 from recsys_core.datasets.base import InteractionDataset, carve_pairs, carve_validation, relative_count_weights
+from recsys_core.files import READABLE_BY_ALL, write_text_atomically
+from recsys_core.realdata import friends as friend_model
+from recsys_core.realdata.budget import Budget, peak_rss_mb
+from recsys_core.realdata.graphrec_places import fit_graphrec
+from recsys_core.realdata.topk import ScoreFn, ranking_metrics, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,13 @@ def _filter_k(config: BenchmarkConfig, n_items: int) -> int:
 class _Validation:
     """The sampled validation users, their held-out items, and the results table."""
 
-    def __init__(self, train: sp.csr_matrix, val: sp.csr_matrix, config: BenchmarkConfig, results: dict):
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        val: sp.csr_matrix,
+        config: BenchmarkConfig,
+        results: dict[str, dict[str, float] | dict[str, str]],
+    ):
         self.train, self.k, self.results = train, config.k, results
         self.users = _sample_users(val, config.eval_users, config.seed)
         self.truth = val[self.users]
@@ -109,22 +117,26 @@ class _Validation:
         self.metric_seconds.append(time.perf_counter() - t0)
         return out
 
-    def scores(self, score_fn) -> np.ndarray:
+    def scores(self, score_fn: ScoreFn) -> np.ndarray:
         return np.vstack([score_fn(self.users[i : i + 1024]) for i in range(0, len(self.users), 1024)])
 
     def record(self, name: str, scores: np.ndarray) -> dict[str, float]:
-        self.results[name] = self.metrics(scores)
-        logger.info("validation %-46s %s", name, self.results[name])
-        return self.results[name]
+        result = self.metrics(scores)
+        self.results[name] = result
+        logger.info("validation %-46s %s", name, result)
+        return result
 
 
-def _tune_graph_filter(config: BenchmarkConfig, train: sp.csr_matrix, check: _Validation) -> tuple[float, int, np.ndarray, dict]:
+def _tune_graph_filter(
+    config: BenchmarkConfig, train: sp.csr_matrix, check: _Validation
+) -> tuple[float, int, np.ndarray, dict[str, float]]:
     """One SVD with the largest cut-off; (alpha, k) chosen on validation. Returns the chosen
     setting, its validation scores and the sweep."""
     k_max = _filter_k(config, train.shape[1])
     fitted = _graph_filter(config, 1.0, k_max).fit(train)
     linear = check.scores(fitted.truncated(0.0, 0).score)
-    best, sweep = (-1.0, 0.0, 0, None), {}
+    best: tuple[float, float, int, np.ndarray | None] = (-1.0, 0.0, 0, None)
+    sweep: dict[str, float] = {}
     for cut in sorted({max(int(k_max * f), 1) for f in FILTER_CUTS}):
         low = check.scores(fitted.truncated(1.0, cut).low_pass_scores)
         for alpha in FILTER_ALPHAS:
@@ -134,12 +146,16 @@ def _tune_graph_filter(config: BenchmarkConfig, train: sp.csr_matrix, check: _Va
             if recall > best[0]:
                 best = (recall, alpha, cut, scores)
         del low
-    _, alpha, cut, scores = best
+    _, alpha, cut, best_scores = best
+    if best_scores is None:
+        raise RuntimeError("graph filter: no setting got a validation recall (no validation pairs?)")
     logger.info("graph filter: ideal low-pass k=%d alpha=%.2f chosen on validation", cut, alpha)
-    return alpha, cut, scores, sweep
+    return alpha, cut, best_scores, sweep
 
 
-def _rank_and_write(config: BenchmarkConfig, dataset: InteractionDataset, full: sp.csr_matrix, score_fn, label: str) -> float:
+def _rank_and_write(
+    config: BenchmarkConfig, dataset: InteractionDataset, full: sp.csr_matrix, score_fn: ScoreFn, label: str
+) -> float:
     """Rank every user (cold users: popularity), write places_top{k}.txt atomically; seconds taken."""
     t0 = time.perf_counter()
     popularity = Popularity().fit(full).item_scores
@@ -155,15 +171,23 @@ def _rank_and_write(config: BenchmarkConfig, dataset: InteractionDataset, full: 
     return time.perf_counter() - t0
 
 
-def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict:
+def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict[str, Any]:
     """``already_spent_s``: seconds of the budget used before the call (the CLI counts its start-up)."""
     torch.manual_seed(config.seed)
     budget = Budget(config.time_budget_min * 60.0, started=time.perf_counter() - already_spent_s)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     k = config.k
-    report: dict = {"dataset": config.dataset, "config": asdict(config), "validation": {}, "machine": {
-        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}}
+    report: dict[str, Any] = {  # the JSON report
+        "dataset": config.dataset,
+        "config": asdict(config),
+        "validation": {},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
+    }
 
     with budget.phase("load"):
         dataset: InteractionDataset = LOADERS[config.dataset](config.data_dir)
@@ -178,8 +202,12 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
     with budget.phase("graph_filter"):
         alpha, cut, filter_val, sweep = _tune_graph_filter(config, relative_count_weights(counts_train), check)
         check.record("model: graph_filter_only", filter_val)
-        report["graph_filter"] = {"alpha": alpha, "k": cut, "input": "relative count weights",
-                                  "validation_recall_by_setting": sweep}
+        report["graph_filter"] = {
+            "alpha": alpha,
+            "k": cut,
+            "input": "relative count weights",
+            "validation_recall_by_setting": sweep,
+        }
 
     with budget.phase("final_ranking_filter"):
         final_filter = _graph_filter(config, alpha, cut).fit(relative_count_weights(dataset.interactions))
@@ -198,8 +226,13 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
 
     with budget.phase("baselines"):
         check.record("popularity", check.scores(Popularity().fit(train).score))
-        check.record("linear_item_filter", check.scores(ItemItemFilter(alpha=0.0, k=0, batch_users=512).fit(train).score))
-        for name, cls, share in (("mf_bpr", MatrixFactorizationBPR, config.share_mf), ("lightgcn", LightGCN, config.share_lightgcn)):
+        check.record(
+            "linear_item_filter", check.scores(ItemItemFilter(alpha=0.0, k=0, batch_users=512).fit(train).score)
+        )
+        for name, cls, share in (
+            ("mf_bpr", MatrixFactorizationBPR, config.share_mf),
+            ("lightgcn", LightGCN, config.share_lightgcn),
+        ):
             if not budget.can_afford(share):
                 report["validation"][name] = {"skipped": "time budget"}
                 continue
@@ -225,12 +258,19 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
 
     with budget.phase("graphrec_train"):
         # Two embedding passes and the last evaluation come after the trainer's own deadline.
-        graphrec = fit_graphrec(dataset.with_interactions(full), val, max(0.8 * budget.allot(config.share_graphrec), 1.0),
-                                config.seed, config.d_model)
+        graphrec = fit_graphrec(
+            dataset.with_interactions(full),
+            val,
+            max(0.8 * budget.allot(config.share_graphrec), 1.0),
+            config.seed,
+            config.d_model,
+        )
         report["graphrec_training"] = {
-            "steps": len(graphrec.result.history), "best_step": graphrec.result.best_step,
+            "steps": len(graphrec.result.history),
+            "best_step": graphrec.result.best_step,
             "best_val_recall@20_trainer": round(graphrec.result.best_val_recall, 5),
-            "stopped_because": graphrec.result.stopped_because, "seconds": round(graphrec.result.seconds, 1),
+            "stopped_because": graphrec.result.stopped_because,
+            "seconds": round(graphrec.result.seconds, 1),
         }
         parts["graphrec"] = row_standardize(check.scores(graphrec.validation.score))
         check.record("model: graphrec_gnn_only", parts["graphrec"])
@@ -241,19 +281,32 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
         logger.info("blend weights %s -> validation recall@%d %.4f", weights, k, blend["validation_recall"])
         del parts
     # The search is done: what is left to keep is the re-ranking (and iALS's refit for it).
-    budget.reserve_s = RESERVE_SAFETY * rank_seconds + RESERVE_FLOOR_S + (IALS_REFIT_SAFETY * ials_seconds if weights["ials"] else 0.0)
+    budget.reserve_s = (
+        RESERVE_SAFETY * rank_seconds + RESERVE_FLOOR_S + (IALS_REFIT_SAFETY * ials_seconds if weights["ials"] else 0.0)
+    )
     report["reserve_seconds_after_blend"] = round(budget.reserve_s, 1)
 
     if any(w > 0 for name, w in weights.items() if name != "graph_filter") and budget.remaining() > budget.reserve_s:
         with budget.phase("final_ranking_blend"):
             # The refit stops adding fits once the re-ranking's own reserve is all that is left.
             refit_s = budget.remaining() - RESERVE_SAFETY * rank_seconds - RESERVE_FLOOR_S
-            final_ials = BaggedALS(seed=config.seed, n_fits=len(ials.fits), time_budget_s=refit_s).fit(
-                dataset.interactions) if weights["ials"] else None
-            models = {"graph_filter": final_filter.score, "ials": final_ials and final_ials.score, "graphrec": graphrec.full.score}
+            final_ials = (
+                BaggedALS(seed=config.seed, n_fits=len(ials.fits), time_budget_s=refit_s).fit(dataset.interactions)
+                if weights["ials"]
+                else None
+            )
+            models: dict[str, ScoreFn] = {
+                "graph_filter": final_filter.score,
+                "graphrec": graphrec.full.score,
+            }
+            if final_ials is not None:
+                models["ials"] = final_ials.score
 
             def blended(rows: np.ndarray) -> np.ndarray:
-                return sum(w * row_standardize(models[name](rows)) for name, w in weights.items() if w > 0)
+                total = sum(w * row_standardize(models[name](rows)) for name, w in weights.items() if w > 0)
+                if not isinstance(total, np.ndarray):  # sum() of no arrays is 0
+                    raise RuntimeError("the blend has no part with a positive weight")
+                return total
 
             _rank_and_write(config, dataset, full, blended, "ranking (blend)")
             report["written_by"] = f"blend {weights}"
@@ -263,13 +316,18 @@ def run_benchmark(config: BenchmarkConfig, already_spent_s: float = 0.0) -> dict
     report["phases"] = budget.phases
     report["total_seconds"] = round(budget.elapsed(), 1)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    logger.info("benchmark %s done in %.0fs (places written by the %s); files in %s", config.dataset, budget.elapsed(),
-                report["written_by"], out)
+    write_text_atomically(out / "report.json", json.dumps(report, indent=2), mode=READABLE_BY_ALL)
+    logger.info(
+        "benchmark %s done in %.0fs (places written by the %s); files in %s",
+        config.dataset,
+        budget.elapsed(),
+        report["written_by"],
+        out,
+    )
     return report
 
 
-def _tune_blend(parts: dict[str, np.ndarray], check: _Validation) -> tuple[dict[str, float], dict]:
+def _tune_blend(parts: dict[str, np.ndarray], check: _Validation) -> tuple[dict[str, float], dict[str, object]]:
     """Weights of the z-scored parts (the filter's fixed at 1) chosen on validation by coordinate
     search: iALS's weight next to the filter, then GraphRec's next to both (and, for the report,
     GraphRec's next to the filter alone). Each evaluation ranks every validation user, so the
@@ -282,10 +340,15 @@ def _tune_blend(parts: dict[str, np.ndarray], check: _Validation) -> tuple[dict[
     def recall(w_ials: float, w_gnn: float) -> float:
         if (w_ials, w_gnn) not in tried:
             weights = {"graph_filter": 1.0, "ials": w_ials, "graphrec": w_gnn}
-            tried[w_ials, w_gnn] = check.metrics(sum(w * parts[name] for name, w in weights.items() if w > 0))
+            blend = sum(w * parts[name] for name, w in weights.items() if w > 0)
+            if not isinstance(blend, np.ndarray):  # sum() of no arrays is 0; the filter's weight is 1
+                raise RuntimeError("the blend has no part with a positive weight")
+            tried[w_ials, w_gnn] = check.metrics(blend)
         return tried[w_ials, w_gnn][key]
 
-    best_ials = max(IALS_WEIGHTS if "ials" in parts else (0.0,), key=lambda w: recall(w, 0.0))  # ties: the smaller weight
+    best_ials = max(
+        IALS_WEIGHTS if "ials" in parts else (0.0,), key=lambda w: recall(w, 0.0)
+    )  # ties: the smaller weight
     for w_gnn in GRAPHREC_WEIGHTS:
         recall(best_ials, w_gnn)
         if best_ials > 0:
@@ -302,35 +365,51 @@ def _tune_blend(parts: dict[str, np.ndarray], check: _Validation) -> tuple[dict[
             logger.info("validation %-46s %s %s", f"model: {label}", weights, metrics)
     best_metrics, best_weights = max(best_of.values(), key=lambda r: r[0][key])
     check.results["model: blend"] = best_metrics
-    return best_weights, {"weights": best_weights, "validation_recall": best_metrics[key], "settings_tried": len(tried),
-                          "validation_recall_by_parts": {label: {"recall": m[key], "weights": w} for label, (m, w) in best_of.items()}}
+    return best_weights, {
+        "weights": best_weights,
+        "validation_recall": best_metrics[key],
+        "settings_tried": len(tried),
+        "validation_recall_by_parts": {label: {"recall": m[key], "weights": w} for label, (m, w) in best_of.items()},
+    }
 
 
-def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) -> dict:
+def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) -> dict[str, object]:
     """The friend baselines and the re-ranker on carved friendships, then everyone ranked on the full graph."""
     k = config.k
-    known, held = carve_pairs(dataset.friends, config.validation_fraction, config.seed)
+    friends = dataset.friends
+    if friends is None:
+        raise ValueError(f"dataset {dataset.name} has no friendship graph")
+    known, held = carve_pairs(friends, config.validation_fraction, config.seed)
     users = np.flatnonzero(np.diff(held.indptr) > 0)
     taste = friend_model.taste_cosine(dataset.interactions)
     # Fit on an inner carve of the known graph: the validation pairs are never seen by the fit.
-    ranker = friend_model.FriendRanker.fit(known, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
+    ranker = friend_model.FriendRanker.fit(
+        known, dataset.interactions, config.seed + 1, config.validation_fraction, taste
+    )
     carved = friend_model.FriendSignals.build(known, dataset.interactions, taste)
-    exclude = (known[users] + sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)), shape=(len(users), known.shape[0]))).tocsr()
+    exclude = (
+        known[users]
+        + sp.csr_matrix((np.ones(len(users)), (np.arange(len(users)), users)), shape=(len(users), known.shape[0]))
+    ).tocsr()
 
     def evaluate(scores: np.ndarray) -> dict[str, float]:
         return ranking_metrics(top_k(lambda r: scores[r], np.arange(len(users)), exclude, k), held[users], k)
 
-    results = {name: evaluate(carved.matrices[name][users]) for name in (
-        "common_neighbours", "adamic_adar", "katz", "ppr_0.1", "taste_cosine", "heuristic")}
+    results = {
+        name: evaluate(carved.matrices[name][users])
+        for name in ("common_neighbours", "adamic_adar", "katz", "ppr_0.1", "taste_cosine", "heuristic")
+    }
     results["model: friend re-ranker"] = evaluate(ranker.score(carved, users))
     for name, value in results.items():
         logger.info("friends validation %-40s %s", name, value)
     del carved
 
-    final = friend_model.FriendRanker.fit(dataset.friends, dataset.interactions, config.seed + 1, config.validation_fraction, taste)
-    signals = friend_model.FriendSignals.build(dataset.friends, dataset.interactions, taste)
+    final = friend_model.FriendRanker.fit(
+        friends, dataset.interactions, config.seed + 1, config.validation_fraction, taste
+    )
+    signals = friend_model.FriendSignals.build(friends, dataset.interactions, taste)
     all_users = np.arange(dataset.n_users)
-    exclude_all = (dataset.friends + sp.identity(dataset.n_users, format="csr")).tocsr()
+    exclude_all = (friends + sp.identity(dataset.n_users, format="csr")).tocsr()
     top = top_k(lambda r: final.score(signals, r), all_users, exclude_all, k, label="friend ranking")
     _write_top(out / f"friends_top{k}.txt", dataset.user_ids, dataset.user_ids[top])
     return {"validation": results, "strongest_weights": final.strongest()}
@@ -338,9 +417,6 @@ def _friends(dataset: InteractionDataset, config: BenchmarkConfig, out: Path) ->
 
 def _write_top(path: Path, ids: np.ndarray, top_ids: np.ndarray) -> None:
     """Written beside and renamed over, so a reader (or a run stopped mid-way) never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w") as f:
-        for user, row in zip(ids, top_ids):
-            f.write(f"{user} " + " ".join(map(str, row)) + "\n")
-    os.replace(partial, path)
+    lines = (f"{user} " + " ".join(map(str, row)) + "\n" for user, row in zip(ids, top_ids, strict=True))
+    write_text_atomically(path, "".join(lines), prefix=f".{path.name}-", mode=READABLE_BY_ALL)
     logger.info("wrote %s (%d lines)", path, len(ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ class Budget:
         return self.spare() >= fraction_of_total * self.total_s
 
     @contextmanager
-    def phase(self, name: str):
+    def phase(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         logger.info("phase %s: start (elapsed %.0fs of %.0fs)", name, self.elapsed(), self.total_s)
         try:
@@ -53,5 +54,11 @@ class Budget:
         finally:
             seconds = time.perf_counter() - t0
             self.phases[name] = {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
-            logger.info("phase %s: %.1fs (elapsed %.0fs, %.0fs left, peak RSS %.0f MB)",
-                        name, seconds, self.elapsed(), self.remaining(), peak_rss_mb())
+            logger.info(
+                "phase %s: %.1fs (elapsed %.0fs, %.0fs left, peak RSS %.0f MB)",
+                name,
+                seconds,
+                self.elapsed(),
+                self.remaining(),
+                peak_rss_mb(),
+            )

@@ -28,9 +28,7 @@ class Split:
     test_labels: np.ndarray
 
 
-def split_indices(
-    bundle: GraphBundle, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
-) -> Split:
+def split_indices(bundle: GraphBundle, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Split:
     """Per user, a random val_fraction / test_fraction of their places; labels split at random."""
     rng = np.random.default_rng(seed)
     users = bundle.data[INTERACTS].edge_index[0].numpy()

@@ -1,0 +1,48 @@
+"""The pipeline's stages: which assets each group holds and the order a full run takes them in.
+
+One constant for the jobs (`defs/automation.py`), `recsys materialize` (`materialize.py`) and
+the tests. The asset definitions declare their group themselves; a test holds them to
+`ASSET_GROUPS`, so adding an asset without a stage fails there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WORLD_ASSETS = ("places", "users", "interactions", "user_user_edges", "friend_labels")
+CITY_WORLD_ASSETS = WORLD_ASSETS[1:]  # a city's user-side tables (they read every city's places)
+INGEST_ASSETS = CITY_WORLD_ASSETS[1:]  # an inbox file appends to interactions; the social tables follow
+GRAPH_ASSETS = ("user_features", "place_features", "hetero_graph")
+MODEL_ASSETS = ("trained_model", "model_evaluation")
+EMBEDDING_ASSETS = ("user_embeddings", "place_embeddings")
+INDEX_ASSETS = ("place_index", "user_index")
+MANIFEST_ASSETS = ("serving_manifest",)
+RETRAIN_ASSETS = GRAPH_ASSETS + MODEL_ASSETS + EMBEDDING_ASSETS  # one run over all cities
+
+ASSET_GROUPS: dict[str, tuple[str, ...]] = {
+    "world": WORLD_ASSETS,
+    "graph": GRAPH_ASSETS,
+    "model": MODEL_ASSETS,
+    "serving": EMBEDDING_ASSETS + INDEX_ASSETS + MANIFEST_ASSETS,
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of a full run: one Dagster run per city when `per_city`, else one for all cities."""
+
+    name: str
+    assets: tuple[str, ...]
+    per_city: bool
+
+
+# Every city's places first (travel events read them all), then each city's user-side tables,
+# then the all-city assets, then each city's indices, and the manifest last: only a fully
+# successful pipeline reaches it.
+PIPELINE_STAGES: tuple[Stage, ...] = (
+    Stage("places", ("places",), per_city=True),
+    Stage("users and interactions", CITY_WORLD_ASSETS, per_city=True),
+    Stage("all-city assets", RETRAIN_ASSETS, per_city=False),
+    Stage("indices", INDEX_ASSETS, per_city=True),
+    Stage("serving manifest", MANIFEST_ASSETS, per_city=False),
+)
