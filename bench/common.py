@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from recsys_core.files import READABLE_BY_ALL, write_text_atomically
+
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -43,7 +45,8 @@ def write_section(name: str, figures: dict[str, object]) -> None:
     """Merge one section into bench/results.json, keeping the other sections."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[name] = {**figures, "machine": machine(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(results, indent=2, sort_keys=True) + "\n"
+    write_text_atomically(RESULTS, text, prefix=f".{RESULTS.name}-", mode=READABLE_BY_ALL)
 
 
 # --- the real service, for the serving benchmarks --------------------------------------------
