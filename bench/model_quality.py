@@ -32,10 +32,10 @@ def main() -> None:
     bundle = build_from_world(world)
     rss_before = peak_rss_mib()
     started = time.perf_counter()
-    trained = fit(bundle, ModelConfig(), TRAIN)
+    trained = fit(bundle, ModelConfig.for_vocabulary(bundle.vocabulary), TRAIN)
     train_s = time.perf_counter() - started
     train_peak = peak_rss_mib()
-    two_tower = fit(bundle, ModelConfig(n_layers=0), TRAIN, split=trained.split).model
+    two_tower = fit(bundle, ModelConfig.for_vocabulary(bundle.vocabulary, n_layers=0), TRAIN, split=trained.split).model
     comparison = compare(
         bundle,
         trained.split,

@@ -202,7 +202,7 @@ def prepare(work: Path, world_config: WorldConfig, train_steps: int) -> dict:
     for seed, version in ((0, "reload-v1"), (1, "reload-v2")):
         trained = fit(
             bundle,
-            ModelConfig(),
+            ModelConfig.for_vocabulary(bundle.vocabulary),
             TrainConfig(
                 max_steps=train_steps, eval_every=train_steps, batch_size=8192, time_budget_s=TRAIN_BUDGET_S, seed=seed
             ),

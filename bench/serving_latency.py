@@ -59,7 +59,11 @@ def main() -> None:
     torch.set_num_threads(2)
     world = generate_world(WorldConfig())
     bundle = build_from_world(world)
-    trained = fit(bundle, ModelConfig(), TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0))
+    trained = fit(
+        bundle,
+        ModelConfig.for_vocabulary(bundle.vocabulary),
+        TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0),
+    )
     work = Path(tempfile.mkdtemp(prefix="recsys-bench-serving-"))
     manifest = publish(trained.model, bundle, work / "artifacts", version="bench")
     rng = np.random.default_rng(0)

@@ -33,6 +33,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     from recsys_core.synthetic.config import WorldConfig
     from recsys_core.synthetic.world import generate_world
+    from recsys_core.vocabulary import BUILTIN
 
     config = WorldConfig(n_users=args.users, n_places=args.places, seed=args.seed).validate()
     out = Path(args.out)
@@ -40,10 +41,18 @@ def _generate(args: argparse.Namespace) -> None:
     for name, table in generate_world(config).items():
         pq.write_table(table, out / f"{name}.parquet")
         print(f"{out / (name + '.parquet')}: {table.num_rows} rows")
+    print(f"{BUILTIN.save(out)}: the vocabulary ({BUILTIN.n_cities} cities, {len(BUILTIN.tags)} tags)")
 
 
 def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--world-dir", help="read the world from Parquet files here instead of generating it")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--source",
+        default="synthetic",
+        help="where the world comes from: synthetic (default; sized by --users/--places/--seed) or parquet:DIR "
+        "(contract-shaped users/places/interactions/user_user_edges[/friend_labels].parquet, optional vocabulary.json)",
+    )
+    source.add_argument("--world-dir", help="alias of --source parquet:DIR")
     parser.add_argument("--cities", nargs="*", help="city partitions (default: all)")
     parser.add_argument("--max-steps", type=int, help="training steps of GraphRec (default: TrainingSettings)")
     parser.add_argument("--time-budget", type=float, help="seconds a training may take before it stops early")
@@ -57,13 +66,10 @@ def _materialize(args: argparse.Namespace) -> None:
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.materialize import materialize_all
-    from recsys_assets.resources import TrainingSettings, WorldSource, record_settings
+    from recsys_assets.resources import TrainingSettings, record_settings, world_source_from_spec
 
-    source = (
-        WorldSource(kind="parquet", directory=str(Path(args.world_dir).resolve()))
-        if args.world_dir
-        else WorldSource(n_users=args.users, n_places=args.places, seed=args.seed)
-    )
+    spec = f"parquet:{args.world_dir}" if args.world_dir else args.source
+    source = world_source_from_spec(spec, args.users, args.places, args.seed)
     knobs = {
         "max_steps": args.max_steps,
         "time_budget_s": args.time_budget,

@@ -30,6 +30,7 @@ from recsys_core.graph import GraphBundle, load_graph, save_graph
 from recsys_core.manifest import MANIFEST_FILE, ServingManifest
 from recsys_core.retrieval.index import CityIndex
 from recsys_core.training.pipeline import TrainedModel
+from recsys_core.vocabulary import Vocabulary
 
 MANIFEST = "artifact.json"
 
@@ -84,6 +85,8 @@ def _write(context: OutputContext, obj: object, directory: Path) -> tuple[str, P
         return "index", obj.save(directory)
     if isinstance(obj, ServingManifest):
         return "manifest", obj.write(directory / MANIFEST_FILE)
+    if isinstance(obj, Vocabulary):
+        return "vocabulary", obj.save(directory)
     raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
 
 
@@ -105,6 +108,7 @@ LOADERS = {
     "evaluation": lambda directory, manifest: Comparison.load(directory),
     "index": lambda directory, manifest: CityIndex.load(directory),
     "manifest": lambda directory, manifest: ServingManifest.read(directory / manifest["file"]),
+    "vocabulary": lambda directory, manifest: Vocabulary.load(directory),
 }
 
 

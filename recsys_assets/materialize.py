@@ -1,7 +1,8 @@
 """Materialize the whole asset graph city by city, recording runs in a Dagster instance.
 
-Cities are separate runs (one partition each), in dependency order: every city's places
-first (travel events need them all), then each city's users and interaction tables, then
+Cities are separate runs (one partition each), in dependency order: the vocabulary (which
+registers the city partitions), every city's places (travel events need them all), then each
+city's users and interaction tables, then
 the all-city assets (graph, model, evaluation, embeddings), then each city's indices, and
 last the serving manifest, which only a fully successful pipeline reaches (`stages.PIPELINE_STAGES`).
 This is what `make demo` and `recsys materialize` run; the Dagster UI shows the same runs.
@@ -11,10 +12,19 @@ import logging
 import time
 from collections.abc import Sequence
 
-from dagster import AssetsDefinition, AssetSelection, AssetSpec, DagsterInstance, Definitions, SourceAsset, materialize
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    AssetSpec,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    SourceAsset,
+    materialize,
+)
 
-from recsys_assets.partitions import city_partitions
-from recsys_assets.stages import PIPELINE_STAGES
+from recsys_assets.partitions import city_keys, unknown_cities
+from recsys_assets.stages import PIPELINE_STAGES, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -44,35 +54,46 @@ def materializable(defs: Definitions) -> list[AssetsDefinition | AssetSpec | Sou
     return every_asset
 
 
+def _run(defs: Definitions, instance: DagsterInstance, stage: Stage, city: str | None) -> ExecuteInProcessResult:
+    return materialize(
+        materializable(defs),
+        selection=AssetSelection.assets(*stage.assets),
+        partition_key=city,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+        run_config=QUIET_RUN,
+    )
+
+
 def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequence[str] | None = None) -> None:
-    cities = list(cities or city_partitions.get_partition_keys())
-    every_asset = materializable(defs)
-    steps = [
-        (stage.name, AssetSelection.assets(*stage.assets), city)
-        for stage in PIPELINE_STAGES
-        for city in (cities if stage.per_city else [None])
-    ]
+    """Every stage in order; per-city stages for `cities` (default: every city the vocabulary registers)."""
     started = time.perf_counter()
-    for i, (name, selection, city) in enumerate(steps, start=1):
-        result = materialize(
-            every_asset,
-            selection=selection,
-            partition_key=city,
-            instance=instance,
-            resources=defs.resources,
-            raise_on_error=False,
-            run_config=QUIET_RUN,
-        )
+    first, rest = PIPELINE_STAGES[0], PIPELINE_STAGES[1:]
+    result = _run(defs, instance, first, None)
+    if not result.success:
+        raise MaterializationFailed(f"{first.name}: {_failure_reason(result)}")
+    unknown = unknown_cities(instance, cities or [])
+    if unknown:
+        raise MaterializationFailed(f"unknown cities {unknown}; the vocabulary has {city_keys(instance)}")
+    chosen = list(cities or city_keys(instance))
+    steps = [(stage, city) for stage in rest for city in (chosen if stage.per_city else [None])]
+    total = len(steps) + 1
+    logger.info(
+        "[1/%d] %s: ok (%.0fs elapsed; %d cities)", total, first.name, time.perf_counter() - started, len(chosen)
+    )
+    for i, (stage, city) in enumerate(steps, start=2):
+        result = _run(defs, instance, stage, city)
         elapsed = time.perf_counter() - started
         logger.info(
             "[%d/%d] %s%s: %s (%.0fs elapsed, ETA %.0fs)",
             i,
-            len(steps),
-            name,
+            total,
+            stage.name,
             f" [{city}]" if city else "",
             "ok" if result.success else "FAILED",
             elapsed,
-            elapsed / i * (len(steps) - i),
+            elapsed / i * (total - i),
         )
         if not result.success:
-            raise MaterializationFailed(f"{name}{f' [{city}]' if city else ''}: {_failure_reason(result)}")
+            raise MaterializationFailed(f"{stage.name}{f' [{city}]' if city else ''}: {_failure_reason(result)}")

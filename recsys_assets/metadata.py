@@ -13,6 +13,7 @@ from dagster import MetadataValue, TableColumn, TableSchema
 from dagster._core.definitions.metadata import RawMetadataValue  # the values Dagster accepts; not re-exported
 
 from recsys_core import validation
+from recsys_core.vocabulary import Vocabulary
 
 PREVIEW_ROWS = 5
 # Columns with at most this many distinct values get a value histogram, others quantiles
@@ -54,12 +55,10 @@ def table_metadata(table: pa.Table, distributions: tuple[str, ...] = ()) -> Meta
     return meta
 
 
-def rows_by_city(city_ids: np.ndarray) -> MetadataValue:
+def rows_by_city(city_ids: np.ndarray, vocabulary: Vocabulary) -> MetadataValue:
     """A markdown table of row counts per city (cities by slug)."""
-    from recsys_core.taxonomy import CITY_SLUGS
-
     cities, counts = np.unique(np.asarray(city_ids), return_counts=True)
-    frame = pd.DataFrame({"city": [CITY_SLUGS[int(c)] for c in cities], "rows": counts.astype(int)})
+    frame = pd.DataFrame({"city": [vocabulary.city_slugs[int(c)] for c in cities], "rows": counts.astype(int)})
     return markdown_table(frame)
 
 

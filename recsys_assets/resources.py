@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +30,7 @@ from recsys_core.synthetic.places import generate_places
 from recsys_core.synthetic.social_graph import generate_friend_labels, generate_user_user_edges
 from recsys_core.synthetic.users import generate_users
 from recsys_core.training.config import PIPELINE_TRAIN_CONFIG, TrainConfig
+from recsys_core.vocabulary import BUILTIN, VOCABULARY_FILE, Vocabulary
 
 _MODEL = ModelConfig()
 
@@ -49,6 +50,13 @@ class WorldSource(ConfigurableResource):
     seed: int = 42
     directory: str = ""
 
+    def vocabulary(self) -> Vocabulary:
+        """The world's vocabulary: the built-in one for the synthetic world; for Parquet,
+        `<directory>/vocabulary.json` when the directory has one, else the built-in one."""
+        if self.kind == "parquet" and (Path(self.directory) / VOCABULARY_FILE).exists():
+            return Vocabulary.load(Path(self.directory))
+        return BUILTIN
+
     def world_config(self) -> WorldConfig:
         return WorldConfig(n_users=self.n_users, n_places=self.n_places, seed=self.seed).validate()
 
@@ -60,7 +68,7 @@ class WorldSource(ConfigurableResource):
             raise FileNotFoundError(f"world source directory has no {path.name} ({path})")
         table = pq.read_table(path)
         try:
-            table = contracts.conform(table, name)
+            table = contracts.conform(table, name, self.vocabulary())
         except ValueError:
             return table  # leave it as is: the schema check names what is wrong
         if city_column is None:
@@ -99,6 +107,22 @@ class WorldSource(ConfigurableResource):
         return generate_friend_labels(self.world_config(), city_id, users, interactions, edges)
 
 
+SOURCE_KINDS = ("synthetic", "parquet:DIR")
+
+
+def world_source_from_spec(spec: str, n_users: int, n_places: int, seed: int) -> WorldSource:
+    """`--source` as a WorldSource: "synthetic" (sized by the other options) or "parquet:DIR"."""
+    kind, _, location = spec.partition(":")
+    if kind == "synthetic" and not location:
+        return WorldSource(n_users=n_users, n_places=n_places, seed=seed)
+    if kind == "parquet" and location:
+        directory = Path(location).expanduser().resolve()
+        if not directory.is_dir():
+            raise FileNotFoundError(f"--source parquet:{location}: {directory} is not a directory")
+        return WorldSource(kind="parquet", directory=str(directory))
+    raise ValueError(f"--source {spec!r} is not a world source; supported: {', '.join(SOURCE_KINDS)}")
+
+
 class TrainingSettings(ConfigurableResource):
     """Model and training knobs exposed to the UI and to tests (small values make a fast run).
 
@@ -131,11 +155,12 @@ class TrainingSettings(ConfigurableResource):
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
     resume: bool = PIPELINE_TRAIN_CONFIG.resume  # continue from the last checkpoint when it fits this run
 
-    def graphrec_config(self, **overrides) -> ModelConfig:
+    def graphrec_config(self, vocabulary: Vocabulary, **overrides: Any) -> ModelConfig:
+        """The model config for a graph of `vocabulary` (its widths follow it) with these settings."""
         settings = dict(
             d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay
         )
-        return ModelConfig(**{**settings, **overrides})
+        return ModelConfig.for_vocabulary(vocabulary, **{**settings, **overrides})
 
     def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
         """The trainer's config; checkpoints of model `name` go to `<checkpoint_dir or

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WORLD_ASSETS = ("places", "users", "interactions", "user_user_edges", "friend_labels")
+VOCABULARY_ASSETS = ("vocabulary",)  # registers the city partitions: always first
+WORLD_ASSETS = ("places", "users", "interactions", "user_user_edges", "friend_labels")  # per city
 CITY_WORLD_ASSETS = WORLD_ASSETS[1:]  # a city's user-side tables (they read every city's places)
 INGEST_ASSETS = CITY_WORLD_ASSETS[1:]  # an inbox file appends to interactions; the social tables follow
 GRAPH_ASSETS = ("user_features", "place_features", "hetero_graph")
@@ -20,7 +21,7 @@ MANIFEST_ASSETS = ("serving_manifest",)
 RETRAIN_ASSETS = GRAPH_ASSETS + MODEL_ASSETS + EMBEDDING_ASSETS  # one run over all cities
 
 ASSET_GROUPS: dict[str, tuple[str, ...]] = {
-    "world": WORLD_ASSETS,
+    "world": VOCABULARY_ASSETS + WORLD_ASSETS,
     "graph": GRAPH_ASSETS,
     "model": MODEL_ASSETS,
     "serving": EMBEDDING_ASSETS + INDEX_ASSETS + MANIFEST_ASSETS,
@@ -36,10 +37,12 @@ class Stage:
     per_city: bool
 
 
-# Every city's places first (travel events read them all), then each city's user-side tables,
+# The vocabulary first (it registers the city partitions the rest run for), then every city's places
+# (travel events read them all), then each city's user-side tables,
 # then the all-city assets, then each city's indices, and the manifest last: only a fully
 # successful pipeline reaches it.
 PIPELINE_STAGES: tuple[Stage, ...] = (
+    Stage("vocabulary", VOCABULARY_ASSETS, per_city=False),
     Stage("places", ("places",), per_city=True),
     Stage("users and interactions", CITY_WORLD_ASSETS, per_city=True),
     Stage("all-city assets", RETRAIN_ASSETS, per_city=False),

@@ -10,47 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_core.taxonomy import C_COARSE, C_FINE, C_VIBE
+from recsys_core.vocabulary import BUILTIN, Vocabulary
 
 # Typed as the base class: a schema's (name, type) list mixes several DataType subclasses.
 F32: pa.DataType = pa.float32()
 I32: pa.DataType = pa.int32()
 I64: pa.DataType = pa.int64()
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-USERS = pa.schema(
-    [
-        ("user_id", I64),
-        ("home_city_id", I32),
-        ("home_neighborhood_id", I32),
-        ("cat_pref", pa.list_(F32, C_COARSE)),
-        ("fine_pref", pa.list_(F32, C_FINE)),
-        ("vibe_pref", pa.list_(F32, C_VIBE)),
-        ("area_freqs", pa.map_(I32, F32)),
-        ("avg_sessions_per_week", F32),
-        ("avg_views_per_session", F32),
-        ("avg_likes_per_session", F32),
-        ("avg_saves_per_session", F32),
-        ("avg_attends_per_month", F32),
-    ]
-)
-
-PLACES = pa.schema(
-    [
-        ("place_id", I64),
-        ("city_id", I32),
-        ("neighborhood_id", I32),
-        ("category_ids", pa.list_(I32)),
-        ("category_one_hot", pa.list_(F32, C_COARSE)),
-        ("fine_tag_vector", pa.list_(F32, C_FINE)),
-        ("price_band", I32),
-        ("typical_time_slot", I32),
-        ("base_popularity", F32),
-        ("avg_daily_visits", F32),
-        ("conversion_rate", F32),
-        ("novelty_score", F32),
-    ]
-)
 
 INTERACTIONS = pa.schema(
     [
@@ -87,13 +53,56 @@ FRIEND_LABELS = pa.schema(
     ]
 )
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "users": USERS,
-    "places": PLACES,
-    "interactions": INTERACTIONS,
-    "user_user_edges": USER_USER_EDGES,
-    "friend_labels": FRIEND_LABELS,
-}
+
+def world_schemas(vocabulary: Vocabulary) -> dict[str, pa.Schema]:
+    """The five tables' schemas for a vocabulary: taste and tag lists have one slot per name."""
+    n_categories, n_tags, n_vibes = len(vocabulary.categories), len(vocabulary.tags), len(vocabulary.vibes)
+    users = pa.schema(
+        [
+            ("user_id", I64),
+            ("home_city_id", I32),
+            ("home_neighborhood_id", I32),
+            ("cat_pref", pa.list_(F32, n_categories)),
+            ("fine_pref", pa.list_(F32, n_tags)),
+            ("vibe_pref", pa.list_(F32, n_vibes)),
+            ("area_freqs", pa.map_(I32, F32)),
+            ("avg_sessions_per_week", F32),
+            ("avg_views_per_session", F32),
+            ("avg_likes_per_session", F32),
+            ("avg_saves_per_session", F32),
+            ("avg_attends_per_month", F32),
+        ]
+    )
+    places = pa.schema(
+        [
+            ("place_id", I64),
+            ("city_id", I32),
+            ("neighborhood_id", I32),
+            ("category_ids", pa.list_(I32)),
+            ("category_one_hot", pa.list_(F32, n_categories)),
+            ("fine_tag_vector", pa.list_(F32, n_tags)),
+            ("price_band", I32),
+            ("typical_time_slot", I32),
+            ("base_popularity", F32),
+            ("avg_daily_visits", F32),
+            ("conversion_rate", F32),
+            ("novelty_score", F32),
+        ]
+    )
+    return {
+        "users": users,
+        "places": places,
+        "interactions": INTERACTIONS,
+        "user_user_edges": USER_USER_EDGES,
+        "friend_labels": FRIEND_LABELS,
+    }
+
+
+# The built-in (synthetic) vocabulary's schemas.
+SCHEMAS: dict[str, pa.Schema] = world_schemas(BUILTIN)
+USERS = SCHEMAS["users"]
+PLACES = SCHEMAS["places"]
+
 
 # Friend-label thresholds (the issues settle the two documents' disagreement on 0.6).
 POSITIVE_OVERLAP = 0.6
@@ -136,13 +145,13 @@ def matrix_to_list_array(matrix: np.ndarray, value_type: pa.DataType = F32) -> p
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
 
 
-def conform(table: pa.Table, name: str) -> pa.Table:
+def conform(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -> pa.Table:
     """Select and order the contract's columns and cast to its types.
 
     Raises ValueError naming every missing column or uncastable type, so a file that
     does not fit the contract is refused with a reason instead of half-read.
     """
-    schema = SCHEMAS[name]
+    schema = world_schemas(vocabulary)[name]
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ValueError(f"{name}: missing column(s) {', '.join(missing)}")

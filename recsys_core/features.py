@@ -18,7 +18,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from recsys_core import contracts
-from recsys_core.taxonomy import C_COARSE, C_FINE, C_VIBE, N_DAY_OF_WEEK, N_NEIGHBORHOODS_PER_CITY, N_TIME_OF_DAY
+from recsys_core.vocabulary import BUILTIN, N_DAY_OF_WEEK_BUCKETS, N_TIME_OF_DAY_BUCKETS, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -50,42 +50,6 @@ class Layout:
         return [{"block": b, "start": self[b].start, "stop": self[b].stop, "width": s} for b, s in self.blocks]
 
 
-USER_LAYOUT = Layout(
-    (
-        ("city_id", 1),
-        ("home_neighborhood_id", 1),
-        ("cat_pref", C_COARSE),
-        ("fine_pref", C_FINE),
-        ("vibe_pref", C_VIBE),
-        ("area_freqs", N_NEIGHBORHOODS_PER_CITY),
-        ("behaviour", 5),
-    )
-)
-PLACE_LAYOUT = Layout(
-    (
-        ("city_id", 1),
-        ("neighborhood_id", 1),
-        ("category_one_hot", C_COARSE),
-        ("fine_tag_vector", C_FINE),
-        ("price_band", 1),
-        ("typical_time_slot", 1),
-        ("popularity", 4),
-    )
-)
-INTERACTION_EDGE_LAYOUT = Layout(
-    (
-        ("rating", 1),
-        ("dwell", 1),
-        ("likes", 1),
-        ("saves", 1),
-        ("shares", 1),
-        ("attended", 1),
-        ("time_of_day", N_TIME_OF_DAY),
-        ("day_of_week", N_DAY_OF_WEEK),
-    )
-)
-SOCIAL_EDGE_LAYOUT = Layout((("interest_overlap", 1), ("co_attendance", 1), ("same_neighborhood", 1)))
-
 _BEHAVIOUR_SCALE = {
     "avg_sessions_per_week": 10.0,
     "avg_views_per_session": 100.0,
@@ -94,8 +58,73 @@ _BEHAVIOUR_SCALE = {
     "avg_attends_per_month": 20.0,
 }
 
+INTERACTION_EDGE_LAYOUT = Layout(
+    (
+        ("rating", 1),
+        ("dwell", 1),
+        ("likes", 1),
+        ("saves", 1),
+        ("shares", 1),
+        ("attended", 1),
+        ("time_of_day", N_TIME_OF_DAY_BUCKETS),
+        ("day_of_week", N_DAY_OF_WEEK_BUCKETS),
+    )
+)
+SOCIAL_EDGE_LAYOUT = Layout((("interest_overlap", 1), ("co_attendance", 1), ("same_neighborhood", 1)))
 
-def user_features(users: pa.Table) -> np.ndarray:
+
+@dataclass(frozen=True)
+class FeatureLayouts:
+    """The node layouts of one vocabulary's feature matrices (edge layouts are the contract's).
+
+    Widths follow the vocabulary: categories, tags and vibes one slot each, and one area slot per
+    neighbourhood of the city with the most. Everything that reads a feature matrix takes its
+    layouts from the vocabulary (or model config) it was built with, never from a constant.
+    """
+
+    user: Layout
+    place: Layout
+
+    @classmethod
+    def for_sizes(cls, n_categories: int, n_tags: int, n_vibes: int, n_neighborhoods: int) -> FeatureLayouts:
+        user = Layout(
+            (
+                ("city_id", 1),
+                ("home_neighborhood_id", 1),
+                ("cat_pref", n_categories),
+                ("fine_pref", n_tags),
+                ("vibe_pref", n_vibes),
+                ("area_freqs", n_neighborhoods),
+                ("behaviour", len(_BEHAVIOUR_SCALE)),
+            )
+        )
+        place = Layout(
+            (
+                ("city_id", 1),
+                ("neighborhood_id", 1),
+                ("category_one_hot", n_categories),
+                ("fine_tag_vector", n_tags),
+                ("price_band", 1),
+                ("typical_time_slot", 1),
+                ("popularity", 4),
+            )
+        )
+        return cls(user=user, place=place)
+
+    @classmethod
+    def for_vocabulary(cls, vocabulary: Vocabulary) -> FeatureLayouts:
+        return cls.for_sizes(
+            len(vocabulary.categories), len(vocabulary.tags), len(vocabulary.vibes), vocabulary.n_neighborhoods
+        )
+
+
+# The built-in (synthetic) vocabulary's layouts: for the synthetic world, its generator and tests.
+BUILTIN_LAYOUTS = FeatureLayouts.for_vocabulary(BUILTIN)
+USER_LAYOUT = BUILTIN_LAYOUTS.user
+PLACE_LAYOUT = BUILTIN_LAYOUTS.place
+
+
+def user_features(users: pa.Table, vocabulary: Vocabulary = BUILTIN) -> np.ndarray:
     behaviour = np.stack([np.minimum(users.column(c).to_numpy() / s, 1.0) for c, s in _BEHAVIOUR_SCALE.items()], axis=1)
     x = np.concatenate(
         [
@@ -104,7 +133,7 @@ def user_features(users: pa.Table) -> np.ndarray:
             contracts.list_matrix(users, "cat_pref"),
             contracts.list_matrix(users, "fine_pref"),
             contracts.list_matrix(users, "vibe_pref"),
-            contracts.map_matrix(users, "area_freqs", N_NEIGHBORHOODS_PER_CITY),
+            contracts.map_matrix(users, "area_freqs", vocabulary.n_neighborhoods),
             behaviour,
         ],
         axis=1,
@@ -186,8 +215,8 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
             np.minimum(total(get("num_saves")) / 3.0, 1.0),
             np.minimum(total(get("num_shares")) / 2.0, 1.0),
             attended,
-            *(total((tod == b).astype(np.float64)) / count for b in range(N_TIME_OF_DAY)),
-            *(total((dow == b).astype(np.float64)) / count for b in range(N_DAY_OF_WEEK)),
+            *(total((tod == b).astype(np.float64)) / count for b in range(N_TIME_OF_DAY_BUCKETS)),
+            *(total((dow == b).astype(np.float64)) / count for b in range(N_DAY_OF_WEEK_BUCKETS)),
         ]
     ).astype(np.float32)
     return InteractionEdges(
@@ -214,9 +243,9 @@ def feature_table(id_name: str, ids: np.ndarray, x: np.ndarray) -> pa.Table:
     return pa.table({id_name: pa.array(ids, pa.int64()), "x": contracts.matrix_to_list_array(x)})
 
 
-def user_feature_table(users: pa.Table) -> pa.Table:
+def user_feature_table(users: pa.Table, vocabulary: Vocabulary = BUILTIN) -> pa.Table:
     users = users.sort_by("user_id")
-    return feature_table("user_id", users.column("user_id").to_numpy(), user_features(users))
+    return feature_table("user_id", users.column("user_id").to_numpy(), user_features(users, vocabulary))
 
 
 def place_feature_table(places: pa.Table) -> pa.Table:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import torch
 
 from recsys_core import contracts, features
+from recsys_core.vocabulary import BUILTIN, VOCABULARY_FILE, Vocabulary
 
 INTERACTS = ("user", "interacts", "place")
 REV_INTERACTS = ("place", "rev_interacts", "user")
@@ -35,6 +36,7 @@ class GraphBundle:
     friend_pairs: torch.Tensor  # (2, L) user indices
     friend_compat: torch.Tensor  # (L,) 0/1
     friend_attend: torch.Tensor  # (L,) 0/1
+    vocabulary: Vocabulary = BUILTIN  # what the ids in x mean; the feature layouts follow it
 
     def summary(self) -> dict[str, object]:
         d = self.data
@@ -69,6 +71,7 @@ def build_hetero_graph(
     interactions: pa.Table,
     user_user_edges: pa.Table,
     friend_labels: pa.Table,
+    vocabulary: Vocabulary = BUILTIN,
 ) -> GraphBundle:
     """Assemble the graph from feature tables (id + x, see `features.feature_table`) and edge tables."""
     user_x, place_x = user_x.sort_by("user_id"), place_x.sort_by("place_id")
@@ -110,17 +113,19 @@ def build_hetero_graph(
         friend_pairs=torch.from_numpy(np.stack([lu, lv])),
         friend_compat=torch.from_numpy(friend_labels.column("label_compat").to_numpy().astype(np.int64)),
         friend_attend=torch.from_numpy(friend_labels.column("label_attend").to_numpy().astype(np.int64)),
+        vocabulary=vocabulary,
     )
 
 
-def build_from_world(world: dict[str, pa.Table]) -> GraphBundle:
+def build_from_world(world: dict[str, pa.Table], vocabulary: Vocabulary = BUILTIN) -> GraphBundle:
     """Convenience for notebooks, tests and benchmarks: tables straight to the graph."""
     return build_hetero_graph(
-        features.user_feature_table(world["users"]),
+        features.user_feature_table(world["users"], vocabulary),
         features.place_feature_table(world["places"]),
         world["interactions"],
         world["user_user_edges"],
         world["friend_labels"],
+        vocabulary,
     )
 
 
@@ -128,7 +133,8 @@ def graph_problems(bundle: GraphBundle) -> list[str]:
     """Structural checks: dimensions, finiteness, index bounds, reverse-edge symmetry."""
     d = bundle.data
     problems = []
-    expected = {"user": features.USER_LAYOUT.width, "place": features.PLACE_LAYOUT.width}
+    layouts = features.FeatureLayouts.for_vocabulary(bundle.vocabulary)
+    expected = {"user": layouts.user.width, "place": layouts.place.width}
     for node, width in expected.items():
         x = d[node].x
         if x.shape != (d[node].num_nodes, width):
@@ -172,6 +178,7 @@ def save_graph(bundle: GraphBundle, directory: Path) -> Path:
         tensors[f"labels/{key}"] = getattr(bundle, key)
     path = directory / "graph.pt"
     torch.save(tensors, path)
+    bundle.vocabulary.save(directory)
     for node_type in ("user", "place"):
         pd.DataFrame(
             {
@@ -204,4 +211,6 @@ def load_graph(directory: Path) -> GraphBundle:
             data[owner][key] = int(value) if key == "num_nodes" else value
         else:
             data[tuple(owner.split("__"))][key] = value
-    return GraphBundle(data=data, **labels)
+    # Graphs saved before vocabularies were data are of the built-in vocabulary.
+    vocabulary = Vocabulary.load(directory) if (Path(directory) / VOCABULARY_FILE).exists() else BUILTIN
+    return GraphBundle(data=data, vocabulary=vocabulary, **labels)

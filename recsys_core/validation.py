@@ -16,15 +16,7 @@ import pyarrow as pa
 from numpy.typing import ArrayLike
 
 from recsys_core import contracts, social
-from recsys_core.taxonomy import (
-    C_COARSE,
-    N_CITIES,
-    N_DAY_OF_WEEK,
-    N_NEIGHBORHOODS_PER_CITY,
-    N_PRICE_BANDS,
-    N_TIME_OF_DAY,
-    N_TIME_SLOTS,
-)
+from recsys_core.vocabulary import BUILTIN, N_DAY_OF_WEEK_BUCKETS, N_TIME_OF_DAY_BUCKETS, Vocabulary
 
 SUM_TOLERANCE = 1e-3  # float32 vectors of up to 100 entries
 RATING_TOLERANCE = 1e-3
@@ -77,10 +69,10 @@ def describe(violations: pd.DataFrame, limit: int = 5) -> str:
     return "\n".join(lines)
 
 
-def check_schema(table: pa.Table, name: str) -> pd.DataFrame:
+def check_schema(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -> pd.DataFrame:
     """Column names and types against the contract, one violation per mismatch."""
     report = Report(name)
-    expected = contracts.SCHEMAS[name]
+    expected = contracts.world_schemas(vocabulary)[name]
     for f in expected:
         if f.name not in table.column_names:
             report.add_table_level("schema", f"missing column {f.name} ({f.type})")
@@ -109,13 +101,24 @@ def _check_simplex(report: Report, matrix: np.ndarray, name: str) -> None:
     report.add("sums_to_one", np.abs(np.nansum(matrix, axis=1) - 1.0) > SUM_TOLERANCE, f"{name} does not sum to 1")
 
 
+def _neighborhood_range(
+    report: Report, rule: str, city: np.ndarray, neighborhood: np.ndarray, vocabulary: Vocabulary, column: str
+) -> None:
+    """Each neighbourhood id must be one of its city's (of any city's, where the city is unknown)."""
+    counts = np.array([len(n) for n in vocabulary.neighborhoods])
+    known_city = (city >= 0) & (city < vocabulary.n_cities)
+    limit = np.where(known_city, counts[np.clip(city, 0, vocabulary.n_cities - 1)], vocabulary.n_neighborhoods)
+    where = f"0..{counts[0] - 1}" if len(set(counts.tolist())) == 1 else "its city's neighbourhood ids"
+    report.add(rule, ~((neighborhood >= 0) & (neighborhood < limit)), f"{column} outside {where}")
+
+
 def _unique(report: Report, ids: np.ndarray, name: str) -> None:
     report.add("unique_id", pd.Series(ids).duplicated(keep=False).to_numpy(), f"{name} is duplicated")
 
 
-def validate_users(users: pa.Table, city_id: int | None = None) -> pd.DataFrame:
+def validate_users(users: pa.Table, city_id: int | None = None, vocabulary: Vocabulary = BUILTIN) -> pd.DataFrame:
     """Contract rules for users; with city_id, every user must live in that city (its partition)."""
-    schema = check_schema(users, "users")
+    schema = check_schema(users, "users", vocabulary)
     if len(schema):
         return schema
     ids = users.column("user_id").to_numpy(zero_copy_only=False)
@@ -124,16 +127,15 @@ def validate_users(users: pa.Table, city_id: int | None = None) -> pd.DataFrame:
     _unique(report, ids, "user_id")
     report.add("id_range", ids < 0, "user_id is negative")
     city = users.column("home_city_id").fill_null(pa.scalar(-1)).to_numpy()
-    report.add("city_range", _out_of_range(city, 0, N_CITIES), f"home_city_id outside 0..{N_CITIES - 1}")
+    n_cities = vocabulary.n_cities
+    report.add("city_range", _out_of_range(city, 0, n_cities), f"home_city_id outside 0..{n_cities - 1}")
     if city_id is not None:
         report.add("partition", city != city_id, f"home_city_id is not this partition's city {city_id}")
     nbhd = users.column("home_neighborhood_id").fill_null(pa.scalar(-1)).to_numpy()
-    report.add(
-        "neighborhood_range", _out_of_range(nbhd, 0, N_NEIGHBORHOODS_PER_CITY), "home_neighborhood_id outside 0..14"
-    )
+    _neighborhood_range(report, "neighborhood_range", city, nbhd, vocabulary, "home_neighborhood_id")
     for name in ("cat_pref", "fine_pref", "vibe_pref"):
         _check_simplex(report, contracts.list_matrix(users, name), name)
-    _check_area_freqs(users, report)
+    _check_area_freqs(users, report, vocabulary)
     for name in ("avg_sessions_per_week", "avg_views_per_session"):
         v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
         report.add("positive", ~(np.isfinite(v) & (v > 0)), f"{name} must be finite and > 0")
@@ -143,7 +145,7 @@ def validate_users(users: pa.Table, city_id: int | None = None) -> pd.DataFrame:
     return report.frame()
 
 
-def _check_area_freqs(users: pa.Table, report: Report) -> None:
+def _check_area_freqs(users: pa.Table, report: Report, vocabulary: Vocabulary) -> None:
     col = users.column("area_freqs").combine_chunks()
     if not isinstance(col, pa.MapArray):
         raise TypeError(f"area_freqs must be a map column, got {col.type}")
@@ -154,8 +156,9 @@ def _check_area_freqs(users: pa.Table, report: Report) -> None:
     n = len(col)
     report.add("area_freqs_empty", lengths == 0, "area_freqs is empty")
     bad_key = np.zeros(n, bool)
-    np.logical_or.at(bad_key, rows, (keys < 0) | (keys >= N_NEIGHBORHOODS_PER_CITY))
-    report.add("area_freqs_keys", bad_key, "area_freqs has a neighbourhood id outside 0..14")
+    slots = vocabulary.n_neighborhoods
+    np.logical_or.at(bad_key, rows, (keys < 0) | (keys >= slots))
+    report.add("area_freqs_keys", bad_key, f"area_freqs has a neighbourhood id outside 0..{slots - 1}")
     bad_value = np.zeros(n, bool)
     np.logical_or.at(bad_value, rows, ~(np.isfinite(values) & (values >= 0)))
     report.add("area_freqs_values", bad_value, "area_freqs has a negative or non-finite weight")
@@ -163,8 +166,8 @@ def _check_area_freqs(users: pa.Table, report: Report) -> None:
     report.add("sums_to_one", (lengths > 0) & (np.abs(sums - 1.0) > SUM_TOLERANCE), "area_freqs does not sum to 1")
 
 
-def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFrame:
-    schema = check_schema(places, "places")
+def validate_places(places: pa.Table, city_id: int | None = None, vocabulary: Vocabulary = BUILTIN) -> pd.DataFrame:
+    schema = check_schema(places, "places", vocabulary)
     if len(schema):
         return schema
     ids = places.column("place_id").to_numpy(zero_copy_only=False)
@@ -173,13 +176,16 @@ def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFram
     _unique(report, ids, "place_id")
     report.add("id_range", ids < 0, "place_id is negative")
     city = places.column("city_id").fill_null(pa.scalar(-1)).to_numpy()
-    report.add("city_range", _out_of_range(city, 0, N_CITIES), f"city_id outside 0..{N_CITIES - 1}")
+    report.add(
+        "city_range", _out_of_range(city, 0, vocabulary.n_cities), f"city_id outside 0..{vocabulary.n_cities - 1}"
+    )
     if city_id is not None:
         report.add("partition", city != city_id, f"city_id is not this partition's city {city_id}")
+    neighborhood = places.column("neighborhood_id").fill_null(pa.scalar(-1)).to_numpy()
+    _neighborhood_range(report, "neighborhood_id_range", city, neighborhood, vocabulary, "neighborhood_id")
     for name, hi in (
-        ("neighborhood_id", N_NEIGHBORHOODS_PER_CITY),
-        ("price_band", N_PRICE_BANDS),
-        ("typical_time_slot", N_TIME_SLOTS),
+        ("price_band", len(vocabulary.price_bands)),
+        ("typical_time_slot", len(vocabulary.time_slots)),
     ):
         v = places.column(name).fill_null(pa.scalar(-1)).to_numpy()
         report.add(f"{name}_range", _out_of_range(v, 0, hi), f"{name} outside 0..{hi - 1}")
@@ -195,10 +201,11 @@ def validate_places(places: pa.Table, city_id: int | None = None) -> pd.DataFram
     cats = cat_col.values.to_numpy(zero_copy_only=False)
     rows = np.repeat(np.arange(len(cat_col)), lengths)
     report.add("category_ids_empty", lengths == 0, "category_ids is empty")
-    valid = (cats >= 0) & (cats < C_COARSE)
+    n_categories = len(vocabulary.categories)
+    valid = (cats >= 0) & (cats < n_categories)
     bad = np.zeros(len(cat_col), bool)
     np.logical_or.at(bad, rows, ~valid)
-    report.add("category_ids_range", bad, f"category_ids outside 0..{C_COARSE - 1}")
+    report.add("category_ids_range", bad, f"category_ids outside 0..{n_categories - 1}")
     listed = np.zeros_like(one_hot, dtype=bool)
     listed[rows[valid], cats[valid]] = True
     report.add(
@@ -270,8 +277,8 @@ def validate_interactions(
     weekday = (micros // 86_400_000_000 + 3) % 7
     tod = interactions.column("time_of_day_bucket").fill_null(pa.scalar(-1)).to_numpy()
     dow = interactions.column("day_of_week_bucket").fill_null(pa.scalar(-1)).to_numpy()
-    report.add("time_of_day_range", _out_of_range(tod, 0, N_TIME_OF_DAY), "time_of_day_bucket outside 0..3")
-    report.add("day_of_week_range", _out_of_range(dow, 0, N_DAY_OF_WEEK), "day_of_week_bucket outside 0..1")
+    report.add("time_of_day_range", _out_of_range(tod, 0, N_TIME_OF_DAY_BUCKETS), "time_of_day_bucket outside 0..3")
+    report.add("day_of_week_range", _out_of_range(dow, 0, N_DAY_OF_WEEK_BUCKETS), "day_of_week_bucket outside 0..1")
     expected_tod = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
     report.add(
         "time_of_day_consistency", tod != expected_tod, "time_of_day_bucket disagrees with the timestamp's hour (UTC)"

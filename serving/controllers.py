@@ -32,8 +32,15 @@ from recsys_core.recommend.limits import (
 )
 from recsys_core.recommend.people import recommend_people
 from recsys_core.recommend.places import recommend_places
-from recsys_core.recommend.queries import PeopleQuery, PlaceQuery, RequestError, category_ids, tag_ids
-from recsys_core.taxonomy import COARSE_CATEGORIES, FINE_TAGS
+from recsys_core.recommend.queries import (
+    PeopleQuery,
+    PlaceQuery,
+    RequestError,
+    category_ids,
+    check_time_slot,
+    is_name,
+    tag_ids,
+)
 from serving.schemas import (
     ErrorBody,
     Health,
@@ -63,7 +70,8 @@ Current = NamedDependency[Served]
 Holder = NamedDependency[ArtifactHolder]
 # What a vocabulary value may look like before it is looked up: an id, or a name in any case with
 # spaces for underscores. Anything else (other scripts, control characters, punctuation) is
-# rejected here with a message saying so, rather than reported as an unknown name.
+# rejected here with a message saying so, rather than reported as an unknown name, unless it is
+# a name of the served vocabulary (one with digits or hyphens, say).
 _VOCABULARY_TEXT = re.compile(rf"-?[0-9]{{1,19}}|[A-Za-z_ ]{{1,{MAX_NAME_CHARS}}}")
 
 
@@ -94,12 +102,14 @@ def _split(field: str, values: list[str] | None) -> list[int | str]:
 
 
 def _vocabulary(field: str, values: list[int | str], names: tuple[str, ...]) -> list[int | str]:
+    """`values` unchanged, once each string looks like an id or a name (`names`: the served vocabulary's)."""
     for value in values:
-        if isinstance(value, str) and not _VOCABULARY_TEXT.fullmatch(value.strip()):
+        if isinstance(value, str) and not _VOCABULARY_TEXT.fullmatch(value.strip()) and not is_name(value, names):
+            example = f", e.g. {names[0]!r}" if names else ""
             raise RequestError(
                 field,
                 f"{value[:MAX_NAME_CHARS]!r} is neither an id (0..{len(names) - 1}) nor a name: "
-                f"names are ASCII letters and underscores, e.g. {names[0]!r}",
+                f"names are ASCII letters and underscores{example}",
             )
     return values
 
@@ -114,14 +124,19 @@ def served(holder: ArtifactHolder) -> Served:
 
 
 def _places(art: ServingArtifacts, body: PlaceRequest) -> PlaceResponse:
+    vocabulary = art.vocabulary
+    # The schema bounds the slot; which slots exist is the served vocabulary's, checked first as
+    # the schema's check would be.
+    check_time_slot(body.time_slot, vocabulary)
+    categories = _vocabulary("desired_categories", body.desired_categories, vocabulary.categories)
+    category_list = category_ids("desired_categories", categories, vocabulary)
+    tags = tag_ids("desired_tags", _vocabulary("desired_tags", body.desired_tags, vocabulary.tags), vocabulary)
     query = PlaceQuery(
         user_id=body.user_id,
         city_id=body.city_id,
         time_slot=body.time_slot,
-        desired_categories=category_ids(
-            "desired_categories", _vocabulary("desired_categories", body.desired_categories, COARSE_CATEGORIES)
-        ),
-        desired_tags=tag_ids("desired_tags", _vocabulary("desired_tags", body.desired_tags, FINE_TAGS)),
+        desired_categories=category_list,
+        desired_tags=tags,
         top_k=body.top_k,
     )
     items = [PlaceItem(r.place_id, r.name, r.score, r.explanations) for r in recommend_places(art, query)]
@@ -133,7 +148,9 @@ def _people(art: ServingArtifacts, body: PeopleRequest) -> PeopleResponse:
         user_id=body.user_id,
         city_id=body.city_id,
         target_place_id=body.target_place_id,
-        activity_tags=tag_ids("activity_tags", _vocabulary("activity_tags", body.activity_tags, FINE_TAGS)),
+        activity_tags=tag_ids(
+            "activity_tags", _vocabulary("activity_tags", body.activity_tags, art.vocabulary.tags), art.vocabulary
+        ),
         top_k=body.top_k,
     )
     items = [

@@ -39,6 +39,7 @@ class MaterializedWorld:
     defs: object
     places_runs: dict = field(default_factory=dict)  # city slug -> ExecuteInProcessResult
     city_runs: dict = field(default_factory=dict)  # city slug -> ExecuteInProcessResult
+    vocabulary_run: object = None
     graph_run: object = None
     model_run: object = None
     serving_runs: list = field(default_factory=list)
@@ -51,7 +52,7 @@ class MaterializedWorld:
 
     @property
     def all_runs(self) -> list:
-        return [*self.places_runs.values(), *self.city_runs.values(), self.graph_run]
+        return [self.vocabulary_run, *self.places_runs.values(), *self.city_runs.values(), self.graph_run]
 
 
 CITY_ASSETS = list(stages.CITY_WORLD_ASSETS)
@@ -97,6 +98,7 @@ def materialized_world(tmp_path_factory) -> MaterializedWorld:
     root = tmp_path_factory.mktemp("artifacts")
     defs = build_definitions(str(root), WorldSource(**SMALL_WORLD), TrainingSettings(**SMALL_TRAINING))
     run = MaterializedWorld(root=root, instance=DagsterInstance.ephemeral(), defs=defs)
+    run.vocabulary_run = materialize_selection(defs, run.instance, list(stages.VOCABULARY_ASSETS))
     for slug in CITY_SLUGS:
         run.places_runs[slug] = materialize_selection(defs, run.instance, ["places"], slug)
     for slug in CITY_SLUGS:

@@ -18,7 +18,9 @@ from dagster import (
 from recsys_assets import stages
 from recsys_assets.definitions import defs
 from recsys_assets.defs import automation
+from recsys_assets.partitions import register_cities
 from recsys_core.taxonomy import CITY_SLUGS
+from recsys_core.vocabulary import BUILTIN
 
 
 def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
@@ -43,6 +45,12 @@ def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
     assert retrain == set(stages.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones
 
 
+def _instance_with_cities() -> DagsterInstance:
+    instance = DagsterInstance.ephemeral()
+    register_cities(instance, BUILTIN)
+    return instance
+
+
 def test_a_successful_retrain_requests_every_citys_indices():
     @op
     def noop():
@@ -52,7 +60,7 @@ def test_a_successful_retrain_requests_every_citys_indices():
     def retrain():
         noop()
 
-    instance = DagsterInstance.ephemeral()
+    instance = _instance_with_cities()
     result = retrain.execute_in_process(instance=instance)
     context = build_run_status_sensor_context(
         sensor_name="indices_after_retrain",
@@ -70,7 +78,7 @@ def _materialized(instance, asset: str, partition: str | None = None) -> None:
 
 
 def test_publish_waits_for_every_city_index_then_publishes_once():
-    instance = DagsterInstance.ephemeral()
+    instance = _instance_with_cities()
     assert "no embeddings" in automation.publish_decision(instance).skip_message
     _materialized(instance, "user_embeddings")
     for city in CITY_SLUGS[:-1]:
@@ -111,7 +119,7 @@ def _index_run(instance, fail: bool) -> list:
 
 
 def test_publish_waits_until_the_runs_that_built_the_indices_succeeded():
-    instance = DagsterInstance.ephemeral()
+    instance = _instance_with_cities()
     _materialized(instance, "user_embeddings")
     during, after = _index_run(instance, fail=False)
     assert isinstance(during, SkipReason) and "waiting for the runs building" in during.skip_message
@@ -119,7 +127,7 @@ def test_publish_waits_until_the_runs_that_built_the_indices_succeeded():
 
 
 def test_an_index_whose_run_failed_is_not_published():
-    instance = DagsterInstance.ephemeral()
+    instance = _instance_with_cities()
     _materialized(instance, "user_embeddings")
     during, after = _index_run(instance, fail=True)
     assert isinstance(during, SkipReason) and "waiting for the runs building" in during.skip_message

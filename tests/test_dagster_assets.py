@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-from dagster import AssetKey, DagsterInstance, Definitions, StaticPartitionsDefinition
+from dagster import AssetKey, DagsterInstance, Definitions, DynamicPartitionsDefinition
 
 from recsys_assets.definitions import build_definitions
 from recsys_assets.definitions import defs as project_defs
@@ -101,15 +101,35 @@ def city_slice(world, slug: str) -> dict[str, pa.Table]:
 def test_definitions_load():
     Definitions.validate_loadable(project_defs)
     keys = {key.to_user_string() for key in project_defs.resolve_all_asset_keys()}
-    assert keys == set(WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"] + SERVING_ASSETS)
+    assert keys == set(
+        ["vocabulary"] + WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"] + SERVING_ASSETS
+    )
 
 
 @pytest.mark.parametrize("asset", WORLD_ASSETS)
-def test_world_assets_have_one_static_partition_per_city(asset):
+def test_world_tables_have_one_partition_per_city_of_the_vocabulary(asset, materialized_world):
     partitions = project_defs.resolve_asset_graph().get(AssetKey(asset)).partitions_def
-    assert isinstance(partitions, StaticPartitionsDefinition)
-    assert partitions.get_partition_keys() == list(CITY_SLUGS)
-    assert len(partitions.get_partition_keys()) == 8
+    assert isinstance(partitions, DynamicPartitionsDefinition)  # registered from the data, not the code
+    keys = partitions.get_partition_keys(dynamic_partitions_store=materialized_world.instance)
+    assert keys == list(CITY_SLUGS)
+    assert len(keys) == 8
+
+
+def test_the_vocabulary_is_unpartitioned_and_registers_the_cities(tmp_path):
+    from recsys_assets.partitions import city_keys
+    from recsys_core.vocabulary import Vocabulary
+
+    world = tmp_path / "world"
+    world.mkdir()
+    Vocabulary(cities=("Oslo", "Lima", "Hanoi")).save(world)
+    defs = build_definitions(str(tmp_path / "artifacts"), WorldSource(kind="parquet", directory=str(world)))
+    assert project_defs.resolve_asset_graph().get(AssetKey("vocabulary")).partitions_def is None
+    instance = DagsterInstance.ephemeral()
+    from dagster import materialize
+
+    assert materialize(list(defs.assets), selection=["vocabulary"], instance=instance, resources=defs.resources).success
+    assert city_keys(instance) == ["oslo", "lima", "hanoi"]
+    assert isinstance(load_latest(instance, AssetKey("vocabulary"), [None]), Vocabulary)
 
 
 @pytest.mark.parametrize("asset", GRAPH_ASSETS)
@@ -198,6 +218,7 @@ def test_materialization_metadata_counts_rows(materialized_world, world):
 def test_materializing_twice_writes_two_run_directories_and_keeps_the_first(tmp_path, dagster_materialize):
     defs = build_definitions(str(tmp_path), WorldSource(n_users=800, n_places=800))
     instance = DagsterInstance.ephemeral()
+    dagster_materialize(defs, instance, ["vocabulary"])  # registers the city partitions
     first = dagster_materialize(defs, instance, ["users"], "lisbon")
     second = dagster_materialize(defs, instance, ["users"], "lisbon")
     first_path, second_path = artifact_path(first, "users"), artifact_path(second, "users")
@@ -244,6 +265,7 @@ def corrupted_parquet_world(world, tmp_path_factory, dagster_materialize):
         pq.write_table(table, directory / f"{name}.parquet")
     defs = build_definitions(str(directory / "artifacts"), WorldSource(kind="parquet", directory=str(directory)))
     instance = DagsterInstance.ephemeral()
+    dagster_materialize(defs, instance, ["vocabulary"])
     for slug in CITY_SLUGS:
         dagster_materialize(defs, instance, ["places"], slug)
 

@@ -16,13 +16,15 @@ from dagster import AssetKey
 from recsys_assets.definitions import defs as project_defs
 from recsys_assets.defs import checks
 from recsys_assets.io_manager import load_latest
-from recsys_assets.stages import ASSET_GROUPS
+from recsys_assets.stages import ASSET_GROUPS, WORLD_ASSETS
 from recsys_core import contracts
 from recsys_core.retrieval.embeddings import city_rows
 from recsys_core.retrieval.index import build_city_index
 from recsys_core.taxonomy import CITY_SLUGS
+from recsys_core.vocabulary import BUILTIN
 
 STAGES = {group: set(assets) for group, assets in ASSET_GROUPS.items()}
+WORLD_TABLES = set(WORLD_ASSETS)  # the world group less the vocabulary: the tables of the contract
 
 
 def specs():
@@ -76,7 +78,7 @@ def test_every_check_has_a_description():
     assert [s.name for s in check_specs if not s.description] == []
 
 
-@pytest.mark.parametrize("asset", sorted(STAGES["world"]))
+@pytest.mark.parametrize("asset", sorted(WORLD_TABLES))
 def test_world_assets_show_the_contract_columns_before_any_run(asset):
     value = specs()[asset].metadata["dagster/column_schema"]
     schema = getattr(value, "schema", value)  # a TableSchema, or the metadata value wrapping one
@@ -86,7 +88,7 @@ def test_world_assets_show_the_contract_columns_before_any_run(asset):
 # --------------------------------------------------------------------------- materialization metadata
 
 
-@pytest.mark.parametrize("asset", sorted(STAGES["world"]))
+@pytest.mark.parametrize("asset", sorted(WORLD_TABLES))
 def test_world_tables_show_row_count_preview_and_artifact(materialized_world, asset):
     run = (materialized_world.places_runs if asset == "places" else materialized_world.city_runs)["berlin"]
     meta = materialization([run], asset)
@@ -204,7 +206,9 @@ def test_index_check_fails_naming_the_ids_the_index_lacks():
     index = build_city_index(
         rows.column("place_id").to_numpy()[:-3], np.asarray(rows.column("embedding").to_pylist(), np.float32)[:-3]
     )
-    result = checks._index_check(SimpleNamespace(partition_key=CITY_SLUGS[city]), index, table, "place_id", sample=10)
+    result = checks._index_check(
+        SimpleNamespace(partition_key=CITY_SLUGS[city]), index, table, "place_id", sample=10, vocabulary=BUILTIN
+    )
     assert not result.passed
     meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
     assert sorted(meta["missing_ids"]) == [127, 128, 129]
@@ -216,7 +220,9 @@ def test_index_check_passes_on_a_complete_index():
     index = build_city_index(
         table.column("place_id").to_numpy(), np.asarray(table.column("embedding").to_pylist(), np.float32)
     )
-    result = checks._index_check(SimpleNamespace(partition_key=CITY_SLUGS[0]), index, table, "place_id", sample=10)
+    result = checks._index_check(
+        SimpleNamespace(partition_key=CITY_SLUGS[0]), index, table, "place_id", sample=10, vocabulary=BUILTIN
+    )
     assert result.passed
     assert result.metadata["recall@50_vs_exact"].value == 1.0
 

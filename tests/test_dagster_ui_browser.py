@@ -73,6 +73,10 @@ def ui_home(tmp_path_factory) -> Path:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     defs = build_definitions(str(root / "artifacts"), WorldSource(n_users=800, n_places=800))
     with DagsterInstance.local_temp(str(home)) as instance:
+        vocabulary = materialize(
+            materializable(defs), selection=["vocabulary"], instance=instance, resources=defs.resources
+        )
+        assert vocabulary.success
         for city in MATERIALIZED_CITIES:
             result = materialize(
                 materializable(defs),
@@ -157,7 +161,8 @@ def _start_chromium(profiles, attempts: int = 3):
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=1920,1400",
+            # Tall enough for the whole asset graph: the UI draws only the nodes inside the viewport.
+            "--window-size=1920,2400",
             f"--user-data-dir={profiles.mktemp('chromium_profile')}",
         ):
             options.add_argument(argument)

@@ -38,6 +38,7 @@ def tiny(tmp_path_factory):
             resources=defs.resources,
         )
 
+    run(["vocabulary"], None)  # registers the city partitions
     for city in CITY_SLUGS:
         run(["places"], city)
     run(["users", "interactions"], CITY)

@@ -35,6 +35,7 @@ def world(tmp_path_factory):
         str(root / "artifacts"), WorldSource(n_users=160, n_places=160), inbox_directory=str(root / "inbox")
     )
     instance = DagsterInstance.ephemeral()
+    materialize([*defs.assets], selection=["vocabulary"], instance=instance, resources=defs.resources)
     for city in CITY_SLUGS:
         materialize(
             [*defs.assets], selection=["places"], partition_key=city, instance=instance, resources=defs.resources

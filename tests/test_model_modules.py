@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
-from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.features import BUILTIN_LAYOUTS, PLACE_LAYOUT, USER_LAYOUT
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, build_from_world
 from recsys_core.model.backbone import EdgeAwareConv, HeteroBackbone
 from recsys_core.model.config import ModelConfig
@@ -326,7 +326,7 @@ def test_heads_and_context_encoder_shapes_and_gradients(bundle):
     assert c.shape == (b, config.d_ctx)
 
     z_u, z_p = torch.randn(b, D, generator=g), torch.randn(b, D, generator=g)
-    match = match_features(ctx, bundle.data["place"].x[:b])
+    match = match_features(ctx, bundle.data["place"].x[:b], BUILTIN_LAYOUTS)
     assert match.shape == (b, N_MATCH_FEATURES)
     head = PlaceHead(config)
     s = head(z_u, z_p, c, match)
@@ -336,7 +336,7 @@ def test_heads_and_context_encoder_shapes_and_gradients(bundle):
     assert_all_parameters_get_gradients(encoder)
 
     x = bundle.data["user"].x
-    pair = pair_features(x[:b], x[b : 2 * b])
+    pair = pair_features(x[:b], x[b : 2 * b], BUILTIN_LAYOUTS)
     assert pair.shape == (b, N_PAIR_FEATURES)
     friend = FriendHead(config)
     compat, attend = friend(z_u, z_p, pair)
@@ -355,7 +355,9 @@ def test_friend_head_and_friend_scores_are_symmetric(bundle, inputs):
         g = torch.Generator().manual_seed(0)
         u = torch.randint(0, len(x), (64,), generator=g)
         v = torch.randint(0, len(x), (64,), generator=g)
-        torch.testing.assert_close(pair_features(x[u], x[v]), pair_features(x[v], x[u]))
+        torch.testing.assert_close(
+            pair_features(x[u], x[v], BUILTIN_LAYOUTS), pair_features(x[v], x[u], BUILTIN_LAYOUTS)
+        )
         c_uv, a_uv = model.friend_scores(z[u], z[v], x[u], x[v])
         c_vu, a_vu = model.friend_scores(z[v], z[u], x[v], x[u])
         torch.testing.assert_close(c_uv, c_vu)
@@ -383,16 +385,16 @@ def test_match_features_are_one_for_the_places_own_traits_and_zero_otherwise(bun
     place_x = bundle.data["place"].x
     for p in range(5):
         own, other = _own_and_other_context(place_x[p], int(place_x[p, 0]))
-        torch.testing.assert_close(match_features(own, place_x[p : p + 1]), torch.ones(1, 3))
-        torch.testing.assert_close(match_features(other, place_x[p : p + 1]), torch.zeros(1, 3))
-        neutral = PlaceContext.neutral(torch.tensor([int(place_x[p, 0])]))
-        torch.testing.assert_close(match_features(neutral, place_x[p : p + 1]), torch.zeros(1, 3))
+        torch.testing.assert_close(match_features(own, place_x[p : p + 1], BUILTIN_LAYOUTS), torch.ones(1, 3))
+        torch.testing.assert_close(match_features(other, place_x[p : p + 1], BUILTIN_LAYOUTS), torch.zeros(1, 3))
+        neutral = PlaceContext.neutral(torch.tensor([int(place_x[p, 0])]), BUILTIN_LAYOUTS)
+        torch.testing.assert_close(match_features(neutral, place_x[p : p + 1], BUILTIN_LAYOUTS), torch.zeros(1, 3))
     # ANY_SLOT never matches, whatever the place's slot
     row = place_x[:1].clone()
     ctx = PlaceContext(torch.tensor([0]), torch.tensor([ANY_SLOT]), torch.zeros(1, C_COARSE), torch.zeros(1, C_FINE))
     for slot in range(N_TIME_SLOTS):
         row[0, PLACE_LAYOUT["typical_time_slot"]] = slot
-        assert match_features(ctx, row)[0, 2] == 0
+        assert match_features(ctx, row, BUILTIN_LAYOUTS)[0, 2] == 0
 
 
 def test_tag_match_is_the_share_of_requested_tags_the_place_has(bundle):
@@ -403,7 +405,7 @@ def test_tag_match_is_the_share_of_requested_tags_the_place_has(bundle):
     request[0, has] = 1.0
     request[0, lacks] = 1.0  # 1 of 4 requested tags
     ctx = PlaceContext(torch.tensor([0]), torch.tensor([ANY_SLOT]), torch.zeros(1, C_COARSE), request)
-    assert match_features(ctx, row)[0, 1].item() == pytest.approx(0.25)
+    assert match_features(ctx, row, BUILTIN_LAYOUTS)[0, 1].item() == pytest.approx(0.25)
 
 
 def test_context_changes_the_place_score(bundle, inputs):
@@ -417,7 +419,7 @@ def test_context_changes_the_place_score(bundle, inputs):
             args = (z["user"][u : u + 1], z["place"][p : p + 1])
             s_own = model.place_scores(*args, own, place_x[p : p + 1])
             s_other = model.place_scores(*args, other, place_x[p : p + 1])
-            s_neutral = model.place_scores(*args, PlaceContext.neutral(own.city), place_x[p : p + 1])
+            s_neutral = model.place_scores(*args, PlaceContext.neutral(own.city, model.layouts), place_x[p : p + 1])
             assert s_own.shape == (1,)
             assert not torch.allclose(s_own, s_other)
             assert not torch.allclose(s_own, s_neutral)
@@ -481,7 +483,7 @@ def test_featureless_mode_runs_on_a_graph_without_node_features(backbone):
     z = model.embed(inputs)
     assert z["user"].shape == (30, D) and z["place"].shape == (20, D)
     u, p = torch.arange(10), torch.arange(10)
-    ctx = PlaceContext.neutral(inputs.city["user"][u])
+    ctx = PlaceContext.neutral(inputs.city["user"][u], model.layouts)
     s = model.place_scores(z["user"][u], z["place"][p], ctx, inputs.x["place"][p])
     c, a = model.friend_scores(z["user"][u], z["user"][u + 1], inputs.x["user"][u], inputs.x["user"][u + 1])
     assert s.shape == c.shape == a.shape == (10,)

@@ -15,6 +15,7 @@ from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
 from recsys_core.retrieval.embeddings import embedding_problems, place_embedding_schema, top_influences
 from recsys_core.retrieval.index import CityIndex, build_city_index, recall_vs_exact
 from recsys_core.taxonomy import FINE_TAGS, VIBE_TAGS, neighborhood_name
+from recsys_core.vocabulary import BUILTIN
 
 
 def random_vectors(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
@@ -184,13 +185,13 @@ def test_place_explanation_names_shared_tags_area_and_request_faithfully():
     jazz, bouldering, techno = FINE_TAGS.index("jazz"), FINE_TAGS.index("bouldering"), FINE_TAGS.index("techno")
     user = _user({jazz: 0.3, bouldering: 0.2, techno: 0.001}, area={3: 0.6})
     place = _place([jazz, techno], nbhd=3)
-    reasons = explain_places(user, place[None, :])[0]
+    reasons = explain_places(user, place[None, :], vocabulary=BUILTIN)[0]
     assert reasons[0] == "Matches your interest in jazz"  # techno is in the place, but the user does not care for it
     assert f"In {neighborhood_name(0, 3)}, where you often go out" in reasons
-    asked = explain_places(user, place[None, :], Wishes(tags=(techno,), time_slot=2))[0]
+    asked = explain_places(user, place[None, :], Wishes(tags=(techno,), time_slot=2), vocabulary=BUILTIN)[0]
     assert asked[0] == "Has the techno you asked for" and "evening" in asked[1]
     assert len(asked) == 3
-    elsewhere = explain_places(user, _place([jazz], city=1, nbhd=3)[None, :])[0]
+    elsewhere = explain_places(user, _place([jazz], city=1, nbhd=3)[None, :], vocabulary=BUILTIN)[0]
     assert not any("where you often go out" in r for r in elsewhere)  # same neighbourhood id, other city
 
 
@@ -199,13 +200,13 @@ def test_person_explanation_says_what_both_share():
     chill = VIBE_TAGS.index("chill")
     a = _user({jazz: 0.3, hiking: 0.2}, vibes={chill: 0.2}, area={5: 0.5})
     b = _user({jazz: 0.25}, vibes={chill: 0.3}, area={5: 0.4})
-    reasons = explain_person(a, b)
+    reasons = explain_person(a, b, vocabulary=BUILTIN)
     assert reasons == ["You both like jazz", "You're both chill", f"You both go out in {neighborhood_name(0, 5)}"]
 
 
 def test_place_name_quotes_the_strongest_tags_and_the_neighbourhood():
     jazz, wine = FINE_TAGS.index("jazz"), FINE_TAGS.index("wine_tasting")
-    name = place_name(_place([jazz, wine], city=0, nbhd=3))
+    name = place_name(_place([jazz, wine], city=0, nbhd=3), vocabulary=BUILTIN)
     assert name in (
         f"Jazz & wine tasting · {neighborhood_name(0, 3)}",
         f"Wine tasting & jazz · {neighborhood_name(0, 3)}",

@@ -13,9 +13,9 @@ from recsys_core.taxonomy import CITY_SLUGS
 
 
 @pytest.mark.parametrize("asset", ["place_index", "user_index"])
-def test_indices_are_partitioned_by_city(asset):
+def test_indices_are_partitioned_by_city(asset, served_world):
     partitions = project_defs.resolve_asset_graph().get(AssetKey(asset)).partitions_def
-    assert partitions.get_partition_keys() == list(CITY_SLUGS)
+    assert partitions.get_partition_keys(dynamic_partitions_store=served_world.instance) == list(CITY_SLUGS)
 
 
 def test_serving_stage_materializes_with_every_check_passing(served_world):

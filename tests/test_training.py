@@ -370,7 +370,7 @@ def _head_scores(model, z, inputs, city, users, places) -> np.ndarray:
     u = torch.from_numpy(np.repeat(users, len(places)))
     p = torch.from_numpy(np.tile(places, len(users)))
     with torch.no_grad():
-        ctx = PlaceContext.neutral(torch.full((len(u),), city, dtype=torch.long))
+        ctx = PlaceContext.neutral(torch.full((len(u),), city, dtype=torch.long), model.layouts)
         head = model.place_scores(z["user"][u], z["place"][p], ctx, inputs.x["place"][p])
     return head.numpy().reshape(len(users), len(places))
 

@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from recsys_assets.io_manager import latest_materialization, load_latest_table
-from recsys_assets.partitions import city_partitions
+from recsys_assets.partitions import city_keys
 from recsys_assets.resources import InboxSettings
 from recsys_assets.stages import (
     CITY_WORLD_ASSETS,
@@ -107,7 +107,7 @@ nightly_retrain = ScheduleDefinition(
 )
 def indices_after_retrain(context: RunStatusSensorContext):
     run_id = context.dagster_run.run_id
-    return [RunRequest(run_key=f"{run_id}-{city}", partition_key=city) for city in city_partitions.get_partition_keys()]
+    return [RunRequest(run_key=f"{run_id}-{city}", partition_key=city) for city in city_keys(context.instance)]
 
 
 def _latest(instance, asset: str, partition: str | None = None):
@@ -143,10 +143,10 @@ def publish_decision(instance) -> RunRequest | SkipReason:
     embeddings = _latest(instance, "user_embeddings")
     if embeddings is None:
         return SkipReason("no embeddings materialized yet")
+    if not city_keys(instance):
+        return SkipReason("no city partitions registered yet (materialize the vocabulary)")
     latest = {
-        f"{asset}[{city}]": _latest(instance, asset, city)
-        for asset in INDEX_ASSETS
-        for city in city_partitions.get_partition_keys()
+        f"{asset}[{city}]": _latest(instance, asset, city) for asset in INDEX_ASSETS for city in city_keys(instance)
     }
     stale = [name for name, record in latest.items() if record is None or record.timestamp < embeddings.timestamp]
     if stale:
@@ -183,13 +183,14 @@ def publish_when_indices_are_fresh(context: SensorEvaluationContext):
 )
 def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSettings):
     requests, rejected = [], []
-    for city in city_partitions.get_partition_keys():
+    cities = city_keys(context.instance)
+    for city in cities:
         files = inbox.pending_files(Path(inbox_settings.directory), city)
         if not files:
             continue
         try:
             users = load_latest_table(context.instance, AssetKey("users"), [city])
-            places = load_latest_table(context.instance, AssetKey("places"), list(city_partitions.get_partition_keys()))
+            places = load_latest_table(context.instance, AssetKey("places"), cities)
         except FileNotFoundError as exc:
             context.log.info("inbox for %s waits: %s", city, exc)
             continue

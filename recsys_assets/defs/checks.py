@@ -15,10 +15,10 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, Metad
 
 from recsys_assets.defs import graph as graph_assets
 from recsys_assets.defs import model as model_assets
-from recsys_assets.defs import world
+from recsys_assets.defs import world as world_assets
 from recsys_assets.io_manager import load_latest_table
 from recsys_assets.metadata import plain_metadata, violations_metadata
-from recsys_assets.partitions import city_of, city_partitions
+from recsys_assets.partitions import city_keys, city_of, city_partitions
 from recsys_assets.resources import ServingSettings
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
@@ -26,6 +26,7 @@ from recsys_core.graph import GraphBundle, graph_problems
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems
 from recsys_core.retrieval.index import CityIndex, recall_vs_exact
 from recsys_core.training.pipeline import TrainedModel
+from recsys_core.vocabulary import Vocabulary
 
 # Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them knowingly.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
@@ -38,24 +39,30 @@ def _result(violations) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=world.users, **PARTITIONED, description="Schema, unique ids, ranges, preference vectors sum to 1, city."
+    asset=world_assets.users,
+    **PARTITIONED,
+    additional_ins={"vocabulary": AssetIn()},
+    description="Schema, unique ids, ranges, preference vectors sum to 1, city.",
 )
-def users_contract(context: AssetCheckExecutionContext, users: pa.Table) -> AssetCheckResult:
-    return _result(validation.validate_users(users, city_of(context)))
+def users_contract(context: AssetCheckExecutionContext, users: pa.Table, vocabulary: Vocabulary) -> AssetCheckResult:
+    return _result(validation.validate_users(users, city_of(context, vocabulary), vocabulary))
 
 
 @asset_check(
-    asset=world.places, **PARTITIONED, description="Schema, unique ids, ranges, categories consistent, tags sum to 1."
+    asset=world_assets.places,
+    **PARTITIONED,
+    additional_ins={"vocabulary": AssetIn()},
+    description="Schema, unique ids, ranges, categories consistent, tags sum to 1.",
 )
-def places_contract(context: AssetCheckExecutionContext, places: pa.Table) -> AssetCheckResult:
-    return _result(validation.validate_places(places, city_of(context)))
+def places_contract(context: AssetCheckExecutionContext, places: pa.Table, vocabulary: Vocabulary) -> AssetCheckResult:
+    return _result(validation.validate_places(places, city_of(context, vocabulary), vocabulary))
 
 
 @asset_check(
-    asset=world.interactions,
+    asset=world_assets.interactions,
     **PARTITIONED,
     additional_ins={"users": AssetIn()},
-    additional_deps=[world.places],
+    additional_deps=[world_assets.places],
     description="Schema, rating formula, time buckets, no future events, users of this city, places of any city.",
 )
 def interactions_contract(
@@ -63,7 +70,7 @@ def interactions_contract(
 ) -> AssetCheckResult:
     # Travel events point at other cities' places, so every city's places are read here
     # (a partitioned check's inputs are limited to its own partition).
-    all_places = load_latest_table(context.instance, world.places.key, list(city_partitions.get_partition_keys()))
+    all_places = load_latest_table(context.instance, world_assets.places.key, city_keys(context.instance))
     return _result(
         validation.validate_interactions(
             interactions,
@@ -75,7 +82,7 @@ def interactions_contract(
 
 
 @asset_check(
-    asset=world.user_user_edges,
+    asset=world_assets.user_user_edges,
     **PARTITIONED,
     additional_ins={"users": AssetIn()},
     description="Schema, user_u < user_v, no self edges, unique pairs, users of this city, features in range.",
@@ -85,7 +92,7 @@ def user_user_edges_contract(user_user_edges: pa.Table, users: pa.Table) -> Asse
 
 
 @asset_check(
-    asset=world.friend_labels,
+    asset=world_assets.friend_labels,
     **PARTITIONED,
     additional_ins={"users": AssetIn(), "interactions": AssetIn()},
     description="Schema, ordered unique pairs, and the label rules recomputed from overlap and co-attendance.",
@@ -108,14 +115,21 @@ def _matrix_check(table: pa.Table, width: int) -> AssetCheckResult:
     )
 
 
-@asset_check(asset=graph_assets.user_features, blocking=True, description="158 columns, all finite.")
-def user_features_finite(user_features: pa.Table) -> AssetCheckResult:
-    return _matrix_check(user_features, features.USER_LAYOUT.width)
+VOCABULARY_IN: dict[str, Any] = dict(additional_ins={"vocabulary": AssetIn()})
 
 
-@asset_check(asset=graph_assets.place_features, blocking=True, description="114 columns, all finite.")
-def place_features_finite(place_features: pa.Table) -> AssetCheckResult:
-    return _matrix_check(place_features, features.PLACE_LAYOUT.width)
+@asset_check(
+    asset=graph_assets.user_features, blocking=True, **VOCABULARY_IN, description="The vocabulary's width, all finite."
+)
+def user_features_finite(user_features: pa.Table, vocabulary: Vocabulary) -> AssetCheckResult:
+    return _matrix_check(user_features, features.FeatureLayouts.for_vocabulary(vocabulary).user.width)
+
+
+@asset_check(
+    asset=graph_assets.place_features, blocking=True, **VOCABULARY_IN, description="The vocabulary's width, all finite."
+)
+def place_features_finite(place_features: pa.Table, vocabulary: Vocabulary) -> AssetCheckResult:
+    return _matrix_check(place_features, features.FeatureLayouts.for_vocabulary(vocabulary).place.width)
 
 
 @asset_check(
@@ -191,8 +205,15 @@ def place_embeddings_complete(
     return _embedding_check(place_embeddings, "place_id", hetero_graph, "place", trained_model)
 
 
-def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str, sample: int) -> AssetCheckResult:
-    city = city_of(context)
+def _index_check(
+    context: AssetCheckExecutionContext,
+    index: CityIndex,
+    embeddings: pa.Table,
+    id_column: str,
+    sample: int,
+    vocabulary: Vocabulary,
+) -> AssetCheckResult:
+    city = city_of(context, vocabulary)
     rows = city_rows(embeddings, city)
     vectors = embedding_matrix(rows)
     ids = rows.column(id_column).to_numpy()
@@ -227,22 +248,30 @@ def _index_check(context, index: CityIndex, embeddings: pa.Table, id_column: str
 @asset_check(
     asset="place_index",
     **PARTITIONED,
-    additional_ins={"place_embeddings": AssetIn()},
+    additional_ins={"place_embeddings": AssetIn(), "vocabulary": AssetIn()},
     description="Size equals the city's place count; ANN recall@50 vs exact search >= 0.99 on a sample.",
 )
 def place_index_recall(
-    context: AssetCheckExecutionContext, place_index: CityIndex, place_embeddings: pa.Table, serving: ServingSettings
+    context: AssetCheckExecutionContext,
+    place_index: CityIndex,
+    place_embeddings: pa.Table,
+    vocabulary: Vocabulary,
+    serving: ServingSettings,
 ) -> AssetCheckResult:
-    return _index_check(context, place_index, place_embeddings, "place_id", serving.ann_recall_sample)
+    return _index_check(context, place_index, place_embeddings, "place_id", serving.ann_recall_sample, vocabulary)
 
 
 @asset_check(
     asset="user_index",
     **PARTITIONED,
-    additional_ins={"user_embeddings": AssetIn()},
+    additional_ins={"user_embeddings": AssetIn(), "vocabulary": AssetIn()},
     description="Size equals the city's user count; ANN recall@50 vs exact search >= 0.99 on a sample.",
 )
 def user_index_recall(
-    context: AssetCheckExecutionContext, user_index: CityIndex, user_embeddings: pa.Table, serving: ServingSettings
+    context: AssetCheckExecutionContext,
+    user_index: CityIndex,
+    user_embeddings: pa.Table,
+    vocabulary: Vocabulary,
+    serving: ServingSettings,
 ) -> AssetCheckResult:
-    return _index_check(context, user_index, user_embeddings, "user_id", serving.ann_recall_sample)
+    return _index_check(context, user_index, user_embeddings, "user_id", serving.ann_recall_sample, vocabulary)

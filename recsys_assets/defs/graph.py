@@ -8,6 +8,7 @@ from dagster import AssetIn, MetadataValue, Output, asset
 from recsys_assets.metadata import plain_metadata
 from recsys_core import features
 from recsys_core.graph import GraphBundle, build_hetero_graph
+from recsys_core.vocabulary import Vocabulary
 
 GRAPH: dict[str, Any] = dict(group_name="graph", owners=["team:ml"])
 FEATURE_TABLE: dict[str, Any] = dict(**GRAPH, kinds={"python", "parquet"})
@@ -18,18 +19,22 @@ def _layout_md(layout: features.Layout) -> MetadataValue:
     return MetadataValue.md("| block | columns | width |\n|---|---|---|\n" + rows)
 
 
-@asset(**FEATURE_TABLE, description="User node features (158 columns; layout in the metadata).")
-def user_features(users: pa.Table) -> Output[pa.Table]:
-    table = features.user_feature_table(users)
-    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.USER_LAYOUT)})
+@asset(**FEATURE_TABLE, description="User node features (widths follow the vocabulary; layout in the metadata).")
+def user_features(users: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
+    table = features.user_feature_table(users, vocabulary)
+    layout = features.FeatureLayouts.for_vocabulary(vocabulary).user
+    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(layout)})
 
 
 @asset(
-    **FEATURE_TABLE, ins={"places": AssetIn()}, description="Place node features (114 columns; layout in the metadata)."
+    **FEATURE_TABLE,
+    ins={"places": AssetIn(), "vocabulary": AssetIn()},
+    description="Place node features (widths follow the vocabulary; layout in the metadata).",
 )
-def place_features(places: pa.Table) -> Output[pa.Table]:
+def place_features(places: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
     table = features.place_feature_table(places)
-    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(features.PLACE_LAYOUT)})
+    layout = features.FeatureLayouts.for_vocabulary(vocabulary).place
+    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(layout)})
 
 
 @asset(
@@ -44,7 +49,8 @@ def hetero_graph(
     interactions: pa.Table,
     user_user_edges: pa.Table,
     friend_labels: pa.Table,
+    vocabulary: Vocabulary,
 ) -> Output[GraphBundle]:
-    bundle = build_hetero_graph(user_features, place_features, interactions, user_user_edges, friend_labels)
+    bundle = build_hetero_graph(user_features, place_features, interactions, user_user_edges, friend_labels, vocabulary)
     summary = bundle.summary()
     return Output(bundle, metadata={**plain_metadata(summary), "summary": MetadataValue.json(summary)})

@@ -50,7 +50,7 @@ def trained_model(
     hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings
 ) -> Output[TrainedModel]:
     config = training.train_config("graphrec", serving.artifact_root)
-    trained = fit(hetero_graph, training.graphrec_config(), config, split_seed=training.seed)
+    trained = fit(hetero_graph, training.graphrec_config(hetero_graph.vocabulary), config, split_seed=training.seed)
     info = describe(trained)
     plain = plain_metadata(info)
     return Output(
@@ -92,7 +92,7 @@ def model_evaluation(
 ) -> Output[Comparison]:
     two_tower = fit(
         hetero_graph,
-        training.graphrec_config(n_layers=0),
+        training.graphrec_config(hetero_graph.vocabulary, n_layers=0),
         training.train_config("two_tower", serving.artifact_root),
         split=trained_model.split,
     ).model

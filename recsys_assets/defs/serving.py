@@ -24,7 +24,7 @@ from dagster import (
     multi_asset,
 )
 
-from recsys_assets.io_manager import MANIFEST, latest_artifact_path, latest_materialization
+from recsys_assets.io_manager import MANIFEST, latest_artifact_path, latest_materialization, load_latest
 from recsys_assets.metadata import Metadata, markdown_table, rows_by_city
 from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import ServingSettings
@@ -32,8 +32,8 @@ from recsys_core.graph import GraphBundle
 from recsys_core.manifest import ArtifactRef, ServingManifest
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
 from recsys_core.retrieval.index import CityIndex, build_city_index
-from recsys_core.taxonomy import CITY_SLUGS, city_id_from_slug
 from recsys_core.training.pipeline import TrainedModel
+from recsys_core.vocabulary import Vocabulary
 
 SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
 
@@ -54,16 +54,16 @@ def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
     """One full-graph pass of the trained encoders + backbone (held-out pairs included)."""
     tables = export_embeddings(trained_model.model, hetero_graph)
     for name, table in (("user_embeddings", tables.users), ("place_embeddings", tables.places)):
-        yield Output(table, output_name=name, metadata=_embedding_metadata(table))
+        yield Output(table, output_name=name, metadata=_embedding_metadata(table, hetero_graph.vocabulary))
 
 
-def _embedding_metadata(table: pa.Table) -> Metadata:
+def _embedding_metadata(table: pa.Table, vocabulary: Vocabulary) -> Metadata:
     vectors = embedding_matrix(table)
     norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(1)
     return {
         "dagster/row_count": table.num_rows,
         "dim": table.schema.field("embedding").type.list_size,
-        "rows by city": rows_by_city(table.column("city_id").to_numpy()),
+        "rows by city": rows_by_city(table.column("city_id").to_numpy(), vocabulary),
         "norm": MetadataValue.json(
             {"min": float(norms.min()), "median": float(np.median(norms)), "max": float(norms.max())}
         ),
@@ -71,9 +71,9 @@ def _embedding_metadata(table: pa.Table) -> Metadata:
 
 
 def _city_index(
-    context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings
+    context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings, vocabulary: Vocabulary
 ) -> Output[CityIndex]:
-    city = city_of(context)
+    city = city_of(context, vocabulary)
     rows = city_rows(table, city)
     vectors = embedding_matrix(rows)
     index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows)
@@ -96,9 +96,9 @@ def _city_index(
     description="FAISS inner-product index of the city's places.",
 )
 def place_index(
-    context: AssetExecutionContext, place_embeddings: pa.Table, serving: ServingSettings
+    context: AssetExecutionContext, place_embeddings: pa.Table, vocabulary: Vocabulary, serving: ServingSettings
 ) -> Output[CityIndex]:
-    return _city_index(context, place_embeddings, "place_id", serving)
+    return _city_index(context, place_embeddings, "place_id", serving, vocabulary)
 
 
 @asset(
@@ -108,9 +108,9 @@ def place_index(
     description="FAISS inner-product index of the city's users.",
 )
 def user_index(
-    context: AssetExecutionContext, user_embeddings: pa.Table, serving: ServingSettings
+    context: AssetExecutionContext, user_embeddings: pa.Table, vocabulary: Vocabulary, serving: ServingSettings
 ) -> Output[CityIndex]:
-    return _city_index(context, user_embeddings, "user_id", serving)
+    return _city_index(context, user_embeddings, "user_id", serving, vocabulary)
 
 
 def _ref(context: AssetExecutionContext, key, partition: str | None = None) -> ArtifactRef:
@@ -125,10 +125,10 @@ def _key(name: str) -> AssetKey:
     return AssetKey(name)
 
 
-def _index_sizes(context: AssetExecutionContext) -> MetadataValue:
+def _index_sizes(context: AssetExecutionContext, vocabulary: Vocabulary) -> MetadataValue:
     """Per city: the rows, kind and file size of the place and user indices the manifest names."""
     rows = []
-    for slug in CITY_SLUGS:
+    for slug in vocabulary.city_slugs:
         row: dict[str, object] = {"city": slug}
         for name in ("place_index", "user_index"):
             record = latest_materialization(context.instance, _key(name), slug)
@@ -173,6 +173,14 @@ def _require_passed_checks(context: AssetExecutionContext) -> None:
         raise UncheckedArtifact("not publishing a serving manifest; the live one stays: " + "; ".join(failed))
 
 
+def _latest_vocabulary(context: AssetExecutionContext) -> Vocabulary:
+    """The vocabulary whose cities get indices (read after the gate: a fresh instance is refused by it)."""
+    vocabulary = load_latest(context.instance, _key("vocabulary"), [None])
+    if not isinstance(vocabulary, Vocabulary):
+        raise TypeError(f"the vocabulary asset holds a {type(vocabulary).__name__}")
+    return vocabulary
+
+
 ALL_CITIES = AllPartitionMapping()
 
 
@@ -180,6 +188,7 @@ ALL_CITIES = AllPartitionMapping()
     **SERVING,
     kinds={"json"},
     deps=[
+        "vocabulary",
         "trained_model",
         "model_evaluation",  # its blocking quality gate must pass before a model is served
         "hetero_graph",
@@ -192,6 +201,7 @@ ALL_CITIES = AllPartitionMapping()
 )
 def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -> Output[ServingManifest]:
     _require_passed_checks(context)
+    vocabulary = _latest_vocabulary(context)
     model = _ref(context, _key("trained_model"))
     now = dt.datetime.now(dt.UTC)
     manifest = ServingManifest(
@@ -202,8 +212,8 @@ def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -
         graph=_ref(context, _key("hetero_graph")),
         user_embeddings=_ref(context, _key("user_embeddings")),
         place_embeddings=_ref(context, _key("place_embeddings")),
-        place_indices={str(city_id_from_slug(s)): _ref(context, _key("place_index"), s) for s in CITY_SLUGS},
-        user_indices={str(city_id_from_slug(s)): _ref(context, _key("user_index"), s) for s in CITY_SLUGS},
+        place_indices={str(i): _ref(context, _key("place_index"), s) for i, s in enumerate(vocabulary.city_slugs)},
+        user_indices={str(i): _ref(context, _key("user_index"), s) for i, s in enumerate(vocabulary.city_slugs)},
         social_edges_are_friendships=serving.social_edges_are_friendships,
     )
     live = manifest.write(serving.live_manifest_path())
@@ -214,7 +224,7 @@ def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -
             "live_manifest": str(live),
             "model_version": manifest.model_version,
             "version": manifest.version,
-            "indices": _index_sizes(context),
+            "indices": _index_sizes(context, vocabulary),
             "manifest": MetadataValue.json(json.loads(manifest.to_json())),
         },
     )

@@ -1,4 +1,5 @@
-"""World tables, one partition per city: users, places, interactions, social edges, labels."""
+"""The world: its vocabulary (which registers the city partitions), then its tables, one partition
+per city: users, places, interactions, social edges, labels."""
 
 from pathlib import Path
 from typing import Any
@@ -7,14 +8,43 @@ import pyarrow as pa
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, Output, asset
 
 from recsys_assets.metadata import Metadata, column_schema, table_metadata
-from recsys_assets.partitions import city_of, city_partitions
+from recsys_assets.partitions import city_of, city_partitions, register_cities
 from recsys_assets.resources import WorldSource
 from recsys_core import contracts, inbox
+from recsys_core.vocabulary import Vocabulary
 
 WORLD: dict[str, Any] = dict(
     group_name="world", partitions_def=city_partitions, kinds={"python", "parquet"}, owners=["team:data"]
 )
 ALL_PLACES = AssetIn("places", partition_mapping=AllPartitionMapping())
+
+
+@asset(
+    group_name="world",
+    kinds={"python", "json"},
+    owners=["team:data"],
+    description="The world's vocabulary: cities and their neighbourhoods, categories, tags, vibes, time slots "
+    "and price bands. Materializing it registers one partition per city.",
+)
+def vocabulary(context: AssetExecutionContext, world: WorldSource) -> Output[Vocabulary]:
+    words = world.vocabulary()
+    added = register_cities(context.instance, words)
+    if added:
+        context.log.info("registered %d city partition(s): %s", len(added), ", ".join(added[:20]))
+    return Output(
+        words,
+        metadata={
+            "cities": words.n_cities,
+            "city_partitions": MetadataValue.md(", ".join(words.city_slugs)),
+            "neighbourhoods": sum(len(n) for n in words.neighborhoods),
+            "categories": len(words.categories),
+            "tags": len(words.tags),
+            "vibes": len(words.vibes),
+            "time_slots": len(words.time_slots),
+            "price_bands": len(words.price_bands),
+            "new_partitions": len(added),
+        },
+    )
 
 
 def _columns(name: str) -> Metadata:
@@ -27,8 +57,8 @@ def _columns(name: str) -> Metadata:
     metadata=_columns("users"),
     description="Users living in the city: tastes, vibes, frequented neighbourhoods, activity.",
 )
-def users(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
-    table = world.users(city_of(context))
+def users(context: AssetExecutionContext, world: WorldSource, vocabulary: Vocabulary) -> Output[pa.Table]:
+    table = world.users(city_of(context, vocabulary))
     return Output(table, metadata=table_metadata(table, ("home_neighborhood_id",)))
 
 
@@ -37,8 +67,8 @@ def users(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table
     metadata=_columns("places"),
     description="Places in the city: categories, tags, price band, time slot, popularity.",
 )
-def places(context: AssetExecutionContext, world: WorldSource) -> Output[pa.Table]:
-    table = world.places(city_of(context))
+def places(context: AssetExecutionContext, world: WorldSource, vocabulary: Vocabulary) -> Output[pa.Table]:
+    table = world.places(city_of(context, vocabulary))
     return Output(table, metadata=table_metadata(table, ("price_band", "typical_time_slot", "base_popularity")))
 
 
@@ -51,15 +81,20 @@ class InteractionsConfig(Config):
 @asset(
     **WORLD,
     metadata=_columns("interactions"),
-    ins={"users": AssetIn(), "places": ALL_PLACES},
+    ins={"vocabulary": AssetIn(), "users": AssetIn(), "places": ALL_PLACES},
     description="Events of the city's users (by home city), including travel to places in other cities.",
 )
 def interactions(
-    context: AssetExecutionContext, config: InteractionsConfig, world: WorldSource, users: pa.Table, places: pa.Table
+    context: AssetExecutionContext,
+    config: InteractionsConfig,
+    world: WorldSource,
+    vocabulary: Vocabulary,
+    users: pa.Table,
+    places: pa.Table,
 ) -> Output[pa.Table]:
     appended: Metadata = {}
     if not config.append_file:
-        table = world.interactions(city_of(context), users, places)
+        table = world.interactions(city_of(context, vocabulary), users, places)
     else:
         table, added = _with_new_events(context, Path(config.append_file), users, places)
         appended = {"appended_file": MetadataValue.path(config.append_file), "appended_rows": added}
@@ -90,9 +125,9 @@ def _with_new_events(
     description="Soft social edges: each user's most similar neighbours in the city (user_u < user_v).",
 )
 def user_user_edges(
-    context: AssetExecutionContext, world: WorldSource, users: pa.Table, interactions: pa.Table
+    context: AssetExecutionContext, world: WorldSource, vocabulary: Vocabulary, users: pa.Table, interactions: pa.Table
 ) -> Output[pa.Table]:
-    table = world.user_user_edges(city_of(context), users, interactions)
+    table = world.user_user_edges(city_of(context, vocabulary), users, interactions)
     return Output(table, metadata=table_metadata(table, ("interest_overlap_score", "co_attendance_count")))
 
 
@@ -104,9 +139,10 @@ def user_user_edges(
 def friend_labels(
     context: AssetExecutionContext,
     world: WorldSource,
+    vocabulary: Vocabulary,
     users: pa.Table,
     interactions: pa.Table,
     user_user_edges: pa.Table,
 ) -> Output[pa.Table]:
-    table = world.friend_labels(city_of(context), users, interactions, user_user_edges)
+    table = world.friend_labels(city_of(context, vocabulary), users, interactions, user_user_edges)
     return Output(table, metadata=table_metadata(table, ("label_compat", "label_attend")))

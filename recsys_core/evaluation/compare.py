@@ -24,7 +24,7 @@ from recsys_core import baselines, social
 from recsys_core.evaluation import protocol
 from recsys_core.evaluation.served_ranking import local_matrix, score_city
 from recsys_core.evaluation.split import Split, training_graph
-from recsys_core.features import USER_LAYOUT
+from recsys_core.features import FeatureLayouts
 from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
@@ -130,6 +130,8 @@ def compare(
     any_model = next(iter(models.values()))
     train_graph = training_graph(bundle, split)
     inputs = GraphInputs.from_hetero(train_graph, any_model.config.use_social, any_model.config.time_decay)
+    for trained in models.values():
+        trained.check_fits(bundle.vocabulary, inputs)
     user_city, place_city = inputs.city["user"].numpy(), inputs.city["place"].numpy()
     n_users, n_places = inputs.num_nodes["user"], inputs.num_nodes["place"]
     ei = bundle.data[INTERACTS].edge_index.numpy()
@@ -199,13 +201,14 @@ def _compare_friends(
         pairs = np.stack([u, v], axis=1)
         scores["common_neighbours"] = baselines.common_neighbours(adj, pairs)
         scores["adamic_adar"] = baselines.adamic_adar(adj, pairs)
+    fine_pref = FeatureLayouts.for_vocabulary(bundle.vocabulary).user["fine_pref"]
     if x.shape[1]:
-        fine = x[:, USER_LAYOUT["fine_pref"]].numpy()
+        fine = x[:, fine_pref].numpy()
         scores["feature_cosine"] = baselines.feature_cosine(fine, np.stack([u, v], axis=1))
     if world is not None:
         # The generator's own attendance probability: the ceiling for attendance AUC.
         ids = bundle.data["user"].node_id.numpy()
-        unit = social.unit_rows(np.asarray(x[:, USER_LAYOUT["fine_pref"]]))
+        unit = social.unit_rows(np.asarray(x[:, fine_pref]))
         overlap = social.pair_cosine(unit, u, v)
         co = social.lookup_pair_counts(social.co_attendance_counts(world.interactions), ids[u], ids[v])
         oracle_compat = social.compatibility_label(overlap, co).astype(np.float64)

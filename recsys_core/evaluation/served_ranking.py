@@ -60,7 +60,7 @@ def score_city(
         cand = top[rows]
         u = torch.from_numpy(np.repeat(users[rows], depth))
         p = torch.from_numpy(places[cand.ravel()])
-        ctx = PlaceContext.neutral(torch.full((len(u),), city, dtype=torch.long))
+        ctx = PlaceContext.neutral(torch.full((len(u),), city, dtype=torch.long), model.layouts)
         head = model.place_scores(z["user"][u], z["place"][p], ctx, place_x[p]).numpy().astype(np.float64)
         head = head.reshape(len(rows), depth)
         valid = np.isfinite(np.take_along_axis(scores[rows], cand, axis=1))

@@ -1,4 +1,11 @@
-"""Checkpoints without pickle: a dict of tensors (weights_only loading) plus JSON beside it."""
+"""Checkpoints without pickle: a dict of tensors (weights_only loading) plus JSON beside it.
+
+Beside them, the vocabulary the model was trained on (vocabulary.json): what its ids mean, and
+what serving names them with. `ModelConfig.from_json` reads configs saved before the vocabulary
+sizes were fields as the built-in vocabulary's (the fields' defaults), and `load_vocabulary`
+reads a directory without vocabulary.json as the built-in vocabulary: older checkpoints load as
+what they are.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,21 @@ import torch
 
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
+from recsys_core.vocabulary import BUILTIN, VOCABULARY_FILE, Vocabulary
 
 WEIGHTS = "model.pt"
 CONFIG = "model.json"
 
 
-def save_checkpoint(model: GraphRec, directory: Path, extra: dict[str, object] | None = None) -> Path:
+def save_checkpoint(
+    model: GraphRec, directory: Path, extra: dict[str, object] | None = None, vocabulary: Vocabulary | None = None
+) -> Path:
+    """Weights and model.json in `directory`; with `vocabulary` (the model's), vocabulary.json too."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if vocabulary is not None:
+        model.check_fits(vocabulary)
+        vocabulary.save(directory)
     path = directory / WEIGHTS
     tmp = path.with_suffix(".tmp")
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
@@ -29,6 +43,12 @@ def save_checkpoint(model: GraphRec, directory: Path, extra: dict[str, object] |
     }
     (directory / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return path
+
+
+def load_vocabulary(directory: Path) -> Vocabulary:
+    """The vocabulary saved beside a checkpoint; the built-in one for checkpoints from before vocabularies were data."""
+    directory = Path(directory)
+    return Vocabulary.load(directory) if (directory / VOCABULARY_FILE).exists() else BUILTIN
 
 
 def load_checkpoint(directory: Path) -> tuple[GraphRec, dict[str, Any]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from recsys_core.features import FeatureLayouts
+from recsys_core.vocabulary import BUILTIN, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -22,8 +25,15 @@ class ModelConfig:
     featureless: bool = False
     n_users: int = 0
     n_places: int = 0
-    n_cities: int = 8
-    n_neighborhoods: int = 15
+    # The vocabulary's sizes (`for_vocabulary`): embedding tables and feature widths follow them.
+    # The defaults are the built-in vocabulary's, which checkpoints from before these fields have.
+    n_cities: int = BUILTIN.n_cities
+    n_neighborhoods: int = BUILTIN.n_neighborhoods
+    n_categories: int = len(BUILTIN.categories)
+    n_tags: int = len(BUILTIN.tags)
+    n_vibes: int = len(BUILTIN.vibes)
+    n_time_slots: int = len(BUILTIN.time_slots)
+    n_price_bands: int = len(BUILTIN.price_bands)
     use_social: bool = True
     # Extra edge-weight input: exp(-days since the pair's last event / 30).
     time_decay: bool = False
@@ -40,6 +50,25 @@ class ModelConfig:
             problems.append("featureless mode needs n_users and n_places")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
+
+    @classmethod
+    def for_vocabulary(cls, vocabulary: Vocabulary, **settings: Any) -> ModelConfig:
+        """A config whose widths follow `vocabulary`; `settings` are the other hyperparameters."""
+        sizes = {
+            "n_cities": vocabulary.n_cities,
+            "n_neighborhoods": vocabulary.n_neighborhoods,
+            "n_categories": len(vocabulary.categories),
+            "n_tags": len(vocabulary.tags),
+            "n_vibes": len(vocabulary.vibes),
+            "n_time_slots": len(vocabulary.time_slots),
+            "n_price_bands": len(vocabulary.price_bands),
+        }
+        return cls(**{**sizes, **settings})
+
+    @property
+    def layouts(self) -> FeatureLayouts:
+        """The feature layouts of the inputs this model reads."""
+        return FeatureLayouts.for_sizes(self.n_categories, self.n_tags, self.n_vibes, self.n_neighborhoods)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

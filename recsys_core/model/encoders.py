@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.features import FeatureLayouts
 from recsys_core.model.config import ModelConfig
-from recsys_core.taxonomy import C_COARSE, C_FINE, N_PRICE_BANDS, N_TIME_SLOTS
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -53,15 +52,16 @@ class UserEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.layout = config.layouts.user
         self.location = _LocationEmbedding(config)
-        continuous = USER_LAYOUT.width - 2 + (USER_LAYOUT["fine_pref"].stop - USER_LAYOUT["fine_pref"].start)
+        continuous = self.layout.width - 2 + self.layout.size("fine_pref")
         self.mlp = mlp([self.location.dim + continuous, 2 * config.d_model, config.d_model], config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        city = x[:, USER_LAYOUT["city_id"]].squeeze(-1).long()
-        home = x[:, USER_LAYOUT["home_neighborhood_id"]].squeeze(-1).long()
-        fine = unit(x[:, USER_LAYOUT["fine_pref"]])
+        city = x[:, self.layout["city_id"]].squeeze(-1).long()
+        home = x[:, self.layout["home_neighborhood_id"]].squeeze(-1).long()
+        fine = unit(x[:, self.layout["fine_pref"]])
         out: torch.Tensor = self.norm(self.mlp(torch.cat([self.location(city, home), x[:, 2:], fine], dim=-1)))
         return out
 
@@ -71,55 +71,43 @@ class PlaceEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.layout = config.layouts.place
         self.location = _LocationEmbedding(config)
-        self.price = nn.Embedding(N_PRICE_BANDS, 8)
-        self.slot = nn.Embedding(N_TIME_SLOTS, 8)
-        self.continuous = [
-            PLACE_LAYOUT["category_one_hot"],
-            PLACE_LAYOUT["fine_tag_vector"],
-            PLACE_LAYOUT["popularity"],
-        ]
-        width = (
-            sum(s.stop - s.start for s in self.continuous)
-            + PLACE_LAYOUT["fine_tag_vector"].stop
-            - PLACE_LAYOUT["fine_tag_vector"].start
-        )
+        self.price = nn.Embedding(config.n_price_bands, 8)
+        self.slot = nn.Embedding(config.n_time_slots, 8)
+        self.continuous = [self.layout[name] for name in ("category_one_hot", "fine_tag_vector", "popularity")]
+        width = sum(s.stop - s.start for s in self.continuous) + self.layout.size("fine_tag_vector")
         self.mlp = mlp([self.location.dim + 16 + width, 2 * config.d_model, config.d_model], config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def col(name: str) -> torch.Tensor:
-            return x[:, PLACE_LAYOUT[name]].squeeze(-1).long()
+            return x[:, self.layout[name]].squeeze(-1).long()
 
         parts = [
             self.location(col("city_id"), col("neighborhood_id")),
             self.price(col("price_band")),
             self.slot(col("typical_time_slot")),
             *(x[:, s] for s in self.continuous),
-            unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
+            unit(x[:, self.layout["fine_tag_vector"]]),
         ]
         out: torch.Tensor = self.norm(self.mlp(torch.cat(parts, dim=-1)))
         return out
 
 
-def user_taste_inputs(x: torch.Tensor) -> torch.Tensor:
+def user_taste_inputs(x: torch.Tensor, layouts: FeatureLayouts) -> torch.Tensor:
     """What a user wants, in the same coordinates as `place_taste_inputs` describes a place."""
-    return torch.cat(
-        [unit(x[:, USER_LAYOUT["fine_pref"]]), x[:, USER_LAYOUT["cat_pref"]], x[:, USER_LAYOUT["area_freqs"]]], dim=-1
-    )
+    user = layouts.user
+    return torch.cat([unit(x[:, user["fine_pref"]]), x[:, user["cat_pref"]], x[:, user["area_freqs"]]], dim=-1)
 
 
-def place_taste_inputs(x: torch.Tensor) -> torch.Tensor:
+def place_taste_inputs(x: torch.Tensor, layouts: FeatureLayouts) -> torch.Tensor:
     """What a place offers: unit tag vector, categories, neighbourhood one-hot, popularity."""
-    neighborhood = x[:, PLACE_LAYOUT["neighborhood_id"]].squeeze(-1).long()
-    local = F.one_hot(neighborhood, USER_LAYOUT.size("area_freqs")).float()
+    place = layouts.place
+    neighborhood = x[:, place["neighborhood_id"]].squeeze(-1).long()
+    local = F.one_hot(neighborhood, layouts.user.size("area_freqs")).float()
     return torch.cat(
-        [
-            unit(x[:, PLACE_LAYOUT["fine_tag_vector"]]),
-            x[:, PLACE_LAYOUT["category_one_hot"]],
-            local,
-            x[:, PLACE_LAYOUT["popularity"]],
-        ],
+        [unit(x[:, place["fine_tag_vector"]]), x[:, place["category_one_hot"]], local, x[:, place["popularity"]]],
         dim=-1,
     )
 
@@ -135,8 +123,10 @@ class WideTaste(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        user_width = C_FINE + C_COARSE + USER_LAYOUT.size("area_freqs")
-        place_width = user_width + PLACE_LAYOUT.size("popularity")
+        self.layouts = config.layouts
+        user = self.layouts.user
+        user_width = user.size("fine_pref") + user.size("cat_pref") + user.size("area_freqs")
+        place_width = user_width + self.layouts.place.size("popularity")
         self.user = nn.Linear(user_width, config.d_model)
         self.place = nn.Linear(place_width, config.d_model)
         for layer in (self.user, self.place):
@@ -144,7 +134,10 @@ class WideTaste(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"user": self.user(user_taste_inputs(x["user"])), "place": self.place(place_taste_inputs(x["place"]))}
+        return {
+            "user": self.user(user_taste_inputs(x["user"], self.layouts)),
+            "place": self.place(place_taste_inputs(x["place"], self.layouts)),
+        }
 
 
 class IdEncoder(nn.Module):

@@ -9,17 +9,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_core.features import FeatureLayouts
 from recsys_core.model.backbone import HeteroBackbone
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.encoders import IdEncoder, PlaceEncoder, UserEncoder, WideTaste
 from recsys_core.model.heads import ContextEncoder, FriendHead, PlaceContext, PlaceHead, match_features, pair_features
 from recsys_core.model.inputs import GraphInputs
+from recsys_core.vocabulary import Vocabulary
+
+# The config fields that follow the vocabulary (`ModelConfig.for_vocabulary`).
+VOCABULARY_SIZES = (
+    "n_cities",
+    "n_neighborhoods",
+    "n_categories",
+    "n_tags",
+    "n_vibes",
+    "n_time_slots",
+    "n_price_bands",
+)
+
+
+def vocabulary_mismatches(config: ModelConfig, vocabulary: Vocabulary) -> list[str]:
+    """The sizes in which `config` is not a model of `vocabulary` (empty when it is)."""
+    expected = ModelConfig.for_vocabulary(vocabulary)
+    return [
+        f"{name} {getattr(config, name)} (vocabulary: {getattr(expected, name)})"
+        for name in VOCABULARY_SIZES
+        if getattr(config, name) != getattr(expected, name)
+    ]
 
 
 class GraphRec(nn.Module):
     def __init__(self, config: ModelConfig, edge_dims: dict[tuple[str, str, str], int]):
         super().__init__()
         self.config = config
+        self.layouts: FeatureLayouts = config.layouts  # of the node features it reads (built once)
         self.edge_dims = dict(edge_dims)
         if config.featureless:
             self.encoders = nn.ModuleDict(
@@ -41,6 +65,17 @@ class GraphRec(nn.Module):
         self.place_head = PlaceHead(config)
         self.friend_head = FriendHead(config)
 
+    def check_fits(self, vocabulary: Vocabulary, inputs: GraphInputs | None = None) -> None:
+        """Raise ValueError unless this model's widths are those of `vocabulary` (and of `inputs`' features)."""
+        problems = vocabulary_mismatches(self.config, vocabulary)
+        if inputs is not None:
+            for node, layout in (("user", self.layouts.user), ("place", self.layouts.place)):
+                width = inputs.x[node].shape[1]
+                if width and width != layout.width:
+                    problems.append(f"{node} features {width} wide (model: {layout.width})")
+        if problems:
+            raise ValueError("the model does not fit the graph's vocabulary: " + "; ".join(problems))
+
     def embed(self, inputs: GraphInputs) -> dict[str, torch.Tensor]:
         """Final embeddings of every user and place (full-graph pass)."""
         h = {t: self.encoders[t](inputs.x[t]) for t in ("user", "place")}
@@ -60,7 +95,9 @@ class GraphRec(nn.Module):
         self, z_u: torch.Tensor, z_p: torch.Tensor, ctx: PlaceContext, place_x: torch.Tensor
     ) -> torch.Tensor:
         """Re-ranking score of aligned (user, place, context) rows."""
-        correction: torch.Tensor = self.place_head(z_u, z_p, self.context(ctx), match_features(ctx, place_x))
+        correction: torch.Tensor = self.place_head(
+            z_u, z_p, self.context(ctx), match_features(ctx, place_x, self.layouts)
+        )
         return self.retrieval_scores(z_u, z_p) + correction
 
     def serving_blocks(self) -> dict[str, torch.Tensor]:
@@ -71,5 +108,5 @@ class GraphRec(nn.Module):
         self, z_u: torch.Tensor, z_v: torch.Tensor, x_u: torch.Tensor, x_v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(compatibility logit, attendance logit) of aligned user pairs."""
-        scores: tuple[torch.Tensor, torch.Tensor] = self.friend_head(z_u, z_v, pair_features(x_u, x_v))
+        scores: tuple[torch.Tensor, torch.Tensor] = self.friend_head(z_u, z_v, pair_features(x_u, x_v, self.layouts))
         return scores

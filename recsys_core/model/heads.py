@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.features import FeatureLayouts
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.encoders import linear_at, mlp
-from recsys_core.taxonomy import C_COARSE, C_FINE, N_TIME_SLOTS
 
-ANY_SLOT = N_TIME_SLOTS  # "no time slot asked for"
+# "No time slot asked for", whatever the vocabulary's slots: the context encoder gives it the row
+# after the vocabulary's last slot, and it never matches a place's slot. That row's own index,
+# `config.n_time_slots`, means the same everywhere (same embedding row, never a place's slot).
+ANY_SLOT = -1
 N_MATCH_FEATURES = 3
 N_PAIR_FEATURES = 3
 
@@ -24,13 +26,15 @@ class PlaceContext:
 
     city: torch.Tensor  # (B,) long
     time_slot: torch.Tensor  # (B,) long, ANY_SLOT when unspecified
-    categories: torch.Tensor  # (B, 6) multi-hot
-    tags: torch.Tensor  # (B, 100) multi-hot
+    categories: torch.Tensor  # (B, n_categories) multi-hot
+    tags: torch.Tensor  # (B, n_tags) multi-hot
 
     @classmethod
-    def neutral(cls, city: torch.Tensor) -> PlaceContext:
+    def neutral(cls, city: torch.Tensor, layouts: FeatureLayouts) -> PlaceContext:
+        """Nothing asked for but the city; widths are those of the places' features (`layouts`)."""
         n = len(city)
-        return cls(city, torch.full((n,), ANY_SLOT), torch.zeros(n, C_COARSE), torch.zeros(n, C_FINE))
+        categories = torch.zeros(n, layouts.place.size("category_one_hot"))
+        return cls(city, torch.full((n,), ANY_SLOT), categories, torch.zeros(n, layouts.place.size("fine_tag_vector")))
 
     def index(self, idx: torch.Tensor) -> PlaceContext:
         return PlaceContext(self.city[idx], self.time_slot[idx], self.categories[idx], self.tags[idx])
@@ -39,38 +43,48 @@ class PlaceContext:
 class ContextEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.any_slot = config.n_time_slots  # the slot embedding's row for ANY_SLOT
         self.city = nn.Embedding(config.n_cities, 8)
-        self.slot = nn.Embedding(N_TIME_SLOTS + 1, 8)
-        self.wishes = nn.Linear(C_COARSE + C_FINE, 16)
+        self.slot = nn.Embedding(config.n_time_slots + 1, 8)
+        self.wishes = nn.Linear(config.n_categories + config.n_tags, 16)
         self.out = nn.Linear(32, config.d_ctx)
 
     def forward(self, ctx: PlaceContext) -> torch.Tensor:
         wishes = F.relu(self.wishes(torch.cat([ctx.categories, ctx.tags], dim=-1)))
-        out: torch.Tensor = self.out(torch.cat([self.city(ctx.city), self.slot(ctx.time_slot), wishes], dim=-1))
+        slot = torch.where(ctx.time_slot == ANY_SLOT, self.any_slot, ctx.time_slot)
+        out: torch.Tensor = self.out(torch.cat([self.city(ctx.city), self.slot(slot), wishes], dim=-1))
         return out
 
 
-def match_features(ctx: PlaceContext, place_x: torch.Tensor) -> torch.Tensor:
-    """How well each place fits the request: category, tag and time-slot match (0 when not asked)."""
+def match_features(ctx: PlaceContext, place_x: torch.Tensor, layouts: FeatureLayouts) -> torch.Tensor:
+    """How well each place fits the request: category, tag and time-slot match (0 when not asked).
+
+    `place_x` rows are in `layouts.place` (the model's `config.layouts`).
+    """
     if place_x.shape[1] == 0:
         return torch.zeros(len(ctx.city), N_MATCH_FEATURES)
-    cats = place_x[:, PLACE_LAYOUT["category_one_hot"]]
-    tags = (place_x[:, PLACE_LAYOUT["fine_tag_vector"]] > 0).float()
-    slot = place_x[:, PLACE_LAYOUT["typical_time_slot"]].squeeze(-1).long()
+    place = layouts.place
+    cats = place_x[:, place["category_one_hot"]]
+    tags = (place_x[:, place["fine_tag_vector"]] > 0).float()
+    slot = place_x[:, place["typical_time_slot"]].squeeze(-1).long()
     cat_match = ((ctx.categories * (cats > 0)).sum(-1) > 0).float()
     tag_match = (ctx.tags * tags).sum(-1) / ctx.tags.sum(-1).clamp_min(1.0)
     slot_match = ((slot == ctx.time_slot) & (ctx.time_slot != ANY_SLOT)).float()
     return torch.stack([cat_match, tag_match, slot_match], dim=-1)
 
 
-def pair_features(x_u: torch.Tensor, x_v: torch.Tensor) -> torch.Tensor:
-    """Raw-feature similarity of two users: fine-taste cosine, vibe cosine, neighbourhood overlap."""
+def pair_features(x_u: torch.Tensor, x_v: torch.Tensor, layouts: FeatureLayouts) -> torch.Tensor:
+    """Raw-feature similarity of two users: fine-taste cosine, vibe cosine, neighbourhood overlap.
+
+    `x_u` / `x_v` rows are in `layouts.user` (the model's `config.layouts`).
+    """
     if x_u.shape[1] == 0:
         return torch.zeros(len(x_u), N_PAIR_FEATURES)
-    fine = F.cosine_similarity(x_u[:, USER_LAYOUT["fine_pref"]], x_v[:, USER_LAYOUT["fine_pref"]], dim=-1)
-    vibe = F.cosine_similarity(x_u[:, USER_LAYOUT["vibe_pref"]], x_v[:, USER_LAYOUT["vibe_pref"]], dim=-1)
-    same_city = (x_u[:, 0] == x_v[:, 0]).float()
-    area = torch.minimum(x_u[:, USER_LAYOUT["area_freqs"]], x_v[:, USER_LAYOUT["area_freqs"]]).sum(-1) * same_city
+    user = layouts.user
+    fine = F.cosine_similarity(x_u[:, user["fine_pref"]], x_v[:, user["fine_pref"]], dim=-1)
+    vibe = F.cosine_similarity(x_u[:, user["vibe_pref"]], x_v[:, user["vibe_pref"]], dim=-1)
+    same_city = (x_u[:, user["city_id"]] == x_v[:, user["city_id"]]).squeeze(-1).float()
+    area = torch.minimum(x_u[:, user["area_freqs"]], x_v[:, user["area_freqs"]]).sum(-1) * same_city
     return torch.stack([fine, vibe, area], dim=-1)
 
 

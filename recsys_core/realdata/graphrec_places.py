@@ -25,6 +25,7 @@ from recsys_core.model.inputs import GraphInputs
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.loop import train
 from recsys_core.training.state import TrainResult
+from recsys_core.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ def _split(bundle_edges: np.ndarray, n_items: int, val: sp.csr_matrix) -> Split:
     return Split(np.flatnonzero(~is_val), np.flatnonzero(is_val), empty, empty, empty, empty)
 
 
-def model_config(dataset: InteractionDataset, d_model: int = 64) -> ModelConfig:
-    return ModelConfig(
+def model_config(dataset: InteractionDataset, vocabulary: Vocabulary, d_model: int = 64) -> ModelConfig:
+    """The featureless model of `dataset`, sized to `vocabulary` (its graph bundle's)."""
+    return ModelConfig.for_vocabulary(
+        vocabulary,
         d_model=d_model,
         n_layers=2,
         dropout=0.0,
@@ -100,7 +103,7 @@ def fit_graphrec(
         time_budget_s=time_budget_s,
         seed=seed,
     )
-    mc = model_config(dataset, d_model)
+    mc = model_config(dataset, bundle.vocabulary, d_model)
     result = train(bundle, split, mc, config)
     logger.info(
         "GraphRec: best validation recall@20 %.4f at step %d (%s)",

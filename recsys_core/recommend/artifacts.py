@@ -3,6 +3,11 @@
 After `load` returns, no request touches the disk: embeddings, features, the per-city
 indices, who-has-been-where and the model heads all live in this object. A new manifest
 gives a new object; the old one keeps serving the requests that already hold it.
+
+The world's vocabulary (the names behind city, neighbourhood, category, tag, vibe and time-slot
+ids) comes with the model: `vocabulary.json` in the model's artifact directory, or the built-in
+vocabulary for a model saved before there was one. The feature layouts follow from it, and must
+be the layouts the model was trained on (its config); requests are parsed and explained in it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ import scipy.sparse as sp
 import torch
 
 from recsys_core.explain import place_name
+from recsys_core.features import FeatureLayouts, Layout
 from recsys_core.graph import INTERACTS, SOCIAL, load_graph_tensors
 from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
+from recsys_core.model import checkpoint
 from recsys_core.model.checkpoint import load_checkpoint
-from recsys_core.model.graphrec import GraphRec
+from recsys_core.model.config import ModelConfig
+from recsys_core.model.graphrec import GraphRec, vocabulary_mismatches
 from recsys_core.recommend.fast_head import FastFriendHead, FastPlaceHead
+from recsys_core.recommend.limits import MAX_NAME_CHARS, MAX_TIME_SLOTS
 from recsys_core.retrieval.embeddings import embedding_matrix
 from recsys_core.retrieval.index import CityIndex
+from recsys_core.vocabulary import VOCABULARY_FILE, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -76,19 +86,83 @@ def _check_index(name: str, ref: ArtifactRef, index: CityIndex, model_dim: int, 
         )
 
 
+def load_vocabulary(model_ref: ArtifactRef) -> Vocabulary:
+    """The vocabulary saved with the model (`vocabulary.json` beside its weights); the built-in
+    one for a model saved before vocabularies were. A file that is there but unreadable or
+    invalid is a ManifestError naming it, never a silent fallback to the built-in names."""
+    path = model_ref.directory / VOCABULARY_FILE
+    try:
+        vocabulary = checkpoint.load_vocabulary(model_ref.directory)
+    except Exception as exc:  # not JSON, not a vocabulary, unreadable ...
+        raise ManifestError(f"vocabulary ({path}) cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if len(vocabulary.time_slots) > MAX_TIME_SLOTS:
+        raise ManifestError(
+            f"vocabulary ({path}) has {len(vocabulary.time_slots)} time slots; "
+            f"the service takes at most {MAX_TIME_SLOTS}"
+        )
+    for what, names in (("categories", vocabulary.categories), ("tags", vocabulary.tags)):
+        long = [n for n in names if len(n) > MAX_NAME_CHARS]
+        if long:
+            logger.warning(
+                "vocabulary %s: %d %s longer than %d characters can only be asked for by id, e.g. %r",
+                path,
+                len(long),
+                what,
+                MAX_NAME_CHARS,
+                long[0][:80],
+            )
+    return vocabulary
+
+
+def _layout_differences(kind: str, ours: Layout, theirs: Layout) -> list[str]:
+    if ours.blocks == theirs.blocks:
+        return []
+    mine, model = dict(ours.blocks), dict(theirs.blocks)
+    differ = [b for b in dict.fromkeys([*mine, *model]) if mine.get(b) != model.get(b)]
+    return [f"{kind} block {b} is {mine.get(b)} wide for the vocabulary, {model.get(b)} for the model" for b in differ]
+
+
+def vocabulary_layouts(vocabulary: Vocabulary, config: ModelConfig, where: str) -> FeatureLayouts:
+    """The vocabulary's feature layouts, which must be the model's (`config.layouts`), and the
+    vocabulary's other sizes the model's too; otherwise a ManifestError naming every mismatch
+    (`where` says which vocabulary it is)."""
+    layouts, model_layouts = FeatureLayouts.for_vocabulary(vocabulary), config.layouts
+    problems = vocabulary_mismatches(config, vocabulary)
+    problems += _layout_differences("user layout", layouts.user, model_layouts.user)
+    problems += _layout_differences("place layout", layouts.place, model_layouts.place)
+    if problems:
+        raise ManifestError(f"the vocabulary ({where}) does not match the model: " + "; ".join(problems))
+    return layouts
+
+
+def _check_features(graph_ref: ArtifactRef, layouts: FeatureLayouts, x_user: torch.Tensor, x_place: np.ndarray) -> None:
+    """Feature matrices are the layouts' width (or empty, for interaction-only data)."""
+    for kind, width, layout in (("user", x_user.shape[1], layouts.user), ("place", x_place.shape[1], layouts.place)):
+        if width not in (0, layout.width):
+            raise ManifestError(
+                f"graph ({graph_ref.target}): {kind} features are {width} wide, "
+                f"but the vocabulary's {kind} layout is {layout.width} wide"
+            )
+
+
 class PlaceNames:
     """Place names, each made on first use: naming all 10k places at load is 0.16 s of Python holding
     the GIL while requests wait (a hot reload), where a request shows ten."""
 
-    def __init__(self, x_place: np.ndarray, place_ids: np.ndarray):
+    def __init__(self, x_place: np.ndarray, place_ids: np.ndarray, vocabulary: Vocabulary, layouts: FeatureLayouts):
         self._x, self._ids = x_place, place_ids
+        self._vocabulary, self._layouts = vocabulary, layouts
         self._made: dict[int, str] = {}
 
     def __getitem__(self, index: SupportsInt) -> str:
         index = int(index)
         name = self._made.get(index)
         if name is None:
-            name = self._made[index] = place_name(self._x[index]) if self._x.shape[1] else f"place {self._ids[index]}"
+            name = self._made[index] = (
+                place_name(self._x[index], vocabulary=self._vocabulary, layouts=self._layouts)
+                if self._x.shape[1]
+                else f"place {self._ids[index]}"
+            )
         return name
 
     def __len__(self) -> int:
@@ -99,6 +173,8 @@ class PlaceNames:
 class ServingArtifacts:
     manifest: ServingManifest
     model: GraphRec
+    vocabulary: Vocabulary  # the names behind the ids: requests are parsed and explained in it
+    layouts: FeatureLayouts  # where each block of x_user / x_place is (the model's layouts)
     user_ids: np.ndarray  # sorted, index = node index
     place_ids: np.ndarray
     z_user: torch.Tensor
@@ -154,6 +230,10 @@ class ServingArtifacts:
             manifest.verify()
         with _reading("model", manifest.model):
             model, _ = load_checkpoint(manifest.model.directory)
+        vocabulary = load_vocabulary(manifest.model)
+        vocabulary_file = manifest.model.directory / VOCABULARY_FILE
+        where = str(vocabulary_file) if vocabulary_file.exists() else f"the built-in one: no {vocabulary_file}"
+        layouts = vocabulary_layouts(vocabulary, model.config, where)
         dim = model.config.d_model
         with _reading("graph", manifest.graph):
             graph = load_graph_tensors(manifest.graph.directory)  # plain tensors: no PyG import in the service
@@ -193,10 +273,18 @@ class ServingArtifacts:
             uncovered = sorted(set(np.unique(user_city).tolist()) - set(indices[kind]))
             if uncovered:
                 raise ManifestError(f"{kind}: the manifest has no index for cities {uncovered}, where users live")
+            unnamed = sorted(c for c in indices[kind] if not 0 <= c < vocabulary.n_cities)
+            if unnamed:
+                raise ManifestError(
+                    f"{kind}: the manifest has indices for cities {unnamed}, "
+                    f"but the vocabulary has {vocabulary.n_cities} cities (ids 0..{vocabulary.n_cities - 1})"
+                )
         with _reading("graph and model together", manifest.graph):
             artifacts = cls._assemble(
                 manifest,
                 model,
+                vocabulary,
+                layouts,
                 graph,
                 users,
                 u_rows,
@@ -217,6 +305,8 @@ class ServingArtifacts:
         cls,
         manifest: ServingManifest,
         model: GraphRec,
+        vocabulary: Vocabulary,
+        layouts: FeatureLayouts,
         graph: dict[str, torch.Tensor],
         users: pa.Table,
         u_rows: np.ndarray,
@@ -244,10 +334,13 @@ class ServingArtifacts:
             )
         x_user = graph.get("node/user/x", torch.zeros(n_users, 0)).float()
         x_place = graph.get("node/place/x", torch.zeros(n_places, 0)).float().numpy()
+        _check_features(manifest.graph, layouts, x_user, x_place)
         mean, std = _home_city_score_stats(z_user, z_place, user_city, place_city)
         return cls(
             manifest=manifest,
             model=model.eval(),
+            vocabulary=vocabulary,
+            layouts=layouts,
             user_ids=user_ids,
             place_ids=place_ids,
             z_user=z_user,
@@ -259,13 +352,13 @@ class ServingArtifacts:
             friends=friends,
             influences=influences,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()),
-            place_names=PlaceNames(x_place, place_ids),
+            place_names=PlaceNames(x_place, place_ids, vocabulary, layouts),
             place_indices=indices["place_index"],
             user_indices=indices["user_index"],
             score_mean=mean,
             score_std=std,
-            place_head=FastPlaceHead(model, z_place, x_place),
-            friend_head=FastFriendHead(model, x_user.numpy()),
+            place_head=FastPlaceHead(model, z_place, x_place, layouts.place),
+            friend_head=FastFriendHead(model, x_user.numpy(), layouts.user),
             z_user_np=z_user.numpy(),
             x_user_np=x_user.numpy(),
             x_place_np=x_place,

@@ -8,6 +8,9 @@ per request), and the request context's embedding is memoised. The friend head g
 treatment: its symmetric trunk sees each pair in both orders, but the terms the two orders share
 (product, distance, raw pair features) are computed once. `tests/test_serving_fast_head.py`
 holds them equal to `GraphRec.place_scores` and `GraphRec.friend_scores`.
+
+Where the features' blocks are comes from the layouts the model reads (`model.config.layouts`,
+or the served artifacts' layouts, which are checked to be the same), never from a constant.
 """
 
 from __future__ import annotations
@@ -20,17 +23,11 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from recsys_core.features import PLACE_LAYOUT, USER_LAYOUT
+from recsys_core.features import Layout
 from recsys_core.model.encoders import linear_at
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
 
-_CATS, _TAGS, _SLOT = (
-    PLACE_LAYOUT["category_one_hot"],
-    PLACE_LAYOUT["fine_tag_vector"],
-    PLACE_LAYOUT["typical_time_slot"],
-)
-_FINE, _VIBE, _AREA = USER_LAYOUT["fine_pref"], USER_LAYOUT["vibe_pref"], USER_LAYOUT["area_freqs"]
 _COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's
 
 # (kind, parameters) per layer: a linear layer's weight and bias, a norm's weight, bias and eps.
@@ -80,9 +77,25 @@ def _run(layers: _Layers, h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _check_width(what: str, x: np.ndarray, layout: Layout) -> None:
+    if x.shape[1] not in (0, layout.width):
+        raise ValueError(f"{what} features are {x.shape[1]} wide, but their layout is {layout.width} wide")
+
+
 class FastPlaceHead:
-    def __init__(self, model: GraphRec, z_place: torch.Tensor, place_x: np.ndarray):
+    """`GraphRec.place_scores` for one user against many places under one request context.
+
+    `slot` None (or the model's ANY_SLOT, or `any_slot`) is "no time slot asked for"; `layout`
+    defaults to the place layout of the model's config.
+    """
+
+    def __init__(self, model: GraphRec, z_place: torch.Tensor, place_x: np.ndarray, layout: Layout | None = None):
         d, d_ctx = model.config.d_model, model.config.d_ctx
+        layout = layout if layout is not None else model.config.layouts.place
+        _check_width("place", place_x, layout)
+        # "No time slot" as the context encoder's row for it: the one after the model's last slot.
+        self.any_slot = model.config.n_time_slots
+        self.n_categories, self.n_tags = model.config.n_categories, model.config.n_tags
         blocks = {k: v.numpy() for k, v in model.serving_blocks().items()}
         self.user_w, self.product_w, self.distance_w = blocks["user"], blocks["product"], blocks["distance"]
         self.ctx_w, self.match_w = blocks["ctx"], blocks["match"]
@@ -92,13 +105,13 @@ class FastPlaceHead:
         self.place_w = blocks["place"]
         self.has_features = place_x.shape[1] > 0
         if self.has_features:
-            self.place_cats = place_x[:, _CATS] > 0
-            self.place_tags = place_x[:, _TAGS] > 0
-            self.place_slot = place_x[:, _SLOT][:, 0].astype(np.int64)
+            self.place_cats = place_x[:, layout["category_one_hot"]] > 0
+            self.place_tags = place_x[:, layout["fine_tag_vector"]] > 0
+            self.place_slot = place_x[:, layout["typical_time_slot"]][:, 0].astype(np.int64)
         # The cached function holds the model, not `self`: no reference cycle, so a replaced
         # version is freed by reference counting the moment its last request returns.
-        encode = FastPlaceHead._encode_context
-        self._context = lru_cache(maxsize=4096)(lambda key, model=model: encode(model, *key))
+        encode, sizes = FastPlaceHead._encode_context, (self.n_categories, self.n_tags)
+        self._context = lru_cache(maxsize=4096)(lambda key, model=model: encode(model, sizes, *key))
         if self.user_w.shape[0] != d or self.ctx_w.shape[0] != d_ctx:
             raise ValueError(
                 f"place head blocks do not fit the model: {self.user_w.shape[0]} user rows for d_model={d}, "
@@ -108,10 +121,12 @@ class FastPlaceHead:
     @staticmethod
     @torch.no_grad()
     def _encode_context(
-        model: GraphRec, city: int, slot: int, cats: tuple[int, ...], tags: tuple[int, ...]
+        model: GraphRec, sizes: tuple[int, int], city: int, slot: int, cats: tuple[int, ...], tags: tuple[int, ...]
     ) -> np.ndarray:
-        ctx = PlaceContext.neutral(torch.tensor([city]))
-        ctx.time_slot = torch.tensor([slot])
+        n_categories, n_tags = sizes
+        ctx = PlaceContext(
+            torch.tensor([city]), torch.tensor([slot]), torch.zeros(1, n_categories), torch.zeros(1, n_tags)
+        )
         ctx.categories[0, list(cats)] = 1.0
         ctx.tags[0, list(tags)] = 1.0
         encoded: torch.Tensor = model.context(ctx)
@@ -125,7 +140,7 @@ class FastPlaceHead:
             match[:, 0] = self.place_cats[places][:, list(cats)].any(axis=1)
         if tags:
             match[:, 1] = self.place_tags[places][:, list(tags)].sum(axis=1) / len(tags)
-        if slot != ANY_SLOT:
+        if slot != self.any_slot:
             match[:, 2] = self.place_slot[places] == slot
         return match
 
@@ -134,11 +149,12 @@ class FastPlaceHead:
         z_u: np.ndarray,
         places: np.ndarray,
         city: int,
-        slot: int = ANY_SLOT,
+        slot: int | None = None,
         cats: tuple[int, ...] = (),
         tags: tuple[int, ...] = (),
     ) -> np.ndarray:
         """<z_u, z_p> + head correction for one user against `places` under one context."""
+        slot = self.any_slot if slot is None or slot == ANY_SLOT else slot
         z_p = self.z_place[places]
         once = z_u @ self.user_w + self._context((city, slot, cats, tags)) @ self.ctx_w + self.bias
         # z_p W_place + (z_u * z_p) W_product = z_p (W_place + diag(z_u) W_product): one matmul.
@@ -163,8 +179,11 @@ class FastFriendHead:
     one matmul (z_v (W + diag(z_u) W_product)), distance and pair terms once for both orders.
     """
 
-    def __init__(self, model: GraphRec, x_user: np.ndarray):
+    def __init__(self, model: GraphRec, x_user: np.ndarray, layout: Layout | None = None):
+        """`layout` defaults to the user layout of the model's config."""
         head, d = model.friend_head, model.config.d_model
+        layout = layout if layout is not None else model.config.layouts.user
+        _check_width("user", x_user, layout)
         first = linear_at(head.trunk, 0)
         w = first.weight.detach().numpy()
         self.first_w = w[:, :d].T.copy(), w[:, d : 2 * d].T.copy()  # the pair's first and second member
@@ -180,8 +199,9 @@ class FastFriendHead:
         self.wide_w, self.wide_b = head.wide.weight.detach().numpy().T.copy(), head.wide.bias.detach().numpy().copy()
         self.has_features = x_user.shape[1] > 0
         if self.has_features:
-            self.fine, self.vibe = _unit_rows(x_user[:, _FINE]), _unit_rows(x_user[:, _VIBE])
-            self.city, self.area = x_user[:, 0], x_user[:, _AREA]
+            self.fine = _unit_rows(x_user[:, layout["fine_pref"]])
+            self.vibe = _unit_rows(x_user[:, layout["vibe_pref"]])
+            self.city, self.area = x_user[:, layout["city_id"]][:, 0], x_user[:, layout["area_freqs"]]
 
     def _pair(self, user: int, others: np.ndarray) -> np.ndarray:
         if not self.has_features:

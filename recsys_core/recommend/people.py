@@ -15,7 +15,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recsys_core.explain import Wishes, explain_person
-from recsys_core.features import USER_LAYOUT
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.places import resolve_city
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PeopleQuery, check_top_k
@@ -63,7 +62,7 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
         attend = attend * _sigmoid((fit - art.score_mean[candidates]) / art.score_std[candidates])
     combined = COMPAT_WEIGHT * compat + (1 - COMPAT_WEIGHT) * attend
     if query.activity_tags and art.x_user.shape[1]:
-        taste = art.x_user_np[candidates][:, USER_LAYOUT["fine_pref"]]
+        taste = art.x_user_np[candidates][:, art.layouts.user["fine_pref"]]
         into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
         combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
     order = np.argsort(-combined, kind="stable")[: query.top_k]
@@ -88,7 +87,9 @@ def _result(
 ) -> PersonResult:
     if art.x_user.shape[1]:
         target_x = art.x_place_np[target] if target is not None else None
-        reasons = explain_person(art.x_user_np[user], art.x_user_np[other], wishes, target_x)
+        reasons = explain_person(
+            art.x_user_np[user], art.x_user_np[other], wishes, target_x, vocabulary=art.vocabulary, layouts=art.layouts
+        )
     else:
         shared = np.intersect1d(art.influences[user], art.influences[other])
         reasons = (

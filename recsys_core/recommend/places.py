@@ -10,12 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from recsys_core.explain import Wishes, explain_places
-from recsys_core.features import PLACE_LAYOUT
-from recsys_core.model.heads import ANY_SLOT
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
 from recsys_core.social import unit_rows
-from recsys_core.taxonomy import C_FINE
 
 COLD_BLEND = 0.5  # weight of city popularity for a known user without history
 
@@ -45,28 +42,28 @@ def resolve_city(art: ServingArtifacts, city_id: int | None, user: int | None) -
 
 def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray) -> np.ndarray:
     """Content-based score of a profile-only request: tag cosine + category match + popularity."""
-    x = art.x_place_np[places]
-    wanted = np.zeros(C_FINE, np.float32)
+    x, layout = art.x_place_np[places], art.layouts.place
+    wanted = np.zeros(layout.size("fine_tag_vector"), np.float32)
     wanted[list(query.desired_tags)] = 1.0
-    tags = unit_rows(x[:, PLACE_LAYOUT["fine_tag_vector"]]) @ (wanted / max(float(np.linalg.norm(wanted)), 1e-6))
+    tags = unit_rows(x[:, layout["fine_tag_vector"]]) @ (wanted / max(float(np.linalg.norm(wanted)), 1e-6))
     cats = (
-        (x[:, PLACE_LAYOUT["category_one_hot"]][:, list(query.desired_categories)] > 0).any(axis=1)
+        (x[:, layout["category_one_hot"]][:, list(query.desired_categories)] > 0).any(axis=1)
         if query.desired_categories
         else 0.0
     )
-    slot = (x[:, PLACE_LAYOUT["typical_time_slot"]][:, 0] == query.time_slot) if query.time_slot is not None else 0.0
+    slot = (x[:, layout["typical_time_slot"]][:, 0] == query.time_slot) if query.time_slot is not None else 0.0
     scores: NDArray[np.floating[Any]] = tags + 0.5 * cats + 0.2 * slot + 0.1 * _zscore(art.popularity[places])
     return scores
 
 
 def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: PlaceQuery, city: int) -> np.ndarray:
-    slot = ANY_SLOT if query.time_slot is None else query.time_slot
-    return art.place_head.scores(art.z_user_np[user], places, city, slot, query.desired_categories, query.desired_tags)
+    head = art.place_head
+    return head.scores(art.z_user_np[user], places, city, query.time_slot, query.desired_categories, query.desired_tags)
 
 
 def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResult]:
     check_top_k(query.top_k)
-    check_time_slot(query.time_slot)
+    check_time_slot(query.time_slot, art.vocabulary)
     user = art.user_index(query.user_id)
     if user is None and not query.has_profile:
         raise NotFound(
@@ -101,7 +98,16 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
     else:
         user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
         wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
-        reasons = explain_places(user_x, art.x_place_np[top], wishes, _influences(art, user), cold, top)
+        reasons = explain_places(
+            user_x,
+            art.x_place_np[top],
+            wishes,
+            _influences(art, user),
+            cold,
+            top,
+            vocabulary=art.vocabulary,
+            layouts=art.layouts,
+        )
     return [
         PlaceResult(int(i), name, float(scores[k]), r) for i, name, k, r in zip(ids, names, order, reasons, strict=True)
     ]
@@ -111,7 +117,7 @@ def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str,
     """(place index, name, tag vector) of the past visits that weighed most for this user."""
     if user is None:
         return []
-    tags = PLACE_LAYOUT["fine_tag_vector"]
+    tags = art.layouts.place["fine_tag_vector"]
     return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
 
 

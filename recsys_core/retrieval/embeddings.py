@@ -79,6 +79,7 @@ def export_embeddings(model: GraphRec, bundle: GraphBundle) -> EmbeddingTables:
     """One full-graph pass in eval mode; float32 rows keyed by the contract ids."""
     model.eval()
     inputs = GraphInputs.from_hetero(bundle.data, model.config.use_social, model.config.time_decay)
+    model.check_fits(bundle.vocabulary, inputs)
     z = model.embed(inputs)
     user_ids = bundle.data["user"].node_id.numpy()
     place_ids = bundle.data["place"].node_id.numpy()

@@ -27,7 +27,7 @@ def publish(
 ) -> Path:
     """Checkpoint, graph, embeddings, per-city indices and the live manifest under `root`."""
     root = Path(root)
-    save_checkpoint(model, root / "model")
+    save_checkpoint(model, root / "model", vocabulary=bundle.vocabulary)  # vocabulary.json: what serving names ids with
     graph_file = save_graph(bundle, root / "graph").name
     tables = export_embeddings(model, bundle)
     refs = {}

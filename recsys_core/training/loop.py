@@ -48,6 +48,7 @@ def train(
     started = time.perf_counter()
     inputs = GraphInputs.from_hetero(training_graph(bundle, split), model_config.use_social, model_config.time_decay)
     model = GraphRec(model_config, inputs.edge_dims())
+    model.check_fits(bundle.vocabulary, inputs)  # e.g. a ModelConfig() (built-in sizes) for another world
     optimizer = build_optimizer(model, config)
     peak_lr = peak_rates(optimizer)
     sampler = TrainingSampler(bundle, split, inputs, config)

@@ -1,8 +1,9 @@
 """Train GraphRec on a graph, and the artifact that carries the result between stages.
 
 `TrainedModel` is what the `trained_model` asset stores: weights and configs (JSON), the
-training curve, and the split indices, so evaluation and serving use exactly the held-out
-parts that training never saw.
+vocabulary the model was trained on (vocabulary.json, what its ids mean), the training curve,
+and the split indices, so evaluation and serving use exactly the held-out parts that training
+never saw.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import torch
 
 from recsys_core.evaluation.split import Split, split_indices
 from recsys_core.graph import GraphBundle
-from recsys_core.model.checkpoint import load_checkpoint, save_checkpoint
+from recsys_core.model.checkpoint import load_checkpoint, load_vocabulary, save_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.loop import Progress, train
 from recsys_core.training.state import TrainResult
+from recsys_core.vocabulary import Vocabulary
 
 SPLIT_FILE = "split.pt"
 HISTORY_FILE = "history.parquet"
@@ -32,6 +34,7 @@ HISTORY_FILE = "history.parquet"
 @dataclass
 class TrainedModel:
     model: GraphRec
+    vocabulary: Vocabulary  # the graph's: the model's widths follow it, serving names ids with it
     split: Split
     train_config: TrainConfig
     history: pd.DataFrame
@@ -54,6 +57,7 @@ class TrainedModel:
                 "seconds": self.seconds,
                 "resumed_from_step": self.resumed_from_step,
             },
+            vocabulary=self.vocabulary,  # vocabulary.json beside the weights, where serving reads it
         )
         torch.save(
             {f.name: torch.from_numpy(getattr(self.split, f.name)) for f in dataclasses.fields(Split)},
@@ -66,9 +70,12 @@ class TrainedModel:
     def load(cls, directory: Path) -> TrainedModel:
         directory = Path(directory)
         model, meta = load_checkpoint(directory)
+        vocabulary = load_vocabulary(directory)  # the built-in one for models saved before vocabulary.json
+        model.check_fits(vocabulary)
         arrays = torch.load(directory / SPLIT_FILE, weights_only=True)
         return cls(
             model=model,
+            vocabulary=vocabulary,
             split=Split(**{k: v.numpy() for k, v in arrays.items()}),
             train_config=TrainConfig(**meta["train_config"]),
             history=pd.read_parquet(directory / HISTORY_FILE),
@@ -91,11 +98,15 @@ def fit(
     split_seed: int = 0,
     progress: Progress | None = None,
 ) -> TrainedModel:
-    """Split (unless given), train with early stopping, keep the best-by-validation weights."""
+    """Split (unless given), train with early stopping, keep the best-by-validation weights.
+
+    `model_config` must be of the bundle's vocabulary (`ModelConfig.for_vocabulary(bundle.vocabulary, ...)`).
+    """
     split = split or split_indices(bundle, seed=split_seed)
     result: TrainResult = train(bundle, split, model_config, train_config, progress)
     return TrainedModel(
         model=result.model,
+        vocabulary=bundle.vocabulary,
         split=split,
         train_config=train_config,
         history=pd.DataFrame(result.history),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 
 from recsys_core.evaluation.split import Split
-from recsys_core.features import INTERACTION_EDGE_LAYOUT, PLACE_LAYOUT
+from recsys_core.features import INTERACTION_EDGE_LAYOUT, FeatureLayouts
 from recsys_core.graph import INTERACTS, GraphBundle
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
 from recsys_core.model.inputs import GraphInputs
-from recsys_core.taxonomy import time_slot_of
 from recsys_core.training.config import TrainConfig
+from recsys_core.vocabulary import Vocabulary
 
 
 def engagement_weight(edge_attr: torch.Tensor) -> torch.Tensor:
@@ -25,11 +25,17 @@ def engagement_weight(edge_attr: torch.Tensor) -> torch.Tensor:
     return torch.where(attended, 4.0, torch.where(saved, 3.0, torch.where(liked, 2.0, 1.0)))
 
 
-def dominant_slot(attr: torch.Tensor) -> torch.Tensor:
-    """Each pair's most frequent time slot, from its time-of-day and day-of-week shares."""
+def dominant_slot(attr: torch.Tensor, vocabulary: Vocabulary) -> torch.Tensor:
+    """Each pair's most frequent time slot, from its time-of-day and day-of-week shares.
+
+    The vocabulary says which slot a (time of day, day of week) bucket is; one without time
+    slots gives ANY_SLOT throughout.
+    """
+    if not vocabulary.slot_of_bucket:
+        return torch.full((len(attr),), ANY_SLOT)
     tod = attr[:, INTERACTION_EDGE_LAYOUT["time_of_day"]].argmax(-1)
     weekend = attr[:, INTERACTION_EDGE_LAYOUT["day_of_week"]].argmax(-1)
-    table = torch.tensor([[time_slot_of(t, w) for w in (0, 1)] for t in range(4)])
+    table = torch.tensor(vocabulary.slot_of_bucket)
     return table[tod, weekend]
 
 
@@ -39,6 +45,7 @@ class TrainingSampler:
     def __init__(self, bundle: GraphBundle, split: Split, inputs: GraphInputs, config: TrainConfig):
         self.g = torch.Generator().manual_seed(config.seed)
         self.config = config
+        self.layouts = FeatureLayouts.for_vocabulary(bundle.vocabulary)
         store = bundle.data[INTERACTS]
         train_edges = torch.from_numpy(split.train_edges)
         self.users, self.places = store.edge_index[0, train_edges], store.edge_index[1, train_edges]
@@ -46,7 +53,9 @@ class TrainingSampler:
         if attr is not None and attr.shape[1] != INTERACTION_EDGE_LAYOUT.width:
             attr = None  # not the contract's edge layout (e.g. a public dataset's single weight column)
         self.weights = engagement_weight(attr) if config.engagement_weighted and attr is not None else None
-        self.slot = dominant_slot(attr) if attr is not None else torch.full((len(train_edges),), ANY_SLOT)
+        self.slot = (
+            dominant_slot(attr, bundle.vocabulary) if attr is not None else torch.full((len(train_edges),), ANY_SLOT)
+        )
         place_city = inputs.city["place"]
         order = torch.argsort(place_city, stable=True)
         self.places_by_city = order
@@ -100,13 +109,13 @@ class TrainingSampler:
         place_x = inputs.x["place"]
         pos = self.places[batch]
         if place_x.shape[1] == 0:
-            return PlaceContext.neutral(city)
-        ctx = PlaceContext.neutral(city)
+            return PlaceContext.neutral(city, self.layouts)
+        ctx = PlaceContext.neutral(city, self.layouts)
         keep_slot = torch.rand(n, generator=self.g) > self.config.context_dropout
         keep_wish = torch.rand(n, generator=self.g) > self.config.context_dropout
         ctx.time_slot = torch.where(keep_slot, self.slot[batch], torch.full((n,), ANY_SLOT))
-        cats = (place_x[pos][:, PLACE_LAYOUT["category_one_hot"]] > 0).float()
-        tags = (place_x[pos][:, PLACE_LAYOUT["fine_tag_vector"]] > 0).float()
+        cats = (place_x[pos][:, self.layouts.place["category_one_hot"]] > 0).float()
+        tags = (place_x[pos][:, self.layouts.place["fine_tag_vector"]] > 0).float()
         tags = tags * (torch.rand(tags.shape, generator=self.g) < 0.5)
         ctx.categories = cats * keep_wish[:, None]
         ctx.tags = tags * keep_wish[:, None]

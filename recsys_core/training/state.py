@@ -62,6 +62,8 @@ def fingerprint(
     digest = hashlib.sha256(model_config.to_json().encode())
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY}
     digest.update(json.dumps(settings, sort_keys=True).encode())
+    # What training reads of the vocabulary beyond its sizes (in the model config) and the features.
+    digest.update(json.dumps(bundle.vocabulary.slot_of_bucket).encode())
     arrays = [
         bundle.data[INTERACTS].edge_index,
         *(inputs.x[t] for t in sorted(inputs.x)),

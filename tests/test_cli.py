@@ -1,0 +1,63 @@
+"""The `recsys` entry point: subcommands from entry points, sources, and errors as one line and exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_assets.resources import WorldSource, world_source_from_spec
+from recsys_core.cli import main, registered_commands
+from recsys_core.vocabulary import BUILTIN, Vocabulary
+
+
+def test_every_subcommand_is_registered_by_the_package_that_owns_it():
+    commands = registered_commands()
+    assert {name: ep.value.split(":")[0] for name, ep in commands.items()} == {
+        "generate": "recsys_assets.cli",
+        "materialize": "recsys_assets.cli",
+        "benchmark": "recsys_assets.cli",
+        "serve": "serving.cli",
+    }
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("generate", "materialize", "benchmark", "serve"))
+
+
+def test_an_unknown_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["frobnicate"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("lightgcn:/nowhere", "'lightgcn:/nowhere' is not a world source; supported: synthetic, parquet:DIR"),
+        ("parquet:", "is not a world source"),
+        ("parquet:/definitely/not/here", "/definitely/not/here is not a directory"),
+    ],
+)
+def test_a_bad_source_is_one_line_naming_it(source, message, capsys):
+    assert main(["materialize", "--source", source]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recsys materialize: error:") and message in err and "\n" not in err
+
+
+def test_sources_parse_into_world_sources(tmp_path):
+    assert world_source_from_spec("synthetic", 10, 20, 3) == WorldSource(n_users=10, n_places=20, seed=3)
+    parquet = world_source_from_spec(f"parquet:{tmp_path}", 10, 20, 3)
+    assert (parquet.kind, parquet.directory) == ("parquet", str(tmp_path.resolve()))
+    assert parquet.vocabulary() == BUILTIN  # no vocabulary.json: the built-in one
+    Vocabulary(cities=("Oslo",)).save(tmp_path)
+    assert parquet.vocabulary().city_slugs == ("oslo",)
+
+
+def test_generate_writes_the_world_and_its_vocabulary(tmp_path, capsys):
+    assert main(["generate", "--out", str(tmp_path), "--users", "200", "--places", "200"]) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"users.parquet", "places.parquet", "vocabulary.json"}
+    assert Vocabulary.load(tmp_path) == BUILTIN
