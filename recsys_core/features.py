@@ -1,10 +1,12 @@
 """Feature matrices: world tables -> dense float32 node and edge features.
 
-The layout is the specification's, with one deliberate change: a user's area
-frequencies take one slot per neighbourhood of the home city (15) instead of the top-5
-weights sorted by size, so the model knows *which* neighbourhoods a user goes out in.
-User features are therefore 158 wide, not 148. `USER_LAYOUT` / `PLACE_LAYOUT` /
-`INTERACTION_EDGE_LAYOUT` / `SOCIAL_EDGE_LAYOUT` are the single source of these offsets.
+The widths follow the world's vocabulary (`FeatureLayouts.for_vocabulary`): one slot per
+category, tag and vibe, and one area slot per neighbourhood of the city with the most. The layout
+is the specification's, with one deliberate change: a user's area frequencies take one slot per
+neighbourhood instead of the top-5 weights sorted by size, so the model knows *which*
+neighbourhoods a user goes out in (158 user columns for the built-in vocabulary, not 148).
+`USER_LAYOUT` / `PLACE_LAYOUT` are the built-in vocabulary's layouts, for the synthetic world and
+tests; `INTERACTION_EDGE_LAYOUT` / `SOCIAL_EDGE_LAYOUT` are fixed by the contract.
 """
 
 from __future__ import annotations
