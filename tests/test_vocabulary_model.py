@@ -22,9 +22,9 @@ from recsys_core.features import INTERACTION_EDGE_LAYOUT, SOCIAL_EDGE_LAYOUT, Fe
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, GraphBundle
 from recsys_core.manifest import ServingManifest
 from recsys_core.model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, load_vocabulary, save_checkpoint
-from recsys_core.model.config import ModelConfig
+from recsys_core.model.config import VOCABULARY_SIZES, ModelConfig
 from recsys_core.model.encoders import linear_at
-from recsys_core.model.graphrec import VOCABULARY_SIZES, GraphRec
+from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.heads import ANY_SLOT, PlaceContext
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.retrieval.embeddings import embedding_matrix, export_embeddings

@@ -11,6 +11,22 @@ from recsys_core.features import FeatureLayouts
 from recsys_core.vocabulary import BUILTIN, Vocabulary
 
 
+def vocabulary_sizes(vocabulary: Vocabulary) -> dict[str, int]:
+    """The config fields that follow the vocabulary, with the vocabulary's values."""
+    return {
+        "n_cities": vocabulary.n_cities,
+        "n_neighborhoods": vocabulary.n_neighborhoods,
+        "n_categories": len(vocabulary.categories),
+        "n_tags": len(vocabulary.tags),
+        "n_vibes": len(vocabulary.vibes),
+        "n_time_slots": len(vocabulary.time_slots),
+        "n_price_bands": len(vocabulary.price_bands),
+    }
+
+
+VOCABULARY_SIZES = tuple(vocabulary_sizes(BUILTIN))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     d_model: int = 128
@@ -54,16 +70,15 @@ class ModelConfig:
     @classmethod
     def for_vocabulary(cls, vocabulary: Vocabulary, **settings: Any) -> ModelConfig:
         """A config whose widths follow `vocabulary`; `settings` are the other hyperparameters."""
-        sizes = {
-            "n_cities": vocabulary.n_cities,
-            "n_neighborhoods": vocabulary.n_neighborhoods,
-            "n_categories": len(vocabulary.categories),
-            "n_tags": len(vocabulary.tags),
-            "n_vibes": len(vocabulary.vibes),
-            "n_time_slots": len(vocabulary.time_slots),
-            "n_price_bands": len(vocabulary.price_bands),
-        }
-        return cls(**{**sizes, **settings})
+        return cls(**{**vocabulary_sizes(vocabulary), **settings})
+
+    def vocabulary_mismatches(self, vocabulary: Vocabulary) -> list[str]:
+        """The sizes in which this config is not a model of `vocabulary` (empty when it is)."""
+        return [
+            f"{name} {getattr(self, name)} (vocabulary: {size})"
+            for name, size in vocabulary_sizes(vocabulary).items()
+            if getattr(self, name) != size
+        ]
 
     @property
     def layouts(self) -> FeatureLayouts:

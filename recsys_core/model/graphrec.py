@@ -17,27 +17,6 @@ from recsys_core.model.heads import ContextEncoder, FriendHead, PlaceContext, Pl
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.vocabulary import Vocabulary
 
-# The config fields that follow the vocabulary (`ModelConfig.for_vocabulary`).
-VOCABULARY_SIZES = (
-    "n_cities",
-    "n_neighborhoods",
-    "n_categories",
-    "n_tags",
-    "n_vibes",
-    "n_time_slots",
-    "n_price_bands",
-)
-
-
-def vocabulary_mismatches(config: ModelConfig, vocabulary: Vocabulary) -> list[str]:
-    """The sizes in which `config` is not a model of `vocabulary` (empty when it is)."""
-    expected = ModelConfig.for_vocabulary(vocabulary)
-    return [
-        f"{name} {getattr(config, name)} (vocabulary: {getattr(expected, name)})"
-        for name in VOCABULARY_SIZES
-        if getattr(config, name) != getattr(expected, name)
-    ]
-
 
 class GraphRec(nn.Module):
     def __init__(self, config: ModelConfig, edge_dims: dict[tuple[str, str, str], int]):
@@ -67,7 +46,7 @@ class GraphRec(nn.Module):
 
     def check_fits(self, vocabulary: Vocabulary, inputs: GraphInputs | None = None) -> None:
         """Raise ValueError unless this model's widths are those of `vocabulary` (and of `inputs`' features)."""
-        problems = vocabulary_mismatches(self.config, vocabulary)
+        problems = self.config.vocabulary_mismatches(vocabulary)
         if inputs is not None:
             for node, layout in (("user", self.layouts.user), ("place", self.layouts.place)):
                 width = inputs.x[node].shape[1]

@@ -32,7 +32,7 @@ from recsys_core.manifest import ArtifactRef, ManifestError, ServingManifest
 from recsys_core.model import checkpoint
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.config import ModelConfig
-from recsys_core.model.graphrec import GraphRec, vocabulary_mismatches
+from recsys_core.model.graphrec import GraphRec
 from recsys_core.recommend.fast_head import FastFriendHead, FastPlaceHead
 from recsys_core.recommend.limits import MAX_NAME_CHARS, MAX_TIME_SLOTS
 from recsys_core.retrieval.embeddings import embedding_matrix
@@ -127,7 +127,7 @@ def vocabulary_layouts(vocabulary: Vocabulary, config: ModelConfig, where: str) 
     vocabulary's other sizes the model's too; otherwise a ManifestError naming every mismatch
     (`where` says which vocabulary it is)."""
     layouts, model_layouts = FeatureLayouts.for_vocabulary(vocabulary), config.layouts
-    problems = vocabulary_mismatches(config, vocabulary)
+    problems = config.vocabulary_mismatches(vocabulary)
     problems += _layout_differences("user layout", layouts.user, model_layouts.user)
     problems += _layout_differences("place layout", layouts.place, model_layouts.place)
     if problems:
