@@ -49,8 +49,12 @@ def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--source",
         default="synthetic",
-        help="where the world comes from: synthetic (default; sized by --users/--places/--seed) or parquet:DIR "
-        "(contract-shaped users/places/interactions/user_user_edges[/friend_labels].parquet, optional vocabulary.json)",
+        help="where the world comes from: synthetic (default; sized by --users/--places/--seed); "
+        "parquet:DIR (users/places/interactions[/user_user_edges/friend_labels].parquet with any of the contract's "
+        "columns, the required ones at least, and vocabulary.json); lightgcn:DIR (train.txt: user item item ...); "
+        "lastfm:DIR (listens_train.txt: user artist count; friends_train.txt: user user); "
+        "events:FILE (.csv/.tsv/.parquet: user_id,item_id[,timestamp,count,city,category]); "
+        "postgres:DSN (tables users, places, interactions[, user_user_edges, friend_labels] and vocabulary)",
     )
     source.add_argument("--world-dir", help="alias of --source parquet:DIR")
     parser.add_argument("--cities", nargs="*", help="city partitions (default: all)")

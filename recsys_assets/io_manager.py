@@ -136,6 +136,15 @@ def load_latest_table(instance, asset_key: AssetKey, partitions: Sequence[str | 
     return table
 
 
+def latest_table_schema(instance, asset_key: AssetKey, partition: str | None) -> pa.Schema:
+    """The schema (with its provenance metadata) of a table asset's newest partition, rows unread."""
+    directory = latest_artifact_path(instance, asset_key, partition)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    if manifest["format"] != "table":
+        raise TypeError(f"{asset_key.to_user_string()} is not a table but a {manifest['format']}")
+    return pq.read_schema(directory / manifest["file"])
+
+
 def latest_materialization(instance, asset_key: AssetKey, partition: str | None = None):
     """The newest materialization record of an asset (partition), or None."""
     records = instance.fetch_materializations(

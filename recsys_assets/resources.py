@@ -1,4 +1,4 @@
-"""Resources: the world source (synthetic or Parquet), training settings, serving settings.
+"""Resources: the world source (synthetic, or data from files or PostgreSQL), training settings, serving settings.
 
 `recsys materialize` records the world source and training settings it ran with beside the
 Dagster instance (`$DAGSTER_HOME/recsys_settings.json`); the code location that `dagster dev`
@@ -13,113 +13,122 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 
-from recsys_core import contracts
+from recsys_core import contracts, sources
 from recsys_core.manifest import live_manifest_path
 from recsys_core.model.config import ModelConfig
 from recsys_core.retrieval.index import EXACT_MAX_ROWS
+from recsys_core.sources.world import CompletedWorld, completed_world
 from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.interactions import generate_interactions
 from recsys_core.synthetic.places import generate_places
 from recsys_core.synthetic.social_graph import generate_friend_labels, generate_user_user_edges
 from recsys_core.synthetic.users import generate_users
 from recsys_core.training.config import PIPELINE_TRAIN_CONFIG, TrainConfig
-from recsys_core.vocabulary import BUILTIN, VOCABULARY_FILE, Vocabulary
+from recsys_core.vocabulary import BUILTIN, Vocabulary
 
 _MODEL = ModelConfig()
+
+
+SourceKind = Literal["synthetic", "parquet", "lightgcn", "lastfm", "events", "postgres"]
+# `--source` forms, for help and error texts.
+SOURCE_KINDS = ("synthetic", "parquet:DIR", "lightgcn:DIR", "lastfm:DIR", "events:FILE", "postgres:DSN")
 
 
 class WorldSource(ConfigurableResource):
     """Chooses the source of the world tables.
 
-    kind="synthetic" (default) runs the seeded generator with the given size;
-    kind="parquet" reads `<directory>/<table>.parquet` (users, places, interactions,
-    user_user_edges, optional friend_labels) in the contract's schema and takes each
-    city's rows. Either way the tables then go through the same asset checks.
+    kind="synthetic" (default) runs the seeded generator with the given size. Every other kind
+    reads `location` (a directory, a file or a PostgreSQL DSN: `recsys_core.sources`) into a
+    vocabulary and partial tables, `completion` fills in what the source did not give, and each
+    city's rows are taken from the result. Either way the tables then go through the same checks.
     """
 
-    kind: Literal["synthetic", "parquet"] = "synthetic"
+    kind: SourceKind = "synthetic"
     n_users: int = 10_000
     n_places: int = 10_000
     seed: int = 42
-    directory: str = ""
+    location: str = ""  # directory, file or DSN of a non-synthetic source
+    directory: str = ""  # `location`'s name before there were other sources than Parquet directories
+
+    @property
+    def where(self) -> str:
+        return self.location or self.directory
 
     def vocabulary(self) -> Vocabulary:
-        """The world's vocabulary: the built-in one for the synthetic world; for Parquet,
-        `<directory>/vocabulary.json` when the directory has one, else the built-in one."""
-        if self.kind == "parquet" and (Path(self.directory) / VOCABULARY_FILE).exists():
-            return Vocabulary.load(Path(self.directory))
-        return BUILTIN
+        """The world's vocabulary: the built-in one for the synthetic world, else the source's."""
+        if self.kind == "synthetic":
+            return BUILTIN
+        if self.kind == "parquet":  # vocabulary.json alone: the tables need not be read for it
+            return sources.read_parquet_vocabulary(Path(self.where))
+        return self._world().vocabulary
 
     def world_config(self) -> WorldConfig:
         return WorldConfig(n_users=self.n_users, n_places=self.n_places, seed=self.seed).validate()
 
-    def _read(self, name: str, city_column: str | None, city_id: int) -> pa.Table:
-        path = Path(self.directory) / f"{name}.parquet"
-        if not path.exists():
-            if name == "friend_labels":
-                return contracts.FRIEND_LABELS.empty_table()
-            raise FileNotFoundError(f"world source directory has no {path.name} ({path})")
-        table = pq.read_table(path)
-        try:
-            table = contracts.conform(table, name, self.vocabulary())
-        except ValueError:
-            return table  # leave it as is: the schema check names what is wrong
-        if city_column is None:
-            return table
-        return table.filter(pc.equal(table.column(city_column), pa.scalar(city_id)))
+    def _world(self) -> CompletedWorld:
+        return completed_world(self.kind, self.where, self.seed)
 
-    def _read_for_users(self, name: str, users: pa.Table, column: str) -> pa.Table:
-        table = self._read(name, None, -1)
-        if column not in table.column_names:
-            return table
+    def _of_city(self, name: str, column: str, city_id: int) -> pa.Table:
+        table = self._world().tables[name]
+        return table.filter(pc.equal(table.column(column), pa.scalar(city_id, table.schema.field(column).type)))
+
+    def _of_users(self, name: str, users: pa.Table, column: str) -> pa.Table:
+        table = self._world().tables[name]
         return table.filter(pc.is_in(table.column(column), users.column("user_id")))
 
+    def edges_are_friendships(self) -> bool:
+        """Whether the social edges are declared friendships (given as bare pairs), not the synthetic
+        world's similar-neighbour edges: people recommendations then leave out existing friends."""
+        if self.kind == "synthetic":
+            return False
+        edges = self._world().tables["user_user_edges"]
+        return edges.num_rows > 0 and "interest_overlap_score" in contracts.filled_columns(edges)
+
     def users(self, city_id: int) -> pa.Table:
-        if self.kind == "parquet":
-            return self._read("users", "home_city_id", city_id)
-        return generate_users(self.world_config(), city_id)
+        if self.kind == "synthetic":
+            return generate_users(self.world_config(), city_id)
+        return self._of_city("users", "home_city_id", city_id)
 
     def places(self, city_id: int) -> pa.Table:
-        if self.kind == "parquet":
-            return self._read("places", "city_id", city_id)
-        return generate_places(self.world_config(), city_id)
+        if self.kind == "synthetic":
+            return generate_places(self.world_config(), city_id)
+        return self._of_city("places", "city_id", city_id)
 
     def interactions(self, city_id: int, users: pa.Table, places: pa.Table) -> pa.Table:
-        if self.kind == "parquet":
-            return self._read_for_users("interactions", users, "user_id")
-        return generate_interactions(self.world_config(), city_id, users, places)
+        if self.kind == "synthetic":
+            return generate_interactions(self.world_config(), city_id, users, places)
+        return self._of_users("interactions", users, "user_id")
 
     def user_user_edges(self, city_id: int, users: pa.Table, interactions: pa.Table) -> pa.Table:
-        if self.kind == "parquet":
-            return self._read_for_users("user_user_edges", users, "user_u")
-        return generate_user_user_edges(self.world_config(), users, interactions)
+        if self.kind == "synthetic":
+            return generate_user_user_edges(self.world_config(), users, interactions)
+        return self._of_users("user_user_edges", users, "user_u")
 
     def friend_labels(self, city_id: int, users: pa.Table, interactions: pa.Table, edges: pa.Table) -> pa.Table:
-        if self.kind == "parquet":
-            return self._read_for_users("friend_labels", users, "user_u")
-        return generate_friend_labels(self.world_config(), city_id, users, interactions, edges)
-
-
-SOURCE_KINDS = ("synthetic", "parquet:DIR")
+        if self.kind == "synthetic":
+            return generate_friend_labels(self.world_config(), city_id, users, interactions, edges)
+        return self._of_users("friend_labels", users, "user_u")
 
 
 def world_source_from_spec(spec: str, n_users: int, n_places: int, seed: int) -> WorldSource:
-    """`--source` as a WorldSource: "synthetic" (sized by the other options) or "parquet:DIR"."""
+    """`--source` as a WorldSource: "synthetic" (sized by the other options) or KIND:LOCATION."""
     kind, _, location = spec.partition(":")
     if kind == "synthetic" and not location:
         return WorldSource(n_users=n_users, n_places=n_places, seed=seed)
-    if kind == "parquet" and location:
-        directory = Path(location).expanduser().resolve()
-        if not directory.is_dir():
-            raise FileNotFoundError(f"--source parquet:{location}: {directory} is not a directory")
-        return WorldSource(kind="parquet", directory=str(directory))
+    if kind in sources.READERS and location:
+        if kind == "postgres":
+            return WorldSource(kind="postgres", location=location, seed=seed)
+        path = Path(location).expanduser().resolve()
+        wanted = sources.READERS[kind].expects
+        if (wanted == "directory" and not path.is_dir()) or (wanted == "file" and not path.is_file()):
+            raise FileNotFoundError(f"--source {spec}: {path} is not a {wanted}")
+        return WorldSource(kind=cast(SourceKind, kind), location=str(path), seed=seed)
     raise ValueError(f"--source {spec!r} is not a world source; supported: {', '.join(SOURCE_KINDS)}")
 
 
@@ -155,12 +164,16 @@ class TrainingSettings(ConfigurableResource):
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
     resume: bool = PIPELINE_TRAIN_CONFIG.resume  # continue from the last checkpoint when it fits this run
 
-    def graphrec_config(self, vocabulary: Vocabulary, **overrides: Any) -> ModelConfig:
-        """The model config for a graph of `vocabulary` (its widths follow it) with these settings."""
+    def graphrec_config(
+        self, vocabulary: Vocabulary, n_users: int = 0, n_places: int = 0, **overrides: Any
+    ) -> ModelConfig:
+        """The model config for a graph of `vocabulary` with these settings: its widths follow the
+        vocabulary, and a world whose places carry no content gets id embeddings for its
+        `n_users` and `n_places` (`ModelConfig.for_world`)."""
         settings = dict(
             d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay
         )
-        return ModelConfig.for_vocabulary(vocabulary, **{**settings, **overrides})
+        return ModelConfig.for_world(vocabulary, n_users, n_places, **{**settings, **overrides})
 
     def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
         """The trainer's config; checkpoints of model `name` go to `<checkpoint_dir or
@@ -187,7 +200,8 @@ class ServingSettings(ConfigurableResource):
     artifact_root: str
     exact_max_rows: int = EXACT_MAX_ROWS  # larger cities get an HNSW index
     ann_recall_sample: int = 200  # queries the recall check draws per city
-    social_edges_are_friendships: bool = False  # True for data with explicit friendships (LastFM)
+    # True for data with explicit friendships; a world source whose edges are bare pairs says so itself
+    social_edges_are_friendships: bool = False
 
     def live_manifest_path(self) -> Path:
         return live_manifest_path(self.artifact_root)

@@ -1,10 +1,17 @@
-"""Data contracts: the exact Arrow schemas of the five world tables.
+"""Data contracts: the exact Arrow schemas of the five world tables, and which columns a source must give.
 
-Every producer (synthetic generator, bring-your-own Parquet, new-data drops) is held to
-these schemas column by column, and every consumer may rely on them.
+Every producer (synthetic generator, bring-your-own data, new-data drops) is held to these
+schemas column by column, and every consumer may rely on them. A source need only give the
+`REQUIRED_COLUMNS` (ids, a city, who interacted with what); `recsys_core.completion` fills the
+optional ones and records which it filled in the table's schema metadata (`filled_columns`), so
+the checks hold only what was supplied to the contract's rules and nothing downstream mistakes
+a filled-in default for data.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +24,17 @@ F32: pa.DataType = pa.float32()
 I32: pa.DataType = pa.int32()
 I64: pa.DataType = pa.int64()
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+UNKNOWN = -1  # a neighbourhood, price band or time slot the source does not know
+
+# What every source must give; everything else is optional (`recsys_core.completion`).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id", "home_city_id"),
+    "places": ("place_id", "city_id"),
+    "interactions": ("user_id", "place_id"),
+    "user_user_edges": ("user_u", "user_v"),
+    "friend_labels": ("user_u", "user_v", "label_compat", "label_attend"),
+}
+OPTIONAL_TABLES = ("user_user_edges", "friend_labels")  # a world may have no social data at all
 
 INTERACTIONS = pa.schema(
     [
@@ -31,6 +49,7 @@ INTERACTIONS = pa.schema(
         ("timestamp", TIMESTAMP),
         ("time_of_day_bucket", I32),
         ("day_of_week_bucket", I32),
+        ("count", I32),  # how many times the event happened (listens, repeat visits); 1 for one event
     ]
 )
 
@@ -54,10 +73,15 @@ FRIEND_LABELS = pa.schema(
 )
 
 
+def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema([(name, t) for name, t in fields if not (pa.types.is_fixed_size_list(t) and t.list_size == 0)])
+
+
 def world_schemas(vocabulary: Vocabulary) -> dict[str, pa.Schema]:
-    """The five tables' schemas for a vocabulary: taste and tag lists have one slot per name."""
+    """The five tables' schemas for a vocabulary: taste and tag lists have one slot per name, and a
+    list of no slots (a vocabulary without vibes, say) is no column at all: Parquet cannot store one."""
     n_categories, n_tags, n_vibes = len(vocabulary.categories), len(vocabulary.tags), len(vocabulary.vibes)
-    users = pa.schema(
+    users = _schema(
         [
             ("user_id", I64),
             ("home_city_id", I32),
@@ -73,7 +97,7 @@ def world_schemas(vocabulary: Vocabulary) -> dict[str, pa.Schema]:
             ("avg_attends_per_month", F32),
         ]
     )
-    places = pa.schema(
+    places = _schema(
         [
             ("place_id", I64),
             ("city_id", I32),
@@ -130,7 +154,10 @@ def implicit_rating(
 
 
 def list_matrix(table: pa.Table, column: str) -> np.ndarray:
-    """A fixed-size list column as a dense (rows, width) float32 matrix (nulls become NaN)."""
+    """A fixed-size list column as a dense (rows, width) float32 matrix (nulls become NaN); a column
+    the schema leaves out because its vocabulary list is empty is (rows, 0)."""
+    if column not in table.column_names:
+        return np.zeros((table.num_rows, 0), np.float32)
     col = table.column(column).combine_chunks()
     width = col.type.list_size
     if col.null_count:
@@ -141,12 +168,55 @@ def list_matrix(table: pa.Table, column: str) -> np.ndarray:
 def matrix_to_list_array(matrix: np.ndarray, value_type: pa.DataType = F32) -> pa.FixedSizeListArray[pa.DataType, int]:
     """Inverse of `list_matrix`: a (rows, width) matrix as a fixed-size list column."""
     matrix = np.ascontiguousarray(matrix)
+    if matrix.shape[1] == 0:  # a vocabulary without names of a kind (from_arrays refuses width 0)
+        empty: Any = pa.array([[]] * len(matrix), pa.list_(value_type, 0))  # a FixedSizeListArray; stubs: Array
+        return cast("pa.FixedSizeListArray[pa.DataType, int]", empty)
     flat = pa.array(matrix.reshape(-1), type=value_type)
     return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
 
 
+# Schema metadata: the columns `completion` filled in because the source did not give them
+# ("filled"), and those it derived from other data, such as labels from friendships ("derived").
+FILLED_KEY = b"recsys.filled_columns"
+DERIVED_KEY = b"recsys.derived_columns"
+
+
+def _listed(table: pa.Table, key: bytes) -> frozenset[str]:
+    raw = (table.schema.metadata or {}).get(key, b"")
+    return frozenset(name for name in raw.decode().split(",") if name)
+
+
+def filled_columns(table: pa.Table) -> frozenset[str]:
+    """Columns holding defaults, not data: the source did not give them."""
+    return _listed(table, FILLED_KEY)
+
+
+def derived_columns(table: pa.Table) -> frozenset[str]:
+    """Columns computed from other data (e.g. labels from friendships), not given as such."""
+    return _listed(table, DERIVED_KEY)
+
+
+def with_provenance(table: pa.Table, filled: Iterable[str] = (), derived: Iterable[str] = ()) -> pa.Table:
+    """`table` with its filled and derived columns recorded (added to any already recorded)."""
+    metadata = dict(table.schema.metadata or {})
+    for key, names in ((FILLED_KEY, filled), (DERIVED_KEY, derived)):
+        listed = sorted(_listed(table, key) | set(names))
+        if listed:
+            metadata[key] = ",".join(listed).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def time_buckets(micros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The contract's (time_of_day_bucket, day_of_week_bucket) of UTC timestamps in microseconds:
+    morning 6-12, afternoon 12-18, evening 18-24, night 0-6; weekday 0, weekend 1."""
+    hour = (micros // 3_600_000_000) % 24
+    weekday = (micros // 86_400_000_000 + 3) % 7  # 1970-01-01 was a Thursday
+    tod = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2).astype(np.int32)
+    return tod, (weekday >= 5).astype(np.int32)
+
+
 def conform(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -> pa.Table:
-    """Select and order the contract's columns and cast to its types.
+    """Select and order the contract's columns and cast to its types (keeping the provenance metadata).
 
     Raises ValueError naming every missing column or uncastable type, so a file that
     does not fit the contract is refused with a reason instead of half-read.
@@ -164,7 +234,7 @@ def conform(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -> pa.
             problems.append(f"{field.name}: {col.type} is not {field.type} ({exc})")
     if problems:
         raise ValueError(f"{name}: " + "; ".join(problems))
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(table.schema.metadata or {}))
 
 
 def map_matrix(table: pa.Table, column: str, width: int) -> np.ndarray:

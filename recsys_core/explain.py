@@ -5,6 +5,11 @@ vibes two people share, the neighbourhoods a user frequents, what the request as
 or (from the GNN's last-layer edge weights) the past visits that shaped the user's profile.
 Each list holds 1-3 reasons, strongest first.
 
+A world whose places carry no content (interaction-only data: no categories, tags or vibes) has
+only history to cite: the past place the served embeddings put nearest ("Because you went to X"),
+the past place sharing most visitors ("Popular with people who go to Y"), the places and friends
+two people have in common (`explain_places_from_history`, `explain_people_from_history`).
+
 The names come from the world's vocabulary and the feature offsets from its layouts, both
 passed in (the served artifacts hold them): a world with other cities and tags is explained
 in its own words. A neighbourhood the vocabulary does not name is not mentioned at all.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -25,6 +31,15 @@ TAG_MIN = 0.02  # a taste weight below this is noise, not an interest
 CATEGORY_MIN = 0.15
 AREA_MIN = 0.1
 VIBE_MIN = 0.04
+SIMILAR_MIN = 0.0  # a past place whose embedding points away from a place does not explain it
+POPULAR_IN_CITY = "Popular with people in this city"
+GET_ALONG = "Goes to the same places as people you get along with"
+
+
+class PlaceNamer(Protocol):
+    """Anything that names a place index (`ServingArtifacts.place_names`, a list, a dict)."""
+
+    def __getitem__(self, index: int, /) -> str: ...
 
 
 def _words(names: list[str]) -> str:
@@ -111,7 +126,10 @@ def explain_places(
     if user_x is not None:
         shared = _top_rows(user_x[user["fine_pref"]][None, :] * has_tag, TAG_MIN)
         top_cat = _top_rows(user_x[user["cat_pref"]][None, :] * place_cats, CATEGORY_MIN, k=1)
-        area = user_x[user["area_freqs"]][nbhds] * (cities == user_x[user["city_id"]][0])
+        known = (nbhds >= 0) & (cities == user_x[user["city_id"]][0])  # UNKNOWN (-1): no neighbourhood to name
+        area = np.where(known, user_x[user["area_freqs"]][np.maximum(nbhds, 0)], 0.0)
+        if not tags.shape[1]:
+            influences = ()  # a vocabulary without tags: no tag for a past visit to share
         if influences:
             overlap = np.stack([past for _, _, past in influences])[:, None, :] * tags[None, :, :]  # (past, place, tag)
             common = overlap.argmax(-1)
@@ -140,7 +158,7 @@ def explain_places(
         if cats_asked:
             reasons.add(f"A {category_names[cats_asked[0]]} spot, as you asked")
         if popular_in_city or not reasons.items:
-            reasons.add("Popular with people in this city")
+            reasons.add(POPULAR_IN_CITY)
         out.append(reasons.items)
     return out
 
@@ -182,3 +200,81 @@ def explain_person(
     if not reasons.items:
         reasons.add("People with tastes like yours get along with them")
     return reasons.items
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    unit: np.ndarray = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    return unit
+
+
+def explain_places_from_history(
+    past: np.ndarray,
+    places: np.ndarray,
+    z_past: np.ndarray,
+    z_places: np.ndarray,
+    co_visitors: np.ndarray,
+    names: PlaceNamer,
+) -> list[list[str]]:
+    """Why each of `places` follows from the user's past places, for places with no content to cite.
+
+    `past` (P,) and `places` (n,) are place indices (`past` most influential first: ties go to
+    the earlier one), `z_past` (P, d) and `z_places` (n, d) their served embeddings, `co_visitors`
+    (P, n) how many users went to both. "Because you went to X" cites the past place nearest in the
+    embedding space (what the model calls alike), "Popular with people who go to Y" the past place
+    sharing most visitors (a fact of the data, so only when there are some). A place never cites
+    itself; with no history (or nothing to cite) a place is popular in the city.
+    """
+    n = len(places)
+    if not len(past) or not n:
+        return [[POPULAR_IN_CITY] for _ in range(n)]
+    columns = np.arange(n)
+    itself = np.asarray(past)[:, None] == np.asarray(places)[None, :]
+    similarity = np.where(itself, -np.inf, _unit(z_past) @ _unit(z_places).T)
+    nearest = similarity.argmax(axis=0)
+    closeness = similarity[nearest, columns]
+    shared = np.where(itself, 0, co_visitors)
+    most = shared.argmax(axis=0)
+    visitors = shared[most, columns]
+    out = []
+    for j in range(n):
+        reasons = _Reasons()
+        if closeness[j] > SIMILAR_MIN:
+            reasons.add(f"Because you went to {names[int(past[nearest[j]])]}")
+        if visitors[j] > 0:
+            count = int(round(float(visitors[j])))
+            many = f" ({count} of them go here)" if count > 1 else ""
+            reasons.add(f"Popular with people who go to {names[int(past[most[j]])]}{many}")
+        if not reasons.items:
+            reasons.add(POPULAR_IN_CITY)
+        out.append(reasons.items)
+    return out
+
+
+def explain_people_from_history(
+    shared_places: Sequence[np.ndarray],
+    popularity: np.ndarray,
+    common_friends: np.ndarray,
+    names: PlaceNamer,
+) -> list[list[str]]:
+    """Why the user would get along with each candidate, for users with no tastes to compare.
+
+    `shared_places[k]` are the place indices both the user and candidate k went to, `popularity`
+    any increasing function of each place's visitors (the served log1p), `common_friends[k]` how
+    many friends they share. The least visited shared place is cited: two people meeting where few
+    go says more than where everyone does.
+    """
+    out = []
+    for places, friends in zip(shared_places, common_friends, strict=True):
+        reasons = _Reasons()
+        if len(places):
+            rarest = int(places[np.argmin(popularity[places])])
+            reasons.add(f"You both went to {names[rarest]}")
+        if friends > 0:
+            count = int(friends)
+            reasons.add(f"You have {count} friend{'s' if count > 1 else ''} in common")
+        if len(places) > 1:
+            reasons.add(f"You have both been to {len(places)} of the same places")
+        if not reasons.items:
+            reasons.add(GET_ALONG)
+        out.append(reasons.items)
+    return out

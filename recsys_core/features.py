@@ -11,6 +11,7 @@ tests; `INTERACTION_EDGE_LAYOUT` / `SOCIAL_EDGE_LAYOUT` are fixed by the contrac
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import cast
@@ -178,7 +179,7 @@ class InteractionEdges:
     user_index: np.ndarray
     place_index: np.ndarray
     attr: np.ndarray  # (E, 12), INTERACTION_EDGE_LAYOUT
-    count: np.ndarray  # events per pair
+    count: np.ndarray  # events per pair (the sum of the rows' counts)
     last_time: np.ndarray  # latest event, microseconds since the epoch (for time decay)
 
 
@@ -198,7 +199,8 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
         # numpy's stub types bincount as intp even with weights, where it returns float64.
         return cast("NDArray[np.float64]", np.bincount(inverse, weights=values, minlength=n))
 
-    count = np.bincount(inverse, minlength=n).astype(np.float64)
+    rows = np.bincount(inverse, minlength=n).astype(np.float64)
+    count = total(interactions.column("count").to_numpy(zero_copy_only=False).astype(np.float64))  # events, all rows
 
     def get(name: str) -> NDArray[np.float64]:
         return interactions.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -211,14 +213,14 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
     np.maximum.at(last_time, inverse, interactions.column("timestamp").cast(pa.int64()).to_numpy())
     attr = np.column_stack(
         [
-            total(get("implicit_rating")) / count / 5.0,
+            total(get("implicit_rating")) / rows / 5.0,
             np.minimum(np.log1p(total(get("dwell_time"))) / 8.0, 1.0),
             np.minimum(total(get("num_likes")) / 5.0, 1.0),
             np.minimum(total(get("num_saves")) / 3.0, 1.0),
             np.minimum(total(get("num_shares")) / 2.0, 1.0),
             attended,
-            *(total((tod == b).astype(np.float64)) / count for b in range(N_TIME_OF_DAY_BUCKETS)),
-            *(total((dow == b).astype(np.float64)) / count for b in range(N_DAY_OF_WEEK_BUCKETS)),
+            *(total((tod == b).astype(np.float64)) / rows for b in range(N_TIME_OF_DAY_BUCKETS)),
+            *(total((dow == b).astype(np.float64)) / rows for b in range(N_DAY_OF_WEEK_BUCKETS)),
         ]
     ).astype(np.float32)
     return InteractionEdges(
@@ -240,16 +242,93 @@ def social_edge_features(edges: pa.Table) -> np.ndarray:
     ).astype(np.float32)
 
 
-def feature_table(id_name: str, ids: np.ndarray, x: np.ndarray) -> pa.Table:
-    """A feature matrix as a table (id column + fixed-size list), so it is stored like any table."""
-    return pa.table({id_name: pa.array(ids, pa.int64()), "x": contracts.matrix_to_list_array(x)})
+def feature_table(id_name: str, ids: np.ndarray, x: np.ndarray, derive: tuple[str, ...] = ()) -> pa.Table:
+    """A feature matrix as a table (id column + fixed-size list), so it is stored like any table;
+    `derive` names the blocks the graph is to derive from history (`derivable_blocks`)."""
+    table = pa.table({id_name: pa.array(ids, pa.int64()), "x": contracts.matrix_to_list_array(x)})
+    return table.replace_schema_metadata({DERIVE_KEY: ",".join(derive).encode()}) if derive else table
 
 
-def user_feature_table(users: pa.Table, vocabulary: Vocabulary = BUILTIN) -> pa.Table:
+def user_feature_table(users: pa.Table, vocabulary: Vocabulary = BUILTIN, places: pa.Table | None = None) -> pa.Table:
+    """`places` (of every city) say which tastes history can tell; without them none are derived."""
     users = users.sort_by("user_id")
-    return feature_table("user_id", users.column("user_id").to_numpy(), user_features(users, vocabulary))
+    derive = derivable_blocks(users, places)["user"] if places is not None else ()
+    return feature_table("user_id", users.column("user_id").to_numpy(), user_features(users, vocabulary), derive)
 
 
 def place_feature_table(places: pa.Table) -> pa.Table:
     places = places.sort_by("place_id")
-    return feature_table("place_id", places.column("place_id").to_numpy(), place_features(places))
+    derive = derivable_blocks(None, places)["place"]
+    return feature_table("place_id", places.column("place_id").to_numpy(), place_features(places), derive)
+
+
+# ------------------------------------------------------------------ derived from history
+
+DERIVE_KEY = b"recsys.derive_blocks"
+# A user block the source did not give, and the place column history fills it from.
+USER_HISTORY_SOURCES = {"cat_pref": "category_one_hot", "fine_pref": "fine_tag_vector", "area_freqs": "neighborhood_id"}
+POPULARITY_COLUMNS = ("base_popularity", "avg_daily_visits", "conversion_rate", "novelty_score")
+
+
+def derivable_blocks(users: pa.Table | None, places: pa.Table | None) -> dict[str, tuple[str, ...]]:
+    """Blocks of the feature matrices the source did not give but history can tell: a user's
+    tastes where the places carry what they measure, a place's popularity from its visits."""
+    place_given = set(places.column_names) - contracts.filled_columns(places) if places is not None else set()
+    user_filled = contracts.filled_columns(users) if users is not None else frozenset()
+    user = tuple(b for b, source in USER_HISTORY_SOURCES.items() if b in user_filled and source in place_given)
+    popularity_filled = places is not None and set(POPULARITY_COLUMNS) <= contracts.filled_columns(places)
+    return {"user": user, "place": ("popularity",) if popularity_filled else ()}
+
+
+def blocks_to_derive(table: pa.Table) -> tuple[str, ...]:
+    raw = (table.schema.metadata or {}).get(DERIVE_KEY, b"")
+    return tuple(b for b in raw.decode().split(",") if b)
+
+
+def _row_normalized(m: np.ndarray) -> np.ndarray:
+    total = m.sum(axis=1, keepdims=True)
+    out: NDArray[np.float32] = np.where(total > 0, m / np.maximum(total, 1e-12), 0.0).astype(np.float32)
+    return out
+
+
+def derive_from_history(
+    x_user: np.ndarray,
+    x_place: np.ndarray,
+    user_index: np.ndarray,
+    place_index: np.ndarray,
+    attended: np.ndarray,
+    layouts: FeatureLayouts,
+    derive: Mapping[str, Sequence[str]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the feature matrices with the `derive` blocks computed from these (user, place)
+    pairs: tastes as the share of visited places carrying each category / tag, area frequencies
+    as the share of home-city visits per neighbourhood, and place popularity from its visitors.
+
+    Given the training edges only, nothing a model is measured on leaks into its features."""
+    x_user, x_place = x_user.copy(), x_place.copy()
+    user, place = layouts.user, layouts.place
+    n_users, n_places = len(x_user), len(x_place)
+    for block in derive.get("user", ()):
+        if block == "area_freqs":
+            width = user.size("area_freqs")
+            nbhd = x_place[place_index, place["neighborhood_id"]][:, 0].astype(np.int64)
+            home = (x_place[place_index, place["city_id"]][:, 0] == x_user[user_index, user["city_id"]][:, 0]) & (
+                (nbhd >= 0) & (nbhd < width)
+            )
+            counts = np.zeros((n_users, width), np.float32)
+            np.add.at(counts, (user_index[home], nbhd[home]), 1.0)
+        else:
+            source = place[USER_HISTORY_SOURCES[block]]
+            counts = np.zeros((n_users, source.stop - source.start), np.float32)
+            np.add.at(counts, user_index, (x_place[place_index, source] > 0).astype(np.float32))
+        x_user[:, user[block]] = _row_normalized(counts)
+    if "popularity" in derive.get("place", ()):
+        visitors = np.bincount(place_index, minlength=n_places).astype(np.float64)
+        went = np.bincount(place_index, weights=attended.astype(np.float64), minlength=n_places)
+        share = np.where(visitors > 0, went / np.maximum(visitors, 1), 0.0)
+        novelty = 1.0 - np.log1p(visitors) / max(np.log1p(visitors.max(initial=0.0)), 1e-12)
+        # The popularity block's four columns as `place_features` scales them.
+        x_place[:, place["popularity"]] = np.minimum(
+            np.stack([np.log1p(visitors) / 5.0, np.log1p(visitors / 30.0) / 5.0, share, novelty], axis=1), 1.0
+        ).astype(np.float32)
+    return x_user, x_place

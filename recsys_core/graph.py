@@ -7,7 +7,8 @@ supervision, not message-passing structure, so they travel beside the graph, not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ INTERACTS = ("user", "interacts", "place")
 REV_INTERACTS = ("place", "rev_interacts", "user")
 SOCIAL = ("user", "social", "user")
 EDGE_TYPES = (INTERACTS, REV_INTERACTS, SOCIAL)
+DERIVED_FILE = "derived_features.json"
 
 if TYPE_CHECKING:  # PyG is imported where a HeteroData is built: the service never needs it
     from torch_geometric.data import HeteroData
@@ -37,6 +39,28 @@ class GraphBundle:
     friend_compat: torch.Tensor  # (L,) 0/1
     friend_attend: torch.Tensor  # (L,) 0/1
     vocabulary: Vocabulary = BUILTIN  # what the ids in x mean; the feature layouts follow it
+    # Feature blocks derived from the interactions ({"user": ("fine_pref", ...), "place": ("popularity",)}):
+    # a model that is measured must see them re-derived from its training edges (`rederived`).
+    derived: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def rederived(
+        self, user_index: np.ndarray, place_index: np.ndarray, attended: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """The node features with the derived blocks computed from these pairs only."""
+        x_user, x_place = features.derive_from_history(
+            self.data["user"].x.numpy(),
+            self.data["place"].x.numpy(),
+            user_index,
+            place_index,
+            attended,
+            features.FeatureLayouts.for_vocabulary(self.vocabulary),
+            self.derived,
+        )
+        return {"user": torch.from_numpy(x_user), "place": torch.from_numpy(x_place)}
+
+    def node_counts(self) -> dict[str, int]:
+        """`n_users` and `n_places`, as a model config of this graph takes them."""
+        return {"n_users": int(self.data["user"].num_nodes), "n_places": int(self.data["place"].num_nodes)}
 
     def summary(self) -> dict[str, object]:
         d = self.data
@@ -90,9 +114,18 @@ def build_hetero_graph(
 
     from torch_geometric.data import HeteroData
 
+    derived = {"user": features.blocks_to_derive(user_x), "place": features.blocks_to_derive(place_x)}
+    derived = {node: blocks for node, blocks in derived.items() if blocks}
+    x = {"user": contracts.list_matrix(user_x, "x"), "place": contracts.list_matrix(place_x, "x")}
+    if derived:  # from every interaction: the served features; training re-derives from its own edges
+        attended = events.attr[:, features.INTERACTION_EDGE_LAYOUT["attended"]][:, 0]
+        layouts = features.FeatureLayouts.for_vocabulary(vocabulary)
+        x["user"], x["place"] = features.derive_from_history(
+            x["user"], x["place"], events.user_index, events.place_index, attended, layouts, derived
+        )
     data = HeteroData()
-    for node_type, ids, table in (("user", user_ids, user_x), ("place", place_ids, place_x)):
-        data[node_type].x = torch.from_numpy(contracts.list_matrix(table, "x"))
+    for node_type, ids in (("user", user_ids), ("place", place_ids)):
+        data[node_type].x = torch.from_numpy(x[node_type])
         data[node_type].node_id = torch.from_numpy(ids.astype(np.int64))
         data[node_type].num_nodes = len(ids)
 
@@ -114,13 +147,14 @@ def build_hetero_graph(
         friend_compat=torch.from_numpy(friend_labels.column("label_compat").to_numpy().astype(np.int64)),
         friend_attend=torch.from_numpy(friend_labels.column("label_attend").to_numpy().astype(np.int64)),
         vocabulary=vocabulary,
+        derived=derived,
     )
 
 
 def build_from_world(world: dict[str, pa.Table], vocabulary: Vocabulary = BUILTIN) -> GraphBundle:
     """Convenience for notebooks, tests and benchmarks: tables straight to the graph."""
     return build_hetero_graph(
-        features.user_feature_table(world["users"], vocabulary),
+        features.user_feature_table(world["users"], vocabulary, world["places"]),
         features.place_feature_table(world["places"]),
         world["interactions"],
         world["user_user_edges"],
@@ -179,6 +213,7 @@ def save_graph(bundle: GraphBundle, directory: Path) -> Path:
     path = directory / "graph.pt"
     torch.save(tensors, path)
     bundle.vocabulary.save(directory)
+    (directory / DERIVED_FILE).write_text(json.dumps(bundle.derived) + "\n")
     for node_type in ("user", "place"):
         pd.DataFrame(
             {
@@ -213,4 +248,6 @@ def load_graph(directory: Path) -> GraphBundle:
             data[tuple(owner.split("__"))][key] = value
     # Graphs saved before vocabularies were data are of the built-in vocabulary.
     vocabulary = Vocabulary.load(directory) if (Path(directory) / VOCABULARY_FILE).exists() else BUILTIN
-    return GraphBundle(data=data, vocabulary=vocabulary, **labels)
+    derived_file = Path(directory) / DERIVED_FILE
+    derived = json.loads(derived_file.read_text()) if derived_file.exists() else {}
+    return GraphBundle(data=data, vocabulary=vocabulary, derived={k: tuple(v) for k, v in derived.items()}, **labels)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from recsys_core import contracts, validation
+from recsys_core import completion, contracts, validation
 
 SUFFIXES = (".parquet", ".csv")
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -36,8 +37,11 @@ MAX_ROWS_NAMED = 20  # offending rows named per column whose values do not conve
 CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
-def read_interactions_file(path: Path) -> pa.Table:
-    """A Parquet or CSV file in the interactions contract; ValueError names what does not fit."""
+def read_interactions_file(path: Path, given: Collection[str] | None = None) -> pa.Table:
+    """A Parquet or CSV file in the interactions contract; ValueError names what does not fit.
+
+    `given`: the columns the world's interactions were given (`given_columns`); a file must carry
+    those, and the rest is filled in as the source's were (`completion`). None: every column."""
     path = Path(path)
     try:
         if path.suffix == ".parquet":
@@ -51,7 +55,7 @@ def read_interactions_file(path: Path) -> pa.Table:
         kind = "Parquet" if path.suffix == ".parquet" else "CSV"
         detail = "".join(c if c.isprintable() else "?" for c in str(exc))[:300]  # no binary junk in the reason
         raise ValueError(f"cannot read {path.name} as {kind} (empty, truncated or another format): {detail}") from exc
-    return conform(table)
+    return conform(table, given)
 
 
 def _uncastable_rows(column: pa.ChunkedArray[Any], target: pa.DataType, chunk: int = 4096) -> list[int]:
@@ -76,15 +80,29 @@ def _uncastable_rows(column: pa.ChunkedArray[Any], target: pa.DataType, chunk: i
     return rows
 
 
-def conform(table: pa.Table) -> pa.Table:
+def given_columns(interactions: pa.Table) -> frozenset[str]:
+    """The columns a world's interactions were given by its source (not filled in), which every new
+    file must carry too. A count is never required (one event per row), nor what was derived from
+    the others (time buckets from the timestamp)."""
+    made = contracts.filled_columns(interactions) | contracts.derived_columns(interactions)
+    return frozenset(interactions.column_names) - made - {"count"}
+
+
+def conform(table: pa.Table, given: Collection[str] | None = None) -> pa.Table:
     """`contracts.conform` for interactions, with the rows named when a column's values do not
-    convert to the contract's type."""
+    convert to the contract's type. Columns outside `given` (default: all but the count) may be
+    left out and are filled in as `completion` fills a source's."""
     schema = contracts.SCHEMAS["interactions"]
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    required = (
+        set(schema.names) - {"count"} if given is None else set(given) | set(contracts.REQUIRED_COLUMNS["interactions"])
+    )
+    missing = [f.name for f in schema if f.name in required and f.name not in table.column_names]
     if missing:
         raise ValueError(f"interactions: missing column(s) {', '.join(missing)}")
     problems = []
     for field in schema:
+        if field.name not in table.column_names:
+            continue
         column = table.column(field.name)
         if column.type == field.type:
             continue
@@ -104,7 +122,9 @@ def conform(table: pa.Table) -> pa.Table:
             )
     if problems:
         raise ValueError("interactions: " + "; ".join(problems))
-    return contracts.conform(table, "interactions")
+    present = [f for f in schema if f.name in table.column_names]
+    typed = pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in present], schema=pa.schema(present))
+    return completion.complete_interactions(typed)
 
 
 def problems_of(table: pa.Table, user_ids: np.ndarray, place_ids: np.ndarray) -> list[str]:
@@ -136,10 +156,18 @@ def pending_files(inbox: Path, city: str) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith("."))
 
 
-def triage(path: Path, inbox: Path, city: str, user_ids: np.ndarray, place_ids: np.ndarray) -> Triage:
-    """Validate one dropped file and move it to accepted/ or rejected/ (with a reason file)."""
+def triage(
+    path: Path,
+    inbox: Path,
+    city: str,
+    user_ids: np.ndarray,
+    place_ids: np.ndarray,
+    given: Collection[str] | None = None,
+) -> Triage:
+    """Validate one dropped file and move it to accepted/ or rejected/ (with a reason file);
+    `given` as in `read_interactions_file`."""
     try:
-        problems = problems_of(read_interactions_file(path), user_ids, place_ids)
+        problems = problems_of(read_interactions_file(path, given), user_ids, place_ids)
     except ValueError as exc:
         problems = [str(exc)]
     folder = Path(inbox) / (REJECTED if problems else ACCEPTED) / city
@@ -156,5 +184,8 @@ def triage(path: Path, inbox: Path, city: str, user_ids: np.ndarray, place_ids: 
 
 
 def append(existing: pa.Table, new: pa.Table) -> pa.Table:
-    """The city's interactions with the new events added, in time order."""
-    return pa.concat_tables([contracts.conform(existing, "interactions"), new]).sort_by("timestamp")
+    """The city's interactions with the new events added, in time order (keeping what the existing
+    ones record of their provenance)."""
+    return pa.concat_tables(
+        [contracts.conform(existing, "interactions"), new.replace_schema_metadata(existing.schema.metadata)]
+    ).sort_by("timestamp")

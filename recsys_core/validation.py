@@ -96,6 +96,8 @@ def _out_of_range(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _check_simplex(report: Report, matrix: np.ndarray, name: str) -> None:
+    if matrix.shape[1] == 0:  # the vocabulary has no names of this kind: nothing to weigh
+        return
     report.add("finite", ~np.isfinite(matrix).all(axis=1), f"{name} has NaN or infinite entries")
     report.add("non_negative", (matrix < 0).any(axis=1), f"{name} has negative entries")
     report.add("sums_to_one", np.abs(np.nansum(matrix, axis=1) - 1.0) > SUM_TOLERANCE, f"{name} does not sum to 1")
@@ -104,23 +106,34 @@ def _check_simplex(report: Report, matrix: np.ndarray, name: str) -> None:
 def _neighborhood_range(
     report: Report, rule: str, city: np.ndarray, neighborhood: np.ndarray, vocabulary: Vocabulary, column: str
 ) -> None:
-    """Each neighbourhood id must be one of its city's (of any city's, where the city is unknown)."""
+    """Each neighbourhood id must be one of its city's (of any city's, where the city is unknown), or UNKNOWN."""
     counts = np.array([len(n) for n in vocabulary.neighborhoods])
     known_city = (city >= 0) & (city < vocabulary.n_cities)
     limit = np.where(known_city, counts[np.clip(city, 0, vocabulary.n_cities - 1)], vocabulary.n_neighborhoods)
     where = f"0..{counts[0] - 1}" if len(set(counts.tolist())) == 1 else "its city's neighbourhood ids"
-    report.add(rule, ~((neighborhood >= 0) & (neighborhood < limit)), f"{column} outside {where}")
+    bad = ~((neighborhood >= 0) & (neighborhood < limit)) & (neighborhood != contracts.UNKNOWN)
+    report.add(rule, bad, f"{column} outside {where} (or {contracts.UNKNOWN}: unknown)")
 
 
 def _unique(report: Report, ids: np.ndarray, name: str) -> None:
     report.add("unique_id", pd.Series(ids).duplicated(keep=False).to_numpy(), f"{name} is duplicated")
 
 
+def _ids_or_unknown(report: Report, rule: str, values: np.ndarray, hi: int, column: str) -> None:
+    """Ids in 0..hi-1, or UNKNOWN (the source does not know this row's value)."""
+    bad = _out_of_range(values, 0, hi) & (values != contracts.UNKNOWN)
+    report.add(rule, bad, f"{column} outside 0..{hi - 1} (or {contracts.UNKNOWN}: unknown)")
+
+
 def validate_users(users: pa.Table, city_id: int | None = None, vocabulary: Vocabulary = BUILTIN) -> pd.DataFrame:
-    """Contract rules for users; with city_id, every user must live in that city (its partition)."""
+    """Contract rules for users; with city_id, every user must live in that city (its partition).
+
+    Rules about a column `completion` filled in (the source did not give it) are not checked:
+    its values are defaults, not data."""
     schema = check_schema(users, "users", vocabulary)
     if len(schema):
         return schema
+    given = _given(users)
     ids = users.column("user_id").to_numpy(zero_copy_only=False)
     report = Report("users", ids)
     _null_rows(users, report)
@@ -131,18 +144,28 @@ def validate_users(users: pa.Table, city_id: int | None = None, vocabulary: Voca
     report.add("city_range", _out_of_range(city, 0, n_cities), f"home_city_id outside 0..{n_cities - 1}")
     if city_id is not None:
         report.add("partition", city != city_id, f"home_city_id is not this partition's city {city_id}")
-    nbhd = users.column("home_neighborhood_id").fill_null(pa.scalar(-1)).to_numpy()
-    _neighborhood_range(report, "neighborhood_range", city, nbhd, vocabulary, "home_neighborhood_id")
+    if "home_neighborhood_id" in given:
+        nbhd = users.column("home_neighborhood_id").fill_null(pa.scalar(-2)).to_numpy()
+        _neighborhood_range(report, "neighborhood_range", city, nbhd, vocabulary, "home_neighborhood_id")
     for name in ("cat_pref", "fine_pref", "vibe_pref"):
-        _check_simplex(report, contracts.list_matrix(users, name), name)
-    _check_area_freqs(users, report, vocabulary)
+        if name in given:
+            _check_simplex(report, contracts.list_matrix(users, name), name)
+    if "area_freqs" in given:
+        _check_area_freqs(users, report, vocabulary)
     for name in ("avg_sessions_per_week", "avg_views_per_session"):
-        v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
-        report.add("positive", ~(np.isfinite(v) & (v > 0)), f"{name} must be finite and > 0")
+        if name in given:
+            v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
+            report.add("positive", ~(np.isfinite(v) & (v > 0)), f"{name} must be finite and > 0")
     for name in ("avg_likes_per_session", "avg_saves_per_session", "avg_attends_per_month"):
-        v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
-        report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
+        if name in given:
+            v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
+            report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
     return report.frame()
+
+
+def _given(table: pa.Table) -> set[str]:
+    """The columns the source gave (not filled in by `completion`)."""
+    return set(table.column_names) - contracts.filled_columns(table)
 
 
 def _check_area_freqs(users: pa.Table, report: Report, vocabulary: Vocabulary) -> None:
@@ -167,9 +190,11 @@ def _check_area_freqs(users: pa.Table, report: Report, vocabulary: Vocabulary) -
 
 
 def validate_places(places: pa.Table, city_id: int | None = None, vocabulary: Vocabulary = BUILTIN) -> pd.DataFrame:
+    """Contract rules for places; rules about a column `completion` filled in are not checked."""
     schema = check_schema(places, "places", vocabulary)
     if len(schema):
         return schema
+    given = _given(places)
     ids = places.column("place_id").to_numpy(zero_copy_only=False)
     report = Report("places", ids)
     _null_rows(places, report)
@@ -181,15 +206,32 @@ def validate_places(places: pa.Table, city_id: int | None = None, vocabulary: Vo
     )
     if city_id is not None:
         report.add("partition", city != city_id, f"city_id is not this partition's city {city_id}")
-    neighborhood = places.column("neighborhood_id").fill_null(pa.scalar(-1)).to_numpy()
-    _neighborhood_range(report, "neighborhood_id_range", city, neighborhood, vocabulary, "neighborhood_id")
+    if "neighborhood_id" in given:
+        neighborhood = places.column("neighborhood_id").fill_null(pa.scalar(-2)).to_numpy()
+        _neighborhood_range(report, "neighborhood_id_range", city, neighborhood, vocabulary, "neighborhood_id")
     for name, hi in (
         ("price_band", len(vocabulary.price_bands)),
         ("typical_time_slot", len(vocabulary.time_slots)),
     ):
-        v = places.column(name).fill_null(pa.scalar(-1)).to_numpy()
-        report.add(f"{name}_range", _out_of_range(v, 0, hi), f"{name} outside 0..{hi - 1}")
+        if name in given:
+            _ids_or_unknown(report, f"{name}_range", places.column(name).fill_null(pa.scalar(-2)).to_numpy(), hi, name)
+    if "category_ids" in given:
+        _check_categories(places, report, vocabulary)
+    if "fine_tag_vector" in given:
+        _check_simplex(report, contracts.list_matrix(places, "fine_tag_vector"), "fine_tag_vector")
+    for name in ("base_popularity", "avg_daily_visits"):
+        if name in given:
+            v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
+            report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
+    for name in ("conversion_rate", "novelty_score"):
+        if name in given:
+            v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
+            report.add("unit_interval", ~((v >= 0) & (v <= 1)), f"{name} outside [0, 1]")
+    return report.frame()
 
+
+def _check_categories(places: pa.Table, report: Report, vocabulary: Vocabulary) -> None:
+    """category_ids non-empty and in range, and category_one_hot agreeing with them."""
     one_hot = contracts.list_matrix(places, "category_one_hot")
     report.add(
         "category_one_hot_range", ~((one_hot >= 0) & (one_hot <= 1)).all(axis=1), "category_one_hot outside [0, 1]"
@@ -211,15 +253,6 @@ def validate_places(places: pa.Table, city_id: int | None = None, vocabulary: Vo
     report.add(
         "category_consistency", ((one_hot > 0) != listed).any(axis=1), "category_one_hot disagrees with category_ids"
     )
-    _check_simplex(report, contracts.list_matrix(places, "fine_tag_vector"), "fine_tag_vector")
-
-    for name in ("base_popularity", "avg_daily_visits"):
-        v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
-        report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
-    for name in ("conversion_rate", "novelty_score"):
-        v = places.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
-        report.add("unit_interval", ~((v >= 0) & (v <= 1)), f"{name} outside [0, 1]")
-    return report.frame()
 
 
 def first_occurrence(table: pa.Table) -> np.ndarray:
@@ -271,20 +304,20 @@ def validate_interactions(
         "implicit_rating disagrees with the 1-5 formula",
     )
 
+    count = interactions.column("count").fill_null(pa.scalar(0)).to_numpy()
+    report.add("count_positive", count < 1, "count must be at least 1")
     ts = interactions.column("timestamp")
     micros = ts.cast(pa.int64()).fill_null(pa.scalar(0)).to_numpy()
-    hour = (micros // 3_600_000_000) % 24
-    weekday = (micros // 86_400_000_000 + 3) % 7
+    expected_tod, expected_weekend = contracts.time_buckets(micros)
     tod = interactions.column("time_of_day_bucket").fill_null(pa.scalar(-1)).to_numpy()
     dow = interactions.column("day_of_week_bucket").fill_null(pa.scalar(-1)).to_numpy()
     report.add("time_of_day_range", _out_of_range(tod, 0, N_TIME_OF_DAY_BUCKETS), "time_of_day_bucket outside 0..3")
     report.add("day_of_week_range", _out_of_range(dow, 0, N_DAY_OF_WEEK_BUCKETS), "day_of_week_bucket outside 0..1")
-    expected_tod = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
     report.add(
         "time_of_day_consistency", tod != expected_tod, "time_of_day_bucket disagrees with the timestamp's hour (UTC)"
     )
     report.add(
-        "day_of_week_consistency", dow != (weekday >= 5), "day_of_week_bucket disagrees with the timestamp's weekday"
+        "day_of_week_consistency", dow != expected_weekend, "day_of_week_bucket disagrees with the timestamp's weekday"
     )
     if now is not None:
         future = micros > now.astype("datetime64[us]").astype(np.int64)
@@ -317,7 +350,11 @@ def validate_user_user_edges(edges: pa.Table, user_ids: np.ndarray) -> pd.DataFr
 
 
 def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.Table) -> pd.DataFrame:
-    """Contract rules plus the label rules, recomputed from users (overlap) and interactions (co-attendance)."""
+    """Contract rules plus the label rules, recomputed from users (overlap) and interactions (co-attendance).
+
+    The rules hold labels made by them (the synthetic world's, or a source's that follows the
+    specification); labels derived from declared friendships, or of users without taste
+    vectors, are held to the structural rules only."""
     schema = check_schema(labels, "friend_labels")
     if len(schema):
         return schema
@@ -344,6 +381,9 @@ def validate_friend_labels(labels: pa.Table, users: pa.Table, interactions: pa.T
     iu, iv = np.where(iu >= 0, rows[iu], -1), np.where(iv >= 0, rows[iv], -1)
     known = (iu >= 0) & (iv >= 0)
     report.add("unknown_user", ~known, "user is not a user of this city")
+    if contracts.derived_columns(labels) or "fine_pref" not in _given(users):
+        # Labels derived from friendships, or users without tastes: the overlap rule does not apply.
+        return report.frame()
     unit = social.unit_rows(contracts.list_matrix(users, "fine_pref"))
     overlap = np.full(len(u), np.nan, np.float32)
     overlap[known] = social.pair_cosine(unit, iu[known], iv[known])

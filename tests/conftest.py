@@ -141,3 +141,6 @@ def one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+pytest_plugins = ["tests.postgres_server"]  # the `postgres_dsn` fixture: a real PostgreSQL server

@@ -37,9 +37,11 @@ def test_an_unknown_subcommand_is_a_usage_error(capsys):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("lightgcn:/nowhere", "'lightgcn:/nowhere' is not a world source; supported: synthetic, parquet:DIR"),
+        ("frobnicate:/nowhere", "'frobnicate:/nowhere' is not a world source; supported: synthetic, parquet:DIR"),
         ("parquet:", "is not a world source"),
         ("parquet:/definitely/not/here", "/definitely/not/here is not a directory"),
+        ("lightgcn:/definitely/not/here", "/definitely/not/here is not a directory"),
+        ("events:/definitely/not/here.csv", "/definitely/not/here.csv is not a file"),
     ],
 )
 def test_a_bad_source_is_one_line_naming_it(source, message, capsys):
@@ -51,7 +53,7 @@ def test_a_bad_source_is_one_line_naming_it(source, message, capsys):
 def test_sources_parse_into_world_sources(tmp_path):
     assert world_source_from_spec("synthetic", 10, 20, 3) == WorldSource(n_users=10, n_places=20, seed=3)
     parquet = world_source_from_spec(f"parquet:{tmp_path}", 10, 20, 3)
-    assert (parquet.kind, parquet.directory) == ("parquet", str(tmp_path.resolve()))
+    assert (parquet.kind, parquet.where) == ("parquet", str(tmp_path.resolve()))
     assert parquet.vocabulary() == BUILTIN  # no vocabulary.json: the built-in one
     Vocabulary(cities=("Oslo",)).save(tmp_path)
     assert parquet.vocabulary().city_slugs == ("oslo",)

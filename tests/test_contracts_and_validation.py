@@ -55,6 +55,7 @@ SPEC = {
         ("timestamp", None),
         ("time_of_day_bucket", I32),
         ("day_of_week_bucket", I32),
+        ("count", I32),  # not in the specification: "Any data in" (#15) gives events a count (listens, repeat visits)
     ],
     "user_user_edges": [
         ("user_u", I64),
@@ -373,11 +374,21 @@ def test_category_ids_disagreeing_with_one_hot_flags_that_place(world):
     assert_flags_exactly(violations, [row], [place_ids(world)[row]], "category_consistency")
 
 
-@pytest.mark.parametrize("column, value", [("price_band", 5), ("typical_time_slot", 6), ("neighborhood_id", -1)])
+@pytest.mark.parametrize(
+    "column, value",
+    [("price_band", 5), ("typical_time_slot", 6), ("neighborhood_id", -2), ("price_band", -2), ("neighborhood_id", 15)],
+)
 def test_out_of_range_place_code_flags_that_place(world, column, value):
     row = 77
     violations = validation.validate_places(set_values(world["places"], column, row, value))
     assert_flags_exactly(violations, [row], [place_ids(world)[row]], f"{column}_range")
+
+
+@pytest.mark.parametrize("column", ["price_band", "typical_time_slot", "neighborhood_id"])
+def test_unknown_place_code_is_allowed(world, column):
+    """-1 (contracts.UNKNOWN) says the source does not know this place's value; it is no violation."""
+    violations = validation.validate_places(set_values(world["places"], column, 77, contracts.UNKNOWN))
+    assert violations.empty, violations
 
 
 # --------------------------------------------------------------------------- interactions

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from recsys_core.evaluation import compare as cmp
+from recsys_core.evaluation import protocol
 from recsys_core.evaluation.protocol import PlaceTruth, evaluate_friends, evaluate_places
 from recsys_core.evaluation.split import split_indices, training_graph
 from recsys_core.graph import INTERACTS, build_from_world
@@ -79,6 +81,18 @@ def test_blocks_are_the_tested_users_of_each_city_against_all_its_places():
     evaluate_places({"perfect": scorer(calls=calls)}, hand_truth())
     assert [(c, u) for c, u, _ in calls] == [(0, TESTED[0]), (1, TESTED[1])]
     assert calls[0][2] == list(range(30)) and calls[1][2] == list(range(30, 60))
+
+
+def test_a_big_city_is_scored_in_blocks_of_users_with_the_same_figures(monkeypatch):
+    """A one-city world of 30k users x 40k places must not be one 10 GB score matrix: a city's users
+    come in blocks of at most BLOCK_CELLS scores, and the figures do not change."""
+    truth = hand_truth(np.random.default_rng(0).random((60, 100)))
+    whole = evaluate_places({"perfect": scorer(10.0), "half": scorer(-10.0)}, truth)
+    monkeypatch.setattr(protocol, "BLOCK_CELLS", 60)  # two users of a 30-place city per block
+    calls = []
+    blocked = evaluate_places({"perfect": scorer(10.0, calls=calls), "half": scorer(-10.0)}, truth)
+    assert [(c, u) for c, u, _ in calls] == [(0, [0, 1]), (0, [2]), (1, [4, 5]), (1, [6])]
+    pd.testing.assert_frame_equal(whole, blocked)
 
 
 def test_perfect_scorer_gets_full_recall_and_a_reversed_one_gets_none():
@@ -225,6 +239,21 @@ def test_place_truth_for_the_test_part_excludes_training_and_validation_pairs(bu
     for truth in (test, val):  # tiers and popularity come from training pairs only
         assert truth.train_counts.sum() == len(split.train_edges)
         assert truth.place_popularity.sum() == len(split.train_edges)
+
+
+def test_many_tested_users_are_sampled_the_same_way_for_every_model(bundle, split):
+    ei = bundle.data[INTERACTS].edge_index.numpy()
+    city = np.zeros(int(bundle.data["user"].num_nodes), int), np.zeros(int(bundle.data["place"].num_nodes), int)
+    whole = PlaceTruth.from_split(bundle, split, "val", *city)
+    sampled = PlaceTruth.from_split(bundle, split, "val", *city, max_users=50)
+    again = PlaceTruth.from_split(bundle, split, "val", *city, max_users=50)
+    users = np.unique(sampled.held_user)
+    assert len(users) == 50 and set(users) <= set(whole.held_user)
+    assert np.array_equal(sampled.held_user, again.held_user)  # seeded: every model meets the same users
+    # a sampled user keeps every held-out pair; training pairs are all still excluded
+    mask = np.isin(ei[0, split.val_edges], users)
+    assert np.array_equal(sampled.held_place, ei[1, split.val_edges][mask])
+    assert np.array_equal(sampled.seen_place, whole.seen_place)
 
 
 def test_compare_reports_every_model_for_both_parts(comparison):

@@ -39,6 +39,7 @@ def events_table(rows: list[dict]) -> pa.Table:
         implicit_rating=1.0,
         time_of_day_bucket=0,
         day_of_week_bucket=0,
+        count=1,
     )
     full = [{**defaults, **r, "timestamp": np.datetime64(r["timestamp"], "us")} for r in rows]
     return pa.Table.from_pylist(full).select(contracts.INTERACTIONS.names).cast(contracts.INTERACTIONS)

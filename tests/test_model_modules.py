@@ -7,6 +7,8 @@ reference computed independently here.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +65,17 @@ def projection_loss(outputs: dict[str, torch.Tensor], seed: int = 0) -> torch.Te
     return sum(terms, torch.zeros(()))
 
 
+def with_unknown_codes(x: torch.Tensor, node_type: str, layouts) -> torch.Tensor:
+    """A copy with UNKNOWN (-1) neighbourhood, price band and slot on two rows, so the encoders'
+    unknown path is in the pass too (every parameter must still get a gradient)."""
+    x = x.clone()
+    layout = layouts.user if node_type == "user" else layouts.place
+    for block in ("home_neighborhood_id", "neighborhood_id", "price_band", "typical_time_slot"):
+        if block in dict(layout.blocks):
+            x[:2, layout[block]] = -1
+    return x
+
+
 def assert_all_parameters_get_gradients(module: torch.nn.Module):
     missing, bad, zero = [], [], []
     for name, p in module.named_parameters():
@@ -105,7 +118,7 @@ def test_user_and_place_encoders_give_d_model_rows_and_gradients(bundle):
     for encoder_cls, node_type in ((UserEncoder, "user"), (PlaceEncoder, "place")):
         torch.manual_seed(0)
         encoder = encoder_cls(config)
-        x = bundle.data[node_type].x
+        x = with_unknown_codes(bundle.data[node_type].x, node_type, config.layouts)
         out = encoder(x)
         assert out.shape == (x.shape[0], D)
         assert torch.isfinite(out).all()
@@ -122,6 +135,19 @@ def test_place_encoder_output_depends_on_the_time_slot(bundle):
     y = x.clone()
     y[:, col] = (x[:, col] + 1) % N_TIME_SLOTS
     assert not torch.allclose(encoder(x), encoder(y))
+
+
+def test_unknown_codes_share_one_vector_and_differ_from_known_ones(bundle):
+    """UNKNOWN (-1) neighbourhood, price band or slot: a vector of its own (zeros), not some real id's."""
+    torch.manual_seed(0)
+    encoder = PlaceEncoder(ModelConfig(**SMALL)).eval()
+    assert "price.unknown" not in dict(encoder.named_parameters())  # fixed: known-only worlds train as before
+    x = bundle.data["place"].x[:4].clone()
+    col = PLACE_LAYOUT["price_band"].start
+    unknown = x.clone()
+    unknown[:, col] = -1
+    outputs = [encoder(x)] + [encoder(torch.where(torch.arange(x.shape[1]) == col, float(b), x)) for b in range(4)]
+    assert all(not torch.allclose(encoder(unknown), out) for out in outputs)
 
 
 def test_id_encoder_returns_one_learned_row_per_node():
@@ -432,6 +458,7 @@ def test_context_changes_the_place_score(bundle, inputs):
 def test_graphrec_embed_and_scores_shapes(bundle, inputs):
     torch.manual_seed(0)
     model = GraphRec(ModelConfig(**SMALL), inputs.edge_dims())
+    inputs = dataclasses.replace(inputs, x={t: with_unknown_codes(x, t, model.layouts) for t, x in inputs.x.items()})
     z = model.embed(inputs)
     assert z["user"].shape == (inputs.num_nodes["user"], D)
     assert z["place"].shape == (inputs.num_nodes["place"], D)

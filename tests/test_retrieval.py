@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -257,3 +258,35 @@ def test_exported_influences_are_the_users_own_places_with_the_heaviest_last_lay
         assert influences[int(user_ids[user])] == expected.tolist()
         assert set(expected) <= set(place_ids[ei[1, ei[0] == user]])  # only places the user interacted with
     assert len(np.unique(weights)) > 10
+
+
+def _inner_product_hnsw(vectors: np.ndarray) -> CityIndex:
+    hnsw = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction, hnsw.hnsw.efSearch = 200, 384
+    hnsw.add(vectors)
+    return CityIndex(hnsw, np.arange(len(vectors)))
+
+
+def test_vectors_sharing_one_direction_get_the_l2_reduced_index():
+    """Like Gowalla's place vectors: a strong common direction, queries from elsewhere. An
+    inner-product HNSW misses a quarter of the top 50; the reduced index finds nearly all."""
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((5000, 32)).astype(np.float32)
+    vectors[:, 0] += 6.0
+    queries = rng.standard_normal((100, 32)).astype(np.float32)
+    queries[:, 0] = 0.0
+    index = build_city_index(np.arange(5000), vectors, exact_max_rows=100)
+    assert index.reduced_to_l2 and index.dim == 32
+    assert recall_vs_exact(_inner_product_hnsw(vectors), vectors, queries) < 0.8
+    assert recall_vs_exact(index, vectors, queries) >= 0.98
+    scores, ids = index.search(queries[:4], 10)  # the reduced index still answers in inner products
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries[:4], vectors[ids]), rtol=1e-4, atol=1e-3)
+
+
+def test_vectors_of_spread_lengths_keep_the_inner_product_index():
+    """Where lengths spread widely the reduction is the worse one: the inner-product graph stays."""
+    rng = np.random.default_rng(1)
+    vectors = (rng.standard_normal((4000, 32)) * rng.lognormal(0, 0.6, (4000, 1))).astype(np.float32)
+    index = build_city_index(np.arange(4000), vectors, exact_max_rows=100)
+    assert index.kind == "hnsw" and not index.reduced_to_l2
+    assert recall_vs_exact(index, vectors, rng.standard_normal((100, 32)).astype(np.float32)) >= 0.99

@@ -192,6 +192,12 @@ def test_model_input_widths_are_the_vocabularys_feature_widths():
 def test_small_vocabulary_model_runs_forward_and_backward(bundle):
     torch.manual_seed(0)
     inputs = GraphInputs.from_hetero(bundle.data, time_decay=True)
+    # A few UNKNOWN neighbourhoods, price bands and time slots, so that path is in the pass too.
+    inputs.x["place"] = inputs.x["place"].clone()
+    for block in ("neighborhood_id", "price_band", "typical_time_slot"):
+        inputs.x["place"][:3, LAYOUTS.place[block]] = -1
+    inputs.x["user"] = inputs.x["user"].clone()
+    inputs.x["user"][:3, LAYOUTS.user["home_neighborhood_id"]] = -1
     model = GraphRec(ModelConfig.for_vocabulary(SMALL_VOCAB, **SETTINGS, time_decay=True), inputs.edge_dims())
     model.check_fits(SMALL_VOCAB, inputs)
     z = model.embed(inputs)

@@ -32,7 +32,7 @@ from dagster import (
     sensor,
 )
 
-from recsys_assets.io_manager import latest_materialization, load_latest_table
+from recsys_assets.io_manager import latest_materialization, latest_table_schema, load_latest_table
 from recsys_assets.partitions import city_keys
 from recsys_assets.resources import InboxSettings
 from recsys_assets.stages import (
@@ -178,8 +178,9 @@ def publish_when_indices_are_fresh(context: SensorEvaluationContext):
     job=ingest_job,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="New interaction files per city (inbox/<city>/*.parquet|csv): valid ones are appended, "
-    "invalid ones moved to inbox/rejected/<city>/ with a .reason.txt.",
+    description="New interaction files per city (inbox/<city>/*.parquet|csv, with the columns the world's "
+    "interactions came with): valid ones are appended, invalid ones moved to inbox/rejected/<city>/ "
+    "with a .reason.txt.",
 )
 def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSettings):
     requests, rejected = [], []
@@ -191,6 +192,7 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
         try:
             users = load_latest_table(context.instance, AssetKey("users"), [city])
             places = load_latest_table(context.instance, AssetKey("places"), cities)
+            existing = latest_table_schema(context.instance, AssetKey("interactions"), city)
         except FileNotFoundError as exc:
             context.log.info("inbox for %s waits: %s", city, exc)
             continue
@@ -201,6 +203,7 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
                 city,
                 users.column("user_id").to_numpy(),
                 places.column("place_id").to_numpy(),
+                inbox.given_columns(existing.empty_table()),
             )
             if result.accepted:
                 config = {"ops": {"interactions": {"config": {"append_file": str(result.destination)}}}}

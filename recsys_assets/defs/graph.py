@@ -19,11 +19,24 @@ def _layout_md(layout: features.Layout) -> MetadataValue:
     return MetadataValue.md("| block | columns | width |\n|---|---|---|\n" + rows)
 
 
-@asset(**FEATURE_TABLE, description="User node features (widths follow the vocabulary; layout in the metadata).")
-def user_features(users: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
-    table = features.user_feature_table(users, vocabulary)
-    layout = features.FeatureLayouts.for_vocabulary(vocabulary).user
-    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(layout)})
+def _feature_output(table: pa.Table, layout: features.Layout) -> Output[pa.Table]:
+    """The feature table with its row count, layout and the blocks the graph derives from history."""
+    derived = ", ".join(features.blocks_to_derive(table)) or "none"
+    return Output(
+        table,
+        metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(layout), "derived_from_history": derived},
+    )
+
+
+@asset(
+    **FEATURE_TABLE,
+    ins={"users": AssetIn(), "places": AssetIn(), "vocabulary": AssetIn()},
+    description="User node features (widths follow the vocabulary; layout in the metadata). Tastes the source "
+    "did not give are derived from history in the graph.",
+)
+def user_features(users: pa.Table, places: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
+    table = features.user_feature_table(users, vocabulary, places)
+    return _feature_output(table, features.FeatureLayouts.for_vocabulary(vocabulary).user)
 
 
 @asset(
@@ -33,8 +46,7 @@ def user_features(users: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
 )
 def place_features(places: pa.Table, vocabulary: Vocabulary) -> Output[pa.Table]:
     table = features.place_feature_table(places)
-    layout = features.FeatureLayouts.for_vocabulary(vocabulary).place
-    return Output(table, metadata={"dagster/row_count": table.num_rows, "layout": _layout_md(layout)})
+    return _feature_output(table, features.FeatureLayouts.for_vocabulary(vocabulary).place)
 
 
 @asset(

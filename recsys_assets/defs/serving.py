@@ -27,7 +27,7 @@ from dagster import (
 from recsys_assets.io_manager import MANIFEST, latest_artifact_path, latest_materialization, load_latest
 from recsys_assets.metadata import Metadata, markdown_table, rows_by_city
 from recsys_assets.partitions import city_of, city_partitions
-from recsys_assets.resources import ServingSettings
+from recsys_assets.resources import ServingSettings, WorldSource
 from recsys_core.graph import GraphBundle
 from recsys_core.manifest import ArtifactRef, ServingManifest
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
@@ -199,7 +199,9 @@ ALL_CITIES = AllPartitionMapping()
     ],
     description="The exact artifacts the service loads (paths, sha256, model version), published atomically.",
 )
-def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -> Output[ServingManifest]:
+def serving_manifest(
+    context: AssetExecutionContext, serving: ServingSettings, world: WorldSource
+) -> Output[ServingManifest]:
     _require_passed_checks(context)
     vocabulary = _latest_vocabulary(context)
     model = _ref(context, _key("trained_model"))
@@ -214,7 +216,7 @@ def serving_manifest(context: AssetExecutionContext, serving: ServingSettings) -
         place_embeddings=_ref(context, _key("place_embeddings")),
         place_indices={str(i): _ref(context, _key("place_index"), s) for i, s in enumerate(vocabulary.city_slugs)},
         user_indices={str(i): _ref(context, _key("user_index"), s) for i, s in enumerate(vocabulary.city_slugs)},
-        social_edges_are_friendships=serving.social_edges_are_friendships,
+        social_edges_are_friendships=serving.social_edges_are_friendships or world.edges_are_friendships(),
     )
     live = manifest.write(serving.live_manifest_path())
     context.log.info("published serving manifest %s (%s) at %s", manifest.version, manifest.model_version, live)

@@ -110,11 +110,14 @@ def _with_new_events(
     an invalid one fails the run before anything is written."""
     from recsys_assets.io_manager import load_latest_table
 
-    new = inbox.read_interactions_file(path)
+    existing = load_latest_table(context.instance, context.assets_def.key, [context.partition_key])
+    try:
+        new = inbox.read_interactions_file(path, inbox.given_columns(existing))
+    except ValueError as exc:
+        raise Failure(description=f"{path.name} not appended: {exc}") from exc
     problems = inbox.problems_of(new, users.column("user_id").to_numpy(), places.column("place_id").to_numpy())
     if problems:
         raise Failure(description=f"{path.name} not appended: " + "; ".join(problems[:10]))
-    existing = load_latest_table(context.instance, context.assets_def.key, [context.partition_key])
     context.log.info("appending %d events from %s to %d existing", new.num_rows, path.name, existing.num_rows)
     return inbox.append(existing, new), new.num_rows
 

@@ -71,8 +71,13 @@ def _top_k_block(block: np.ndarray, k: int) -> np.ndarray:
     above = block > kth
     tied = block == kth
     need = k - above.sum(axis=1, keepdims=True)
-    # Among items tied with the k-th score keep the lowest indices.
-    take = above | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= need))
+    take = above | tied
+    # Among items tied with the k-th score keep the lowest indices. Only rows with more ties than
+    # places left need the running count (rare for learned scores, common for popularity).
+    crowded = np.flatnonzero(tied.sum(axis=1) > need[:, 0])
+    if len(crowded):
+        first_tied = np.cumsum(tied[crowded], axis=1, dtype=np.int32) <= need[crowded]
+        take[crowded] = above[crowded] | (tied[crowded] & first_tied)
     cols = np.nonzero(take)[1].reshape(n_rows, k)  # ascending ids per row
     vals = np.take_along_axis(block, cols, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")  # stable => lower id first
@@ -231,8 +236,28 @@ def ranking_report(
 
     Cutoffs beyond the catalogue size evaluate the full ranking.
     """
-    depth = min(max((*ks, *ndcg_ks, mrr_k)), scores.shape[1])
-    hits, n_pos = _hits(top_k_excluding(scores, train, depth), test)
+    return ranking_report_of_top(
+        top_k_excluding(scores, train, report_depth(scores.shape[1], ks, ndcg_ks, mrr_k)), test, ks, ndcg_ks, mrr_k
+    )
+
+
+def report_depth(
+    n_items: int, ks: Sequence[int] = (5, 10, 20), ndcg_ks: Sequence[int] = (10, 20), mrr_k: int = 100
+) -> int:
+    """How deep a ranking `ranking_report` reads: its largest cutoff, or the whole catalogue."""
+    return min(max((*ks, *ndcg_ks, mrr_k)), n_items)
+
+
+def ranking_report_of_top(
+    topk: np.ndarray,
+    test: sp.csr_matrix,
+    ks: Sequence[int] = (5, 10, 20),
+    ndcg_ks: Sequence[int] = (10, 20),
+    mrr_k: int = 100,
+) -> dict[str, np.ndarray]:
+    """`ranking_report` of a ranking already cut (`top_k_excluding` to `report_depth`), so a caller
+    that also wants the top items ranks once."""
+    hits, n_pos = _hits(topk, test)
     report: dict[str, np.ndarray] = {}
     for k in ks:
         report[f"recall@{k}"] = _recall(hits, n_pos, k)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
+from recsys_core.features import INTERACTION_EDGE_LAYOUT
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, GraphBundle
 
 
@@ -57,7 +58,8 @@ def split_indices(bundle: GraphBundle, val_fraction: float = 0.1, test_fraction:
 
 
 def training_graph(bundle: GraphBundle, split: Split) -> HeteroData:
-    """The graph the model sees: training pairs only, and no social edge of a held-out label pair."""
+    """The graph the model sees: training pairs only, no social edge of a held-out label pair, and
+    features derived from history (`GraphBundle.derived`) derived from the training pairs alone."""
     data = bundle.data
     train = HeteroData()
     for node_type in data.node_types:
@@ -67,6 +69,12 @@ def training_graph(bundle: GraphBundle, split: Split) -> HeteroData:
     for edge_type in (INTERACTS, REV_INTERACTS):
         for key, value in data[edge_type].items():
             train[edge_type][key] = value[:, keep] if key == "edge_index" else value[keep]
+    if bundle.derived:  # features derived from history: from the training edges only
+        edges = train[INTERACTS]
+        attended = edges.edge_attr[:, INTERACTION_EDGE_LAYOUT["attended"]][:, 0].numpy()
+        x = bundle.rederived(edges.edge_index[0].numpy(), edges.edge_index[1].numpy(), attended)
+        for node_type, matrix in x.items():
+            train[node_type].x = matrix
     if SOCIAL in data.edge_types:
         social = data[SOCIAL].edge_index
         held_out = np.concatenate([split.val_labels, split.test_labels])

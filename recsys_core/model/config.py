@@ -27,6 +27,11 @@ def vocabulary_sizes(vocabulary: Vocabulary) -> dict[str, int]:
 VOCABULARY_SIZES = tuple(vocabulary_sizes(BUILTIN))
 
 
+def has_place_content(vocabulary: Vocabulary) -> bool:
+    """Whether places of this vocabulary can say what they are (categories or tags)."""
+    return bool(vocabulary.categories or vocabulary.tags)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     d_model: int = 128
@@ -71,6 +76,17 @@ class ModelConfig:
     def for_vocabulary(cls, vocabulary: Vocabulary, **settings: Any) -> ModelConfig:
         """A config whose widths follow `vocabulary`; `settings` are the other hyperparameters."""
         return cls(**{**vocabulary_sizes(vocabulary), **settings})
+
+    @classmethod
+    def for_world(cls, vocabulary: Vocabulary, n_users: int, n_places: int, **settings: Any) -> ModelConfig:
+        """The model for a world: feature encoders when its places can carry categories or tags,
+        else featureless (a learned vector per user and place, `n_users` and `n_places` of them):
+        with nothing to read, a feature encoder would give every place the same vector."""
+        if has_place_content(vocabulary):
+            return cls.for_vocabulary(vocabulary, **settings)
+        # Dropout off, as the real-data benchmark found best for id vectors.
+        featureless = {"featureless": True, "n_users": n_users, "n_places": n_places, "wide": False, "dropout": 0.0}
+        return cls.for_vocabulary(vocabulary, **{**settings, **featureless})
 
     def vocabulary_mismatches(self, vocabulary: Vocabulary) -> list[str]:
         """The sizes in which this config is not a model of `vocabulary` (empty when it is)."""

@@ -27,6 +27,28 @@ def linear_at(sequential: nn.Sequential, index: int) -> nn.Linear:
     return layer
 
 
+class KnownOrUnknown(nn.Module):
+    """An embedding table whose UNKNOWN (-1) ids (a place without a known price band or
+    neighbourhood) embed as zeros: the unknown adds nothing, and the layers after it learn what
+    its absence means. A fixed vector, not a parameter, so a world where every id is known trains
+    exactly as it would without it, and checkpoints keep their keys."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.known = nn.Embedding(num, dim)
+        self.register_buffer("unknown", torch.zeros(1, dim), persistent=False)
+
+    @property
+    def num_embeddings(self) -> int:
+        """Known ids (the UNKNOWN vector aside)."""
+        return self.known.num_embeddings
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        unknown = self.get_buffer("unknown")
+        table = torch.cat([self.known.weight, unknown], dim=0)
+        return F.embedding(torch.where(ids < 0, self.known.num_embeddings, ids), table)
+
+
 class _LocationEmbedding(nn.Module):
     """City and neighbourhood embeddings; neighbourhood ids are per city, so they are made global."""
 
@@ -34,11 +56,12 @@ class _LocationEmbedding(nn.Module):
         super().__init__()
         self.n_neighborhoods = config.n_neighborhoods
         self.city = nn.Embedding(config.n_cities, city_dim)
-        self.neighborhood = nn.Embedding(config.n_cities * config.n_neighborhoods, neighborhood_dim)
+        self.neighborhood = KnownOrUnknown(config.n_cities * config.n_neighborhoods, neighborhood_dim)
         self.dim = city_dim + neighborhood_dim
 
     def forward(self, city: torch.Tensor, neighborhood: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.city(city), self.neighborhood(city * self.n_neighborhoods + neighborhood)], dim=-1)
+        local = torch.where(neighborhood < 0, -1, city * self.n_neighborhoods + neighborhood)
+        return torch.cat([self.city(city), self.neighborhood(local)], dim=-1)
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -73,8 +96,8 @@ class PlaceEncoder(nn.Module):
         super().__init__()
         self.layout = config.layouts.place
         self.location = _LocationEmbedding(config)
-        self.price = nn.Embedding(config.n_price_bands, 8)
-        self.slot = nn.Embedding(config.n_time_slots, 8)
+        self.price = KnownOrUnknown(config.n_price_bands, 8)
+        self.slot = KnownOrUnknown(config.n_time_slots, 8)
         self.continuous = [self.layout[name] for name in ("category_one_hot", "fine_tag_vector", "popularity")]
         width = sum(s.stop - s.start for s in self.continuous) + self.layout.size("fine_tag_vector")
         self.mlp = mlp([self.location.dim + 16 + width, 2 * config.d_model, config.d_model], config.dropout)
@@ -105,7 +128,7 @@ def place_taste_inputs(x: torch.Tensor, layouts: FeatureLayouts) -> torch.Tensor
     """What a place offers: unit tag vector, categories, neighbourhood one-hot, popularity."""
     place = layouts.place
     neighborhood = x[:, place["neighborhood_id"]].squeeze(-1).long()
-    local = F.one_hot(neighborhood, layouts.user.size("area_freqs")).float()
+    local = F.one_hot(neighborhood + 1, layouts.user.size("area_freqs") + 1)[:, 1:].float()  # UNKNOWN: no slot
     return torch.cat(
         [unit(x[:, place["fine_tag_vector"]]), x[:, place["category_one_hot"]], local, x[:, place["popularity"]]],
         dim=-1,

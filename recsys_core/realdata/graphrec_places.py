@@ -8,6 +8,7 @@ weights embed the *full* training graph (validation pairs included in message pa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from recsys_core.evaluation.split import Split, training_graph
 from recsys_core.graph import INTERACTS
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.inputs import GraphInputs
-from recsys_core.training.config import TrainConfig
+from recsys_core.training.config import TrainConfig, for_id_embeddings
 from recsys_core.training.loop import train
 from recsys_core.training.state import TrainResult
 from recsys_core.vocabulary import Vocabulary
@@ -83,25 +84,10 @@ def fit_graphrec(
     edges = bundle.data[INTERACTS].edge_index.numpy()
     split = _split(edges, dataset.n_items, val)
     n_pos = len(split.train_edges)
-    config = TrainConfig(
-        max_steps=100_000,
-        batch_size=min(16384, max(n_pos // 4, 256)),
-        city_pool=1024,
-        in_batch_negatives=min(2048, max(n_pos // 8, 64)),
-        head_batch=256,
-        head_negatives=2,
-        lr=3e-3,
-        lr_embeddings=3e-2,
-        weight_decay=0.0,
-        warmup_steps=5,
-        eval_every=20,
-        patience=4,
-        eval_users=2000,
-        eval_rerank_depth=0,
-        lambda_friend=0.0,
+    config = dataclasses.replace(
+        for_id_embeddings(TrainConfig(max_steps=100_000, time_budget_s=time_budget_s, seed=seed), n_pos),
+        lambda_friend=0.0,  # friends have a model of their own here (realdata.friends)
         lambda_attend=0.0,
-        time_budget_s=time_budget_s,
-        seed=seed,
     )
     mc = model_config(dataset, bundle.vocabulary, d_model)
     result = train(bundle, split, mc, config)

@@ -77,7 +77,7 @@ def _check_dimension(name: str, ref: ArtifactRef, dim: int, model_dim: int) -> N
 
 def _check_index(name: str, ref: ArtifactRef, index: CityIndex, model_dim: int, allowed_ids: np.ndarray) -> None:
     """An index must match the model's dimension and hold only the city's own nodes."""
-    _check_dimension(name, ref, int(index.index.d), model_dim)
+    _check_dimension(name, ref, index.dim, model_dim)
     foreign = index.ids[~np.isin(index.ids, allowed_ids)]
     if len(foreign):
         raise ManifestError(
@@ -147,11 +147,15 @@ def _check_features(graph_ref: ArtifactRef, layouts: FeatureLayouts, x_user: tor
 
 class PlaceNames:
     """Place names, each made on first use: naming all 10k places at load is 0.16 s of Python holding
-    the GIL while requests wait (a hot reload), where a request shows ten."""
+    the GIL while requests wait (a hot reload), where a request shows ten.
+
+    A place is named by its tags; where there are none to name it by (no features, or a vocabulary
+    without tags, whose places would all be "Place"), by its id: "place 42"."""
 
     def __init__(self, x_place: np.ndarray, place_ids: np.ndarray, vocabulary: Vocabulary, layouts: FeatureLayouts):
         self._x, self._ids = x_place, place_ids
         self._vocabulary, self._layouts = vocabulary, layouts
+        self._by_tags = bool(x_place.shape[1] and vocabulary.tags)
         self._made: dict[int, str] = {}
 
     def __getitem__(self, index: SupportsInt) -> str:
@@ -160,7 +164,7 @@ class PlaceNames:
         if name is None:
             name = self._made[index] = (
                 place_name(self._x[index], vocabulary=self._vocabulary, layouts=self._layouts)
-                if self._x.shape[1]
+                if self._by_tags
                 else f"place {self._ids[index]}"
             )
         return name
@@ -183,6 +187,7 @@ class ServingArtifacts:
     user_city: np.ndarray
     place_city: np.ndarray
     seen: sp.csr_matrix  # user x place: interacted before
+    visitors: sp.csr_matrix  # place x user: `seen` transposed once at load, for co-visitation counts
     friends: sp.csr_matrix  # user x user: social edges
     influences: list[np.ndarray]  # per user: place indices that weighed most
     popularity: np.ndarray  # per place: log1p(interacting users), the cold-start prior
@@ -196,6 +201,7 @@ class ServingArtifacts:
     place_head: FastPlaceHead  # the heads' inference paths, in numpy
     friend_head: FastFriendHead
     z_user_np: np.ndarray
+    z_place_np: np.ndarray  # for history explanations: which past place is nearest
     x_user_np: np.ndarray  # numpy views of the features, for explanations
     x_place_np: np.ndarray
     loaded_in_s: float = 0.0
@@ -349,6 +355,7 @@ class ServingArtifacts:
             user_city=user_city,
             place_city=place_city,
             seen=seen,
+            visitors=seen.T.tocsr(),
             friends=friends,
             influences=influences,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()),
@@ -360,6 +367,7 @@ class ServingArtifacts:
             place_head=FastPlaceHead(model, z_place, x_place, layouts.place),
             friend_head=FastFriendHead(model, x_user.numpy(), layouts.user),
             z_user_np=z_user.numpy(),
+            z_place_np=z_place.numpy(),
             x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )

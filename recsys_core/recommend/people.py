@@ -4,17 +4,22 @@ Candidates come from the city's user index (<z_u, z_v>), the user themself and (
 data's social edges are real friendships) existing friends left out. The friend head gives
 compatibility and attendance; a target place scales attendance by how much that place
 stands out for the candidate, and activity tags by how much the candidate is into them.
+
+Users with tastes (the vocabulary has tags or vibes) are explained by them; users without
+(interaction-only data) by their history: a place both went to, friends in common
+(`explain.explain_people_from_history`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, SupportsFloat
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys_core.explain import Wishes, explain_person
+from recsys_core.explain import Wishes, explain_people_from_history, explain_person
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.places import resolve_city
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PeopleQuery, check_top_k
@@ -66,8 +71,23 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
         into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
         combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
     order = np.argsort(-combined, kind="stable")[: query.top_k]
-    wishes = Wishes(tags=query.activity_tags, target_place_name=art.place_names[target] if target is not None else None)
-    return [_result(art, user, int(candidates[i]), compat[i], attend[i], combined[i], wishes, target) for i in order]
+    chosen = candidates[order]
+    if has_tastes(art):
+        wishes = Wishes(
+            tags=query.activity_tags, target_place_name=art.place_names[target] if target is not None else None
+        )
+        reasons = [_taste_reasons(art, user, int(other), wishes, target) for other in chosen]
+    else:
+        reasons = _history_reasons(art, user, chosen)
+    return [
+        PersonResult(int(art.user_ids[other]), float(compat[i]), float(attend[i]), float(combined[i]), r)
+        for other, i, r in zip(chosen, order, reasons, strict=True)
+    ]
+
+
+def has_tastes(art: ServingArtifacts) -> bool:
+    """Whether users carry taste vectors to compare: features, and tags or vibes for them to be of."""
+    return bool(art.x_user.shape[1] and (art.vocabulary.tags or art.vocabulary.vibes))
 
 
 def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,26 +95,21 @@ def _friend_scores(art: ServingArtifacts, user: int, candidates: np.ndarray) -> 
     return _sigmoid(compat), _sigmoid(attend)
 
 
-def _result(
-    art: ServingArtifacts,
-    user: int,
-    other: int,
-    compat: SupportsFloat,
-    attend: SupportsFloat,
-    combined: SupportsFloat,
-    wishes: Wishes,
-    target: int | None,
-) -> PersonResult:
-    if art.x_user.shape[1]:
-        target_x = art.x_place_np[target] if target is not None else None
-        reasons = explain_person(
-            art.x_user_np[user], art.x_user_np[other], wishes, target_x, vocabulary=art.vocabulary, layouts=art.layouts
-        )
-    else:
-        shared = np.intersect1d(art.influences[user], art.influences[other])
-        reasons = (
-            [f"You both love {art.place_names[shared[0]]}"]
-            if len(shared)
-            else ["Goes to the same places as people you get along with"]
-        )
-    return PersonResult(int(art.user_ids[other]), float(compat), float(attend), float(combined), reasons)
+def _taste_reasons(art: ServingArtifacts, user: int, other: int, wishes: Wishes, target: int | None) -> list[str]:
+    target_x = art.x_place_np[target] if target is not None else None
+    return explain_person(
+        art.x_user_np[user], art.x_user_np[other], wishes, target_x, vocabulary=art.vocabulary, layouts=art.layouts
+    )
+
+
+def _history_reasons(art: ServingArtifacts, user: int, others: np.ndarray) -> list[list[str]]:
+    """History reasons for all of a response's people: the user's places each candidate also went
+    to (one sparse slice) and their friends in common (one sparse product)."""
+    mine = art.seen.indices[art.seen.indptr[user] : art.seen.indptr[user + 1]]
+    both = sp.csr_matrix(art.seen[others][:, mine])
+    shared = [np.sort(mine[both.indices[both.indptr[k] : both.indptr[k + 1]]]) for k in range(len(others))]
+    if art.manifest.social_edges_are_friendships:
+        common = np.asarray((art.friends[others] @ art.friends[user].T).toarray()).ravel()
+    else:  # similarity edges are not friends: there are no friends in common to name
+        common = np.zeros(len(others))
+    return explain_people_from_history(shared, art.popularity, common, art.place_names)

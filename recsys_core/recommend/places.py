@@ -1,5 +1,9 @@
 """Place recommendations: ANN retrieval in the city, re-ranking by the place head under the
-request context, explanations; popularity and profile fallbacks for cold users."""
+request context, explanations; popularity and profile fallbacks for cold users.
+
+Places with content (categories, tags) are explained by it; places without (interaction-only
+data) by the user's history: the past place nearest in the served embeddings, the past place
+sharing most visitors (`explain.explain_places_from_history`)."""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from recsys_core.explain import Wishes, explain_places
+from recsys_core.explain import Wishes, explain_places, explain_places_from_history
+from recsys_core.model.config import has_place_content
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
 from recsys_core.social import unit_rows
 
 COLD_BLEND = 0.5  # weight of city popularity for a known user without history
+HISTORY_CAP = 50  # past places a history explanation chooses from: enough to find a close one, cheap per request
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,8 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
     top = places[order]
     ids = art.place_ids[top]
     names = [art.place_names[i] for i in top]
-    if not art.x_place_np.shape[1]:  # interaction-only data: only the history can explain
-        reasons = [_history_reasons(art, user)] * len(top)
+    if not has_place_content(art.vocabulary) or not art.x_place_np.shape[1]:  # only the history can explain
+        reasons = _history_explanations(art, user, top)
     else:
         user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None
         wishes = Wishes(query.desired_categories, query.desired_tags, query.time_slot)
@@ -121,7 +127,23 @@ def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str,
     return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
 
 
-def _history_reasons(art: ServingArtifacts, user: int | None) -> list[str]:
-    if user is None or not len(art.influences[user]):
-        return ["Popular with people in this city"]
-    return [f"People who like {art.place_names[art.influences[user][0]]} also go here"]
+def past_places(art: ServingArtifacts, user: int | None, cap: int = HISTORY_CAP) -> np.ndarray:
+    """The user's past places, the most influential visits first, then the rest of what they saw."""
+    if user is None:
+        return np.zeros(0, np.int64)
+    seen = art.seen.indices[art.seen.indptr[user] : art.seen.indptr[user + 1]]
+    both = np.concatenate([np.asarray(art.influences[user], np.int64), seen.astype(np.int64)])
+    _, first = np.unique(both, return_index=True)
+    kept: np.ndarray = both[np.sort(first)][:cap]
+    return kept
+
+
+def _history_explanations(art: ServingArtifacts, user: int | None, top: np.ndarray) -> list[list[str]]:
+    """History reasons for all of a response's places: one sparse product gives every co-visit count."""
+    past = past_places(art, user)
+    if len(past) and len(top):
+        co_visitors = (art.visitors[past] @ art.visitors[top].T).toarray()
+    else:
+        co_visitors = np.zeros((len(past), len(top)), np.float32)
+    z = art.z_place_np
+    return explain_places_from_history(past, top, z[past], z[top], co_visitors, art.place_names)

@@ -23,9 +23,15 @@ EMBEDDINGS_FILE = "table.parquet"
 
 
 def publish(
-    model: GraphRec, bundle: GraphBundle, root: Path, version: str, exact_max_rows: int = EXACT_MAX_ROWS
+    model: GraphRec,
+    bundle: GraphBundle,
+    root: Path,
+    version: str,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    social_edges_are_friendships: bool = False,
 ) -> Path:
-    """Checkpoint, graph, embeddings, per-city indices and the live manifest under `root`."""
+    """Checkpoint, graph, embeddings, per-city indices and the live manifest under `root`
+    (`social_edges_are_friendships`: the graph's social edges are declared friendships)."""
     root = Path(root)
     save_checkpoint(model, root / "model", vocabulary=bundle.vocabulary)  # vocabulary.json: what serving names ids with
     graph_file = save_graph(bundle, root / "graph").name
@@ -53,5 +59,6 @@ def publish(
         place_embeddings=refs["place_embeddings"],
         place_indices=indices["place"],
         user_indices=indices["user"],
+        social_edges_are_friendships=social_edges_are_friendships,
     )
     return manifest.write(live_manifest_path(root))

@@ -172,6 +172,7 @@ def _engagement_and_time(
             "timestamp": pa.array(micros, contracts.TIMESTAMP),
             "time_of_day_bucket": pa.array(time_of_day, pa.int32()),
             "day_of_week_bucket": pa.array((weekday >= 5).astype(np.int32)),
+            "count": pa.array(np.ones(n, np.int32)),  # one row per event
         }
     )
 

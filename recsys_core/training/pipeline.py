@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 
 from recsys_core.evaluation.split import Split, split_indices
-from recsys_core.graph import GraphBundle
+from recsys_core.graph import INTERACTS, GraphBundle
 from recsys_core.model.checkpoint import load_checkpoint, load_vocabulary, save_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
-from recsys_core.training.config import TrainConfig
+from recsys_core.training.config import TrainConfig, for_id_embeddings
 from recsys_core.training.loop import Progress, train
 from recsys_core.training.state import TrainResult
 from recsys_core.vocabulary import Vocabulary
@@ -88,6 +88,14 @@ class TrainedModel:
 
     def weights_are_finite(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
+
+
+def train_config_for(model_config: ModelConfig, train_config: TrainConfig, bundle: GraphBundle) -> TrainConfig:
+    """The trainer's settings for this model of this graph: a featureless model's are those tuned for
+    id embeddings (`for_id_embeddings`, sized by the graph's pairs), any other model's as given."""
+    if not model_config.featureless:
+        return train_config
+    return for_id_embeddings(train_config, int(bundle.data[INTERACTS].edge_index.shape[1]))
 
 
 def fit(
