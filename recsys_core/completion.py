@@ -219,30 +219,28 @@ def complete_places(places: pa.Table, vocabulary: Vocabulary) -> pa.Table:
 
 
 def complete_user_user_edges(edges: pa.Table | None) -> pa.Table:
-    """Social edges from (user_u, user_v) pairs: ordered u < v, self pairs and repeats dropped,
-    absent edge features zero."""
+    """Social edges. Bare (user_u, user_v) pairs, such as a friendship list, are an undirected list:
+    ordered u < v with self pairs and repeats dropped, the edge features zero. Edges that come with
+    their features are left as they are, for the checks to hold them to the contract."""
     if edges is None:
         return contracts.USER_USER_EDGES.empty_table()
+    features = ("interest_overlap_score", "co_attendance_count", "same_neighborhood_freq")
+    if any(name in edges.column_names for name in features):
+        return _conformed(edges, "user_user_edges", [])
     u = edges.column("user_u").to_numpy(zero_copy_only=False).astype(np.int64)
     v = edges.column("user_v").to_numpy(zero_copy_only=False).astype(np.int64)
-    table = edges.set_column(edges.column_names.index("user_u"), "user_u", pa.array(np.minimum(u, v)))
-    table = table.set_column(table.column_names.index("user_v"), "user_v", pa.array(np.maximum(u, v)))
     keep = np.flatnonzero(u != v)
-    table = table.take(keep)
     pairs = np.stack([np.minimum(u, v)[keep], np.maximum(u, v)[keep]], axis=1)
-    _, first = np.unique(pairs, axis=0, return_index=True) if len(pairs) else (None, np.zeros(0, np.int64))
-    table = table.take(np.sort(first))
-    n, filled = table.num_rows, list[str]()
-    table = _fill(
-        table,
-        {
-            "interest_overlap_score": lambda: _constant(n, 0.0, contracts.F32),
-            "co_attendance_count": lambda: _constant(n, 0, contracts.I32),
-            "same_neighborhood_freq": lambda: _constant(n, 0.0, contracts.F32),
-        },
-        filled,
+    pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+    n = len(pairs)
+    table = pa.table({"user_u": pa.array(pairs[:, 0]), "user_v": pa.array(pairs[:, 1])})
+    return _conformed(
+        table.append_column("interest_overlap_score", _constant(n, 0.0, contracts.F32))
+        .append_column("co_attendance_count", _constant(n, 0, contracts.I32))
+        .append_column("same_neighborhood_freq", _constant(n, 0.0, contracts.F32)),
+        "user_user_edges",
+        list(features),
     )
-    return _conformed(table, "user_user_edges", filled)
 
 
 def labels_from_friendships(edges: pa.Table, users: pa.Table, interactions: pa.Table, seed: int = 0) -> pa.Table:

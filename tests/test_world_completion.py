@@ -243,3 +243,22 @@ def test_inbox_files_need_only_the_columns_the_world_was_given(completed, tmp_pa
     assert table.schema.names == contracts.INTERACTIONS.names and table.num_rows == 2
     with pytest.raises(ValueError, match=r"missing column\(s\) dwell_time"):
         inbox.read_interactions_file(path)  # a world whose events came with every column
+
+
+def test_edges_given_with_their_features_are_checked_not_repaired(completed):
+    """A friendship list is normalized; a contract edge table with a self pair and a repeat is not:
+    the checks name those rows."""
+    edges = pa.table(
+        {
+            "user_u": pa.array([1, 3, 1], pa.int64()),
+            "user_v": pa.array([2, 3, 2], pa.int64()),
+            "interest_overlap_score": pa.array([0.5, 0.5, 0.5], pa.float32()),
+            "co_attendance_count": pa.array([0, 0, 0], pa.int32()),
+            "same_neighborhood_freq": pa.array([0.0, 0.0, 0.0], pa.float32()),
+        }
+    )
+    world = {**minimal_world(), "user_user_edges": edges, "friend_labels": contracts.FRIEND_LABELS.empty_table()}
+    kept = complete_world(world, VOCAB)["user_user_edges"]
+    assert kept.num_rows == 3
+    violations = validation.validate_user_user_edges(kept, np.array([1, 2, 3, 4]))
+    assert {"self_edge", "unique_pair"} <= set(violations["rule"])
