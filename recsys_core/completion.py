@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_core import contracts
-from recsys_core.vocabulary import Vocabulary
+from recsys_core.vocabulary import BUILTIN, Vocabulary
 
 # Events without a time: one fixed instant, so time decay treats them alike and buckets agree.
 UNDATED = np.datetime64("2024-01-01T12:00:00", "us")
@@ -93,12 +93,11 @@ def _timestamps(column: pa.ChunkedArray[Any]) -> pa.Array[Any]:
     raise ValueError(f"interactions: timestamp is {values.type}; give timestamps, ISO 8601 text or epoch seconds")
 
 
-def complete_interactions(interactions: pa.Table, vocabulary: Vocabulary | None = None) -> pa.Table:
+def complete_interactions(interactions: pa.Table) -> pa.Table:
     """The interactions contract from user_id, place_id and whatever else is given.
 
     Absent engagement is none (no dwell, likes, saves, shares, attendance), so the rating is the
     formula's 1; an absent count is one event per row; an absent timestamp is `UNDATED`."""
-    del vocabulary  # the interactions contract does not depend on it
     n, filled = interactions.num_rows, list[str]()
     table = interactions
     if "timestamp" in table.column_names:
@@ -306,12 +305,12 @@ def _share_a_place(interactions: pa.Table, u: np.ndarray, v: np.ndarray) -> np.n
 # ------------------------------------------------------------------ the whole world
 
 
-def _conformed(table: pa.Table, name: str, filled: list[str], vocabulary: Vocabulary | None = None) -> pa.Table:
+def _conformed(table: pa.Table, name: str, filled: list[str], vocabulary: Vocabulary = BUILTIN) -> pa.Table:
     """Provenance recorded, then the contract's columns in order (a given column of a wrong type is
     left as it is, so the schema check names it)."""
     table = contracts.with_provenance(table, filled=filled)
     try:
-        return contracts.conform(table, name, vocabulary) if vocabulary is not None else contracts.conform(table, name)
+        return contracts.conform(table, name, vocabulary)
     except ValueError:
         return table
 

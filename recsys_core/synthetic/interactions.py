@@ -156,8 +156,7 @@ def _engagement_and_time(
     start -= (start.astype(np.int64) + 3) % 7  # back to Monday (1970-01-01 was a Thursday)
     days = start.astype(np.int64) + day
     micros = (days * 86_400 + hour * 3600 + rng.integers(0, 3600, size=n)) * 1_000_000
-    weekday = (days + 3) % 7
-    time_of_day = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
+    time_of_day, weekend = contracts.time_buckets(micros)  # the contract's rule, which the checks hold it to
 
     return pa.table(
         {
@@ -171,7 +170,7 @@ def _engagement_and_time(
             ),
             "timestamp": pa.array(micros, contracts.TIMESTAMP),
             "time_of_day_bucket": pa.array(time_of_day, pa.int32()),
-            "day_of_week_bucket": pa.array((weekday >= 5).astype(np.int32)),
+            "day_of_week_bucket": pa.array(weekend, pa.int32()),
             "count": pa.array(np.ones(n, np.int32)),  # one row per event
         }
     )
