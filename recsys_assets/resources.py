@@ -22,6 +22,7 @@ from dagster import ConfigurableResource
 from recsys_core import contracts, sources
 from recsys_core.manifest import live_manifest_path
 from recsys_core.model.config import ModelConfig
+from recsys_core.ranking.fit import PlaceModelSettings
 from recsys_core.retrieval.index import EXACT_MAX_ROWS
 from recsys_core.sources.world import CompletedWorld, completed_world
 from recsys_core.synthetic.config import WorldConfig
@@ -159,6 +160,10 @@ class TrainingSettings(ConfigurableResource):
     seed: int = PIPELINE_TRAIN_CONFIG.seed
     oracle: bool = True  # compare with the generator's true preferences (synthetic worlds only)
     baseline_budget_s: float = 90.0  # per trained baseline (MF-BPR, LightGCN)
+    # The place model around GraphRec (recsys_core.ranking): its iALS bag's seconds, and how many
+    # users its choices are measured on.
+    ials_budget_s: float = PlaceModelSettings.ials_budget_s
+    place_eval_users: int = PlaceModelSettings.eval_users
     checkpoint_dir: str = ""  # "": <artifact root>/checkpoints (TrainConfig's "" means nowhere)
     # steps between checkpoints; 0: at every evaluation; -1 (this setting only): no checkpoints
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
@@ -174,6 +179,9 @@ class TrainingSettings(ConfigurableResource):
             d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay
         )
         return ModelConfig.for_world(vocabulary, n_users, n_places, **{**settings, **overrides})
+
+    def place_model_settings(self) -> PlaceModelSettings:
+        return PlaceModelSettings(seed=self.seed, eval_users=self.place_eval_users, ials_budget_s=self.ials_budget_s)
 
     def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
         """The trainer's config; checkpoints of model `name` go to `<checkpoint_dir or
@@ -200,6 +208,7 @@ class ServingSettings(ConfigurableResource):
     artifact_root: str
     exact_max_rows: int = EXACT_MAX_ROWS  # larger cities get an HNSW index
     ann_recall_sample: int = 200  # queries the recall check draws per city
+    batch_top_k: int = 20  # places per user in `batch_recommendations`
     # True for data with explicit friendships; a world source whose edges are bare pairs says so itself
     social_edges_are_friendships: bool = False
 

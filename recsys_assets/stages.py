@@ -17,7 +17,7 @@ GRAPH_ASSETS = ("user_features", "place_features", "hetero_graph")
 MODEL_ASSETS = ("trained_model", "model_evaluation")
 EMBEDDING_ASSETS = ("user_embeddings", "place_embeddings")
 INDEX_ASSETS = ("place_index", "user_index")
-MANIFEST_ASSETS = ("serving_manifest",)
+MANIFEST_ASSETS = ("serving_manifest", "batch_recommendations")  # batch lines come from the published manifest
 RETRAIN_ASSETS = GRAPH_ASSETS + MODEL_ASSETS + EMBEDDING_ASSETS  # one run over all cities
 
 ASSET_GROUPS: dict[str, tuple[str, ...]] = {

@@ -88,6 +88,8 @@ class ServingManifest:
     user_indices: dict[str, ArtifactRef]
     # LastFM-style data has explicit friendships: people results then leave existing friends out.
     social_edges_are_friendships: bool = False
+    # The place model's arrays (`ranking.PlaceBlend`); None: places are ranked by GraphRec alone.
+    place_model: ArtifactRef | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def refs(self) -> list[ArtifactRef]:
@@ -102,6 +104,7 @@ class ServingManifest:
             "place_embeddings": self.place_embeddings,
             **{f"place_index[city {c}]": ref for c, ref in self.place_indices.items()},
             **{f"user_index[city {c}]": ref for c, ref in self.user_indices.items()},
+            **({"place_model": self.place_model} if self.place_model is not None else {}),
         }
 
     def verify(self) -> None:
@@ -127,6 +130,7 @@ class ServingManifest:
                     **{k: ref(raw[k]) for k in ("model", "graph", "user_embeddings", "place_embeddings")},
                     "place_indices": {c: ref(v) for c, v in raw["place_indices"].items()},
                     "user_indices": {c: ref(v) for c, v in raw["user_indices"].items()},
+                    "place_model": ref(raw["place_model"]) if raw.get("place_model") else None,
                 }
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -264,6 +264,7 @@ class OpsController(Controller):
                 "graph": m.graph.path,
                 "user_embeddings": m.user_embeddings.path,
                 "place_embeddings": m.place_embeddings.path,
+                **({"place_model": m.place_model.path} if m.place_model else {}),
             },
             worker_pid=os.getpid(),
         )

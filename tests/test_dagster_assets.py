@@ -39,7 +39,7 @@ MODEL_CHECKS = {
     "trained_model_weights_finite": "trained_model",
     "model_beats_baselines": "model_evaluation",
 }
-SERVING_ASSETS = ["user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest"]
+SERVING_ASSETS = ["user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest", "batch_recommendations"]
 SERVING_CHECKS = {
     "user_embeddings_complete": "user_embeddings",
     "place_embeddings_complete": "place_embeddings",
@@ -338,14 +338,25 @@ def test_model_stage_trains_evaluates_and_runs_its_checks(materialized_world):
     assert evaluation(run, "trained_model_weights_finite").passed
     gate = evaluation(run, "model_beats_baselines")
     # A 12-step model may or may not clear the gate; either way the figures it judged are recorded.
-    assert {"val_recall@20_graphrec", "val_recall@20_required", "val_friend_auc_graphrec"} <= set(gate.metadata)
+    assert {"val_recall@20_place_model", "val_recall@20_required", "val_friend_auc_graphrec"} <= set(gate.metadata)
 
 
 def test_model_evaluation_artifact_compares_every_model_on_both_parts(materialized_world):
     comparison = load_latest(materialized_world.instance, AssetKey("model_evaluation"), [None])
     models = set(comparison.places["model"])
-    assert {"graphrec", "two_tower", "popularity", "mf_bpr", "lightgcn", "item_item_filter", "oracle"} <= models
+    assert {
+        "place_model",
+        "graphrec",
+        "two_tower",
+        "popularity",
+        "mf_bpr",
+        "lightgcn",
+        "item_item_filter",
+        "oracle",
+    } <= models
     assert set(comparison.places["part"]) == {"val", "test"}
+    # The served place model blends the filter with others chosen on validation: never below the plain filter by much.
+    assert comparison.place_metric("val", "place_model") >= 0.95 * comparison.place_metric("val", "item_item_filter")
     assert set(comparison.places["tier"]) == {"all", "cold", "warm", "hot"}
     # The oracle knows the true preferences: on any world it beats popularity.
     assert comparison.place_metric("test", "oracle") > comparison.place_metric("test", "popularity")
@@ -357,4 +368,5 @@ def test_trained_model_artifact_loads_without_pickle(materialized_world):
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
     trained = load_artifact(directory)
     assert trained.weights_are_finite()
+    assert trained.place_model is not None and trained.place_model.served.non_finite_parts() == []
     assert len(trained.split.test_edges) > 0

@@ -146,7 +146,7 @@ def test_quality_gate_shows_its_figures_and_the_validation_table(materialized_wo
         if e.asset_check_key.name == "model_beats_baselines"
     ]
     assert {
-        "val_recall@20_graphrec",
+        "val_recall@20_place_model",
         "val_recall@20_required",
         "val_friend_auc_graphrec",
         "validation comparison",

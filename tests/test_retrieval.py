@@ -54,7 +54,7 @@ def test_embedding_problems_names_non_finite_rows_missing_and_extra_ids():
     table = _embedding_table(np.array([1, 2, 3, 4, 9]), vectors)
     problems = embedding_problems(table, "place_id", np.array([1, 2, 3, 4, 5]), dim=4)
     text = " | ".join(problems)
-    assert "1 rows with non-finite values, e.g. place_id [3]" in text
+    assert "1 rows with non-finite embedding values, e.g. place_id [3]" in text
     assert "1 ids without an embedding, e.g. [5]" in text
     assert "1 unexpected ids, e.g. [9]" in text
     assert embedding_problems(table, "place_id", np.array([1, 2, 3, 4, 9]), dim=8) == ["embedding width 4, expected 8"]

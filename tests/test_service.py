@@ -50,12 +50,38 @@ def _places(client, **params):
 # --------------------------------------------------------------------------- endpoints
 
 
+def test_batch_lines_are_what_the_service_answers(client, served_world, serving_artifacts):
+    """`batch_recommendations` comes from the published manifest through the service's own code."""
+    from dagster import AssetKey
+
+    from recsys_assets.io_manager import load_latest_table
+
+    table = load_latest_table(served_world.instance, AssetKey("batch_recommendations"), [None])
+    art = serving_artifacts
+    assert art.place_model is not None  # the pipeline serves the place model, not GraphRec alone
+    assert table.column("user_id").to_pylist() == art.user_ids.tolist()
+    rows = table.to_pylist()
+    has_history = np.diff(art.seen.indptr) > 0
+    rng = np.random.default_rng(7)
+    sample = [*rng.choice(np.flatnonzero(has_history), 20, replace=False), *np.flatnonzero(~has_history)[:5]]
+    for user in sample:
+        line = rows[int(user)]
+        got = _places(client, user_id=line["user_id"], top_k=20)["recommendations"]
+        assert [r["place_id"] for r in got] == line["place_ids"], line["user_id"]
+        assert [r["score"] for r in got] == pytest.approx(line["scores"], rel=1e-9, abs=1e-9)
+        seen = set(art.place_ids[art.seen[int(user)].indices].tolist())
+        assert not seen & set(line["place_ids"])
+        cities = art.place_city[art.places_of(np.asarray(line["place_ids"], np.int64))]
+        assert (cities == art.user_city[int(user)]).all()
+
+
 def test_health_ready_version_and_openapi(client, served_world):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
     manifest = ServingManifest.read(served_world.manifest_path)
     assert ready == {"ready": True, "version": manifest.version, "detail": None}
     version = client.get("/version").json()
+    assert "version" in version, version
     assert version["version"] == manifest.version and version["model_version"].startswith("graphrec-")
     schema = client.get("/schema/openapi.json").json()
     assert {"/recommend/places", "/recommend/people", "/health", "/ready", "/version"} <= set(schema["paths"])

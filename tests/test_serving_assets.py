@@ -38,7 +38,8 @@ def test_manifest_names_every_city_index_with_the_city_row_counts(served_world, 
         index = CityIndex.load(ref.directory)
         assert len(index) == int((serving_artifacts.place_city == int(city)).sum())
         assert np.isin(index.ids, serving_artifacts.place_ids[serving_artifacts.place_city == int(city)]).all()
-    assert manifest.model_version == f"graphrec-{manifest.model.sha256[:12]}"
+    assert manifest.place_model is not None and manifest.place_model.directory.is_relative_to(manifest.model.directory)
+    assert manifest.model_version == f"graphrec-{manifest.model.sha256[:12]}-blend-{manifest.place_model.sha256[:8]}"
 
 
 def test_manifest_is_not_published_when_upstream_checks_never_passed(served_world, tmp_path):

@@ -23,7 +23,7 @@ from recsys_assets.resources import ServingSettings
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
 from recsys_core.graph import GraphBundle, graph_problems
-from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems
+from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems, index_column
 from recsys_core.retrieval.index import CityIndex, recall_vs_exact
 from recsys_core.training.pipeline import TrainedModel
 from recsys_core.vocabulary import Vocabulary
@@ -215,7 +215,7 @@ def _index_check(
 ) -> AssetCheckResult:
     city = city_of(context, vocabulary)
     rows = city_rows(embeddings, city)
-    vectors = embedding_matrix(rows)
+    vectors = embedding_matrix(rows, index_column(rows))
     ids = rows.column(id_column).to_numpy()
     problems = []
     if len(index) != rows.num_rows:

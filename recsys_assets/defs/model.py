@@ -9,9 +9,9 @@ from dagster import AllPartitionMapping, AssetIn, MetadataValue, Output, asset
 
 from recsys_assets.metadata import plain_metadata, png_markdown
 from recsys_assets.resources import ServingSettings, TrainingSettings, WorldSource
-from recsys_core.evaluation.compare import Comparison, WorldTruth, compare, summary_markdown
+from recsys_core.evaluation.compare import PLACE_MODEL, Comparison, WorldTruth, compare, summary_markdown
 from recsys_core.graph import GraphBundle
-from recsys_core.training.pipeline import TrainedModel, describe, fit, train_config_for
+from recsys_core.training.pipeline import TrainedModel, describe, fit, fit_served_model, train_config_for
 
 MODEL: dict[str, Any] = dict(group_name="model", kinds={"pytorch"}, owners=["team:ml"])
 ALL_CITIES = AllPartitionMapping()
@@ -44,17 +44,22 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
 
 @asset(
     **MODEL,
-    description="GraphRec trained multi-task on the graph with held-out val/test parts; best-by-validation weights. "
-    "Checkpointed while it trains; `resume: true` in the training resource continues a killed run.",
+    description="The place model: GraphRec trained multi-task on the graph with held-out val/test parts "
+    "(best-by-validation weights; checkpointed while it trains, `resume: true` in the training resource continues "
+    "a killed run), the graph filter and an iALS bag, blended with weights chosen on validation, then refit on "
+    "every pair for serving.",
 )
 def trained_model(
     hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings
 ) -> Output[TrainedModel]:
     model_config = training.graphrec_config(hetero_graph.vocabulary, **hetero_graph.node_counts())
     config = train_config_for(model_config, training.train_config("graphrec", serving.artifact_root), hetero_graph)
-    trained = fit(hetero_graph, model_config, config, split_seed=training.seed)
+    trained = fit_served_model(
+        hetero_graph, model_config, config, training.place_model_settings(), split_seed=training.seed
+    )
     info = describe(trained)
     plain = plain_metadata(info)
+    place = trained.place_model
     return Output(
         trained,
         metadata={
@@ -67,6 +72,8 @@ def trained_model(
             "parameters": plain["parameters"],
             "val_pairs": len(trained.split.val_edges),
             "test_pairs": len(trained.split.test_edges),
+            "place_model_weights": MetadataValue.json(place.weights if place else {}),
+            "place_model_validation": MetadataValue.json(place.results("validation") if place else {}),
             "summary": MetadataValue.json(info),
             "training_curve": _curve_png(trained),
         },
@@ -110,8 +117,15 @@ def model_evaluation(
         world=truth,
         seed=training.seed,
         baseline_budget_s=training.baseline_budget_s,
+        place_models={PLACE_MODEL: trained_model.place_model.selected} if trained_model.place_model else None,
     )
     headline = {f"test {m} recall@20": comparison.place_metric("test", m) for m in comparison.places["model"].unique()}
+    if trained_model.place_model is not None:
+        headline |= {
+            f"{part} place model {label} recall@20": values["recall@20"]
+            for part in ("validation", "test")
+            for label, values in trained_model.place_model.results(part).items()
+        }
     headline["test graphrec friend compat ROC-AUC"] = comparison.friend_metric("test", "graphrec")
     return Output(
         comparison,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AllPartitionMapping,
     AssetCheckKey,
@@ -30,9 +31,12 @@ from recsys_assets.partitions import city_of, city_partitions
 from recsys_assets.resources import ServingSettings, WorldSource
 from recsys_core.graph import GraphBundle
 from recsys_core.manifest import ArtifactRef, ServingManifest
-from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings
+from recsys_core.ranking.blend import ARRAYS_FILE
+from recsys_core.recommend.artifacts import ServingArtifacts
+from recsys_core.recommend.batch import batch_places
+from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings, index_column
 from recsys_core.retrieval.index import CityIndex, build_city_index
-from recsys_core.training.pipeline import TrainedModel
+from recsys_core.training.pipeline import SERVED_PLACE_MODEL, TrainedModel
 from recsys_core.vocabulary import Vocabulary
 
 SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
@@ -51,8 +55,11 @@ SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
     },
 )
 def embeddings(trained_model: TrainedModel, hetero_graph: GraphBundle):
-    """One full-graph pass of the trained encoders + backbone (held-out pairs included)."""
-    tables = export_embeddings(trained_model.model, hetero_graph)
+    """One full-graph pass of the trained encoders + backbone (held-out pairs included); places also
+    carry the served place model's item vectors, which their indices hold."""
+    place_model = trained_model.place_model
+    retrieval = place_model.served.item_vectors() if place_model is not None else None
+    tables = export_embeddings(trained_model.model, hetero_graph, retrieval)
     for name, table in (("user_embeddings", tables.users), ("place_embeddings", tables.places)):
         yield Output(table, output_name=name, metadata=_embedding_metadata(table, hetero_graph.vocabulary))
 
@@ -63,6 +70,7 @@ def _embedding_metadata(table: pa.Table, vocabulary: Vocabulary) -> Metadata:
     return {
         "dagster/row_count": table.num_rows,
         "dim": table.schema.field("embedding").type.list_size,
+        "index dim": table.schema.field(index_column(table)).type.list_size,
         "rows by city": rows_by_city(table.column("city_id").to_numpy(), vocabulary),
         "norm": MetadataValue.json(
             {"min": float(norms.min()), "median": float(np.median(norms)), "max": float(norms.max())}
@@ -75,7 +83,7 @@ def _city_index(
 ) -> Output[CityIndex]:
     city = city_of(context, vocabulary)
     rows = city_rows(table, city)
-    vectors = embedding_matrix(rows)
+    vectors = embedding_matrix(rows, index_column(rows))
     index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows)
     return Output(
         index,
@@ -93,7 +101,7 @@ def _city_index(
     **SERVING,
     kinds={"faiss"},
     partitions_def=city_partitions,
-    description="FAISS inner-product index of the city's places.",
+    description="FAISS inner-product index of the city's places: the place model's item vectors.",
 )
 def place_index(
     context: AssetExecutionContext, place_embeddings: pa.Table, vocabulary: Vocabulary, serving: ServingSettings
@@ -205,11 +213,15 @@ def serving_manifest(
     _require_passed_checks(context)
     vocabulary = _latest_vocabulary(context)
     model = _ref(context, _key("trained_model"))
+    place_dir = model.directory / SERVED_PLACE_MODEL
+    place_model = ArtifactRef.of_directory(place_dir, ARRAYS_FILE) if (place_dir / ARRAYS_FILE).is_file() else None
+    version = f"graphrec-{model.sha256[:12]}" + (f"-blend-{place_model.sha256[:8]}" if place_model else "")
     now = dt.datetime.now(dt.UTC)
     manifest = ServingManifest(
         version=f"{now:%Y%m%dT%H%M%SZ}-{context.run.run_id[:8]}",
         created_at=now.isoformat(),
-        model_version=f"graphrec-{model.sha256[:12]}",
+        model_version=version,
+        place_model=place_model,
         model=model,
         graph=_ref(context, _key("hetero_graph")),
         user_embeddings=_ref(context, _key("user_embeddings")),
@@ -228,5 +240,27 @@ def serving_manifest(
             "version": manifest.version,
             "indices": _index_sizes(context, vocabulary),
             "manifest": MetadataValue.json(json.loads(manifest.to_json())),
+        },
+    )
+
+
+@asset(
+    **SERVING,
+    kinds={"parquet"},
+    description="Every user's top-K places (ids and scores), scored from the published manifest by the "
+    "service's own code: a line is what /recommend/places answers for that user.",
+)
+def batch_recommendations(serving_manifest: ServingManifest, serving: ServingSettings) -> Output[pa.Table]:
+    art = ServingArtifacts.load(serving_manifest)
+    table = batch_places(art, serving.batch_top_k)
+    lengths = pc.list_value_length(table.column("place_ids")).to_numpy()
+    return Output(
+        table,
+        metadata={
+            "dagster/row_count": table.num_rows,
+            "k": serving.batch_top_k,
+            "users with fewer than k": int((lengths < serving.batch_top_k).sum()),
+            "model_version": serving_manifest.model_version,
+            "manifest_version": serving_manifest.version,
         },
     )

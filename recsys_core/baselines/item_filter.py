@@ -140,6 +140,27 @@ class ItemItemFilter:
         logger.info("ItemItemFilter: fitted in %.1fs", time.perf_counter() - t0)
         return self
 
+    @property
+    def weights(self) -> sp.csr_matrix | None:
+        """R, the interaction weights the filter was fit on (None before fit)."""
+        return self._R
+
+    @property
+    def normalized(self) -> sp.csr_matrix:
+        """R~ = D_U^{-1/2} R D_I^{-1/2}."""
+        normalized: sp.csr_matrix = self._Rn
+        return normalized
+
+    @property
+    def low_left(self) -> np.ndarray | None:
+        """D_I^{-1/2} V_k^T (items x k), or None without an ideal low-pass."""
+        return self._low_left
+
+    @property
+    def low_right(self) -> np.ndarray | None:
+        """V_k D_I^{1/2} (k x items), or None without an ideal low-pass."""
+        return self._low_right
+
     def truncated(self, alpha: float, k: int) -> ItemItemFilter:
         """The same fitted filter with the ideal low-pass cut to the top ``k`` directions and
         weighted ``alpha``: tuning both needs one SVD, not one per setting."""

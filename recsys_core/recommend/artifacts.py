@@ -33,6 +33,7 @@ from recsys_core.model import checkpoint
 from recsys_core.model.checkpoint import load_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
+from recsys_core.ranking.blend import PlaceBlend
 from recsys_core.recommend.fast_head import FastFriendHead, FastPlaceHead
 from recsys_core.recommend.limits import MAX_NAME_CHARS, MAX_TIME_SLOTS
 from recsys_core.retrieval.embeddings import embedding_matrix
@@ -204,6 +205,9 @@ class ServingArtifacts:
     z_place_np: np.ndarray  # for history explanations: which past place is nearest
     x_user_np: np.ndarray  # numpy views of the features, for explanations
     x_place_np: np.ndarray
+    # The place model (`ranking`) and its item vectors, which the place indices hold; None: GraphRec alone.
+    place_model: PlaceBlend | None = None
+    retrieval: np.ndarray | None = None
     loaded_in_s: float = 0.0
 
     @property
@@ -241,6 +245,10 @@ class ServingArtifacts:
         where = str(vocabulary_file) if vocabulary_file.exists() else f"the built-in one: no {vocabulary_file}"
         layouts = vocabulary_layouts(vocabulary, model.config, where)
         dim = model.config.d_model
+        place_model = None
+        if manifest.place_model is not None:
+            with _reading("place_model", manifest.place_model):
+                place_model = PlaceBlend.load(manifest.place_model.directory)
         with _reading("graph", manifest.graph):
             graph = load_graph_tensors(manifest.graph.directory)  # plain tensors: no PyG import in the service
             user_ids, place_ids = graph["node/user/node_id"].numpy(), graph["node/place/node_id"].numpy()
@@ -266,15 +274,17 @@ class ServingArtifacts:
         user_city = users.column("city_id").to_numpy()[u_rows].astype(np.int64)
         place_city = places.column("city_id").to_numpy()[p_rows].astype(np.int64)
         indices: dict[str, dict[int, CityIndex]] = {"place_index": {}, "user_index": {}}
-        for kind, refs, ids, city in (
-            ("place_index", manifest.place_indices, place_ids, place_city),
-            ("user_index", manifest.user_indices, user_ids, user_city),
+        retrieval = _place_model_vectors(manifest, place_model, len(user_ids), len(place_ids))
+        place_dim = dim if retrieval is None else retrieval.shape[1]
+        for kind, refs, ids, city, index_dim in (
+            ("place_index", manifest.place_indices, place_ids, place_city, place_dim),
+            ("user_index", manifest.user_indices, user_ids, user_city, dim),
         ):
             for c, ref in refs.items():
                 name = f"{kind}[city {c}]"
                 with _reading(name, ref):
                     index = CityIndex.load(ref.directory)
-                _check_index(name, ref, index, dim, ids[city == int(c)])
+                _check_index(name, ref, index, index_dim, ids[city == int(c)])
                 indices[kind][int(c)] = index
             uncovered = sorted(set(np.unique(user_city).tolist()) - set(indices[kind]))
             if uncovered:
@@ -302,6 +312,7 @@ class ServingArtifacts:
                 place_city,
                 indices,
             )
+        artifacts.place_model, artifacts.retrieval = place_model, retrieval
         artifacts.loaded_in_s = time.perf_counter() - started
         logger.info("loaded serving artifacts %s in %.1fs", manifest.version, artifacts.loaded_in_s)
         return artifacts
@@ -371,6 +382,20 @@ class ServingArtifacts:
             x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )
+
+
+def _place_model_vectors(
+    manifest: ServingManifest, place_model: PlaceBlend | None, n_users: int, n_places: int
+) -> np.ndarray | None:
+    """The place model's item vectors, once its shape is checked against the graph's nodes."""
+    if place_model is None or manifest.place_model is None:
+        return None
+    if (place_model.n_users, place_model.n_items) != (n_users, n_places):
+        raise ManifestError(
+            f"place_model ({manifest.place_model.target}) scores {place_model.n_users} users x "
+            f"{place_model.n_items} places, but the graph has {n_users} x {n_places}"
+        )
+    return place_model.item_vectors()
 
 
 @torch.no_grad()

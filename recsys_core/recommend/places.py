@@ -1,5 +1,6 @@
-"""Place recommendations: ANN retrieval in the city, re-ranking by the place head under the
-request context, explanations; popularity and profile fallbacks for cold users.
+"""Place recommendations: the place model's ranking in the city (`place_ranking`; GraphRec's ANN
+retrieval and head for manifests without one), re-ranked by the place head under the request
+context, explanations; popularity and profile fallbacks for cold users.
 
 Places with content (categories, tags) are explained by it; places without (interaction-only
 data) by the user's history: the past place nearest in the served embeddings, the past place
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 from recsys_core.explain import Wishes, explain_places, explain_places_from_history
 from recsys_core.model.config import has_place_content
 from recsys_core.recommend.artifacts import ServingArtifacts
+from recsys_core.recommend.place_ranking import rank_places, seen_places
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
 from recsys_core.social import unit_rows
 
@@ -67,7 +69,8 @@ def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: Pl
     return head.scores(art.z_user_np[user], places, city, query.time_slot, query.desired_categories, query.desired_tags)
 
 
-def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResult]:
+def recommend_places(art: ServingArtifacts, query: PlaceQuery, explain: bool = True) -> list[PlaceResult]:
+    """The ranked places of one request; `explain=False` leaves the reasons out (batch scoring)."""
     check_top_k(query.top_k)
     check_time_slot(query.time_slot, art.vocabulary)
     user = art.user_index(query.user_id)
@@ -83,10 +86,18 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
         places = np.searchsorted(art.place_ids, index.ids)
         scores = _profile_scores(art, query, places)
         cold = True
+    elif art.place_model is not None and len(seen_places(art, user)):
+        places, scores = rank_places(art, user, city)
+        cold = False
+        if query.has_context:  # the place head re-ranks the model's candidates under the request's context
+            scores = _zscore(scores) + _zscore(_head_scores(art, user, places, query, city))
     else:
-        seen = art.seen.indices[art.seen.indptr[user] : art.seen.indptr[user + 1]]
-        _, found = index.search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(seen))
-        places = np.setdiff1d(art.places_of(found[0][found[0] >= 0]), seen, assume_unique=True)
+        seen = seen_places(art, user)
+        if art.place_model is not None:  # the index holds the place model's vectors
+            places = np.zeros(0, np.int64)
+        else:
+            _, found = index.search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(seen))
+            places = np.setdiff1d(art.places_of(found[0][found[0] >= 0]), seen, assume_unique=True)
         cold = len(seen) == 0
         if cold:  # no history: blend the city's most popular places with the feature-based profile
             city_places = np.searchsorted(art.place_ids, index.ids)
@@ -99,7 +110,9 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery) -> list[PlaceResu
     top = places[order]
     ids = art.place_ids[top]
     names = [art.place_names[i] for i in top]
-    if not has_place_content(art.vocabulary) or not art.x_place_np.shape[1]:  # only the history can explain
+    if not explain:
+        reasons: list[list[str]] = [[] for _ in top]
+    elif not has_place_content(art.vocabulary) or not art.x_place_np.shape[1]:  # only the history can explain
         reasons = _history_explanations(art, user, top)
     else:
         user_x = art.x_user_np[user] if user is not None and art.x_user_np.shape[1] else None

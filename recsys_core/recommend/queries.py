@@ -42,6 +42,11 @@ class PlaceQuery:
     def has_profile(self) -> bool:
         return bool(self.desired_categories or self.desired_tags)
 
+    @property
+    def has_context(self) -> bool:
+        """A time slot or wishes: what the place head re-ranks by."""
+        return self.has_profile or self.time_slot is not None
+
 
 @dataclass(frozen=True)
 class PeopleQuery:

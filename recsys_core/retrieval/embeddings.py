@@ -35,8 +35,19 @@ def user_embedding_schema(dim: int) -> pa.Schema:
     )
 
 
-def place_embedding_schema(dim: int) -> pa.Schema:
-    return pa.schema([("place_id", pa.int64()), ("city_id", pa.int32()), ("embedding", pa.list_(pa.float32(), dim))])
+RETRIEVAL = "retrieval"  # the place model's item vectors (`ranking.PlaceBlend.item_vectors`): what place indices hold
+
+
+def place_embedding_schema(dim: int, retrieval_dim: int = 0) -> pa.Schema:
+    fields = [("place_id", pa.int64()), ("city_id", pa.int32()), ("embedding", pa.list_(pa.float32(), dim))]
+    if retrieval_dim:
+        fields.append((RETRIEVAL, pa.list_(pa.float32(), retrieval_dim)))
+    return pa.schema(fields)
+
+
+def index_column(table: pa.Table) -> str:
+    """The column a place or user index is built from: the place model's vectors where there are."""
+    return RETRIEVAL if RETRIEVAL in table.column_names else "embedding"
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,10 @@ class EmbeddingTables:
     places: pa.Table
 
 
-def _vectors(z: torch.Tensor) -> pa.FixedSizeListArray[Any, int]:
-    flat = pa.array(z.numpy().astype(np.float32).ravel(), pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, z.shape[1])
+def _vectors(z: torch.Tensor | np.ndarray) -> pa.FixedSizeListArray[Any, int]:
+    matrix = z.numpy() if isinstance(z, torch.Tensor) else z
+    flat = pa.array(matrix.astype(np.float32).ravel(), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
 
 
 def top_influences(
@@ -75,8 +87,9 @@ def _edge_weights(model: GraphRec, inputs: GraphInputs) -> tuple[np.ndarray, np.
 
 
 @torch.no_grad()
-def export_embeddings(model: GraphRec, bundle: GraphBundle) -> EmbeddingTables:
-    """One full-graph pass in eval mode; float32 rows keyed by the contract ids."""
+def export_embeddings(model: GraphRec, bundle: GraphBundle, retrieval: np.ndarray | None = None) -> EmbeddingTables:
+    """One full-graph pass in eval mode; float32 rows keyed by the contract ids. `retrieval`: the
+    place model's item vectors (one row per graph place), stored beside each place's embedding."""
     model.eval()
     inputs = GraphInputs.from_hetero(bundle.data, model.config.use_social, model.config.time_decay)
     model.check_fits(bundle.vocabulary, inputs)
@@ -95,22 +108,26 @@ def export_embeddings(model: GraphRec, bundle: GraphBundle) -> EmbeddingTables:
         ],
         schema=user_embedding_schema(dim),
     )
+    place_columns: list[Any] = [
+        pa.array(place_ids, pa.int64()),
+        pa.array(inputs.city["place"].numpy().astype(np.int32)),
+        _vectors(z["place"]),
+    ]
+    if retrieval is not None:
+        if retrieval.shape[0] != len(place_ids):
+            raise ValueError(f"{retrieval.shape[0]} retrieval vectors for {len(place_ids)} places")
+        place_columns.append(_vectors(retrieval))
     places = pa.Table.from_arrays(
-        [
-            pa.array(place_ids, pa.int64()),
-            pa.array(inputs.city["place"].numpy().astype(np.int32)),
-            _vectors(z["place"]),
-        ],
-        schema=place_embedding_schema(dim),
+        place_columns, schema=place_embedding_schema(dim, 0 if retrieval is None else retrieval.shape[1])
     )
     return EmbeddingTables(users=users, places=places)
 
 
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """(rows, dim) float32 view of the `embedding` column."""
-    column = table.column("embedding").combine_chunks()
+def embedding_matrix(table: pa.Table, name: str = "embedding") -> np.ndarray:
+    """(rows, dim) float32 view of a vector column (`embedding` by default)."""
+    column = table.column(name).combine_chunks()
     if not isinstance(column, pa.FixedSizeListArray):
-        raise TypeError(f"embedding column is {column.type}, not a fixed-size list")
+        raise TypeError(f"{name} column is {column.type}, not a fixed-size list")
     dim = column.type.list_size
     vectors: NDArray[np.float32] = (
         column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
@@ -130,11 +147,13 @@ def embedding_problems(table: pa.Table, id_column: str, expected_ids: np.ndarray
     if width != dim:
         problems.append(f"embedding width {width}, expected {dim}")
         return problems
-    vectors = embedding_matrix(table)
     ids = table.column(id_column).to_numpy()
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        problems.append(f"{int(bad.sum())} rows with non-finite values, e.g. {id_column} {ids[bad][:5].tolist()}")
+    for column in dict.fromkeys(["embedding", index_column(table)]):
+        bad = ~np.isfinite(embedding_matrix(table, column)).all(axis=1)
+        if bad.any():
+            problems.append(
+                f"{int(bad.sum())} rows with non-finite {column} values, e.g. {id_column} {ids[bad][:5].tolist()}"
+            )
     missing = np.setdiff1d(expected_ids, ids)
     if len(missing):
         problems.append(f"{len(missing)} ids without an embedding, e.g. {missing[:5].tolist()}")

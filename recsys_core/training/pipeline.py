@@ -2,8 +2,9 @@
 
 `TrainedModel` is what the `trained_model` asset stores: weights and configs (JSON), the
 vocabulary the model was trained on (vocabulary.json, what its ids mean), the training curve,
-and the split indices, so evaluation and serving use exactly the held-out parts that training
-never saw.
+the split indices, so evaluation and serving use exactly the held-out parts that training
+never saw, and the place model built around GraphRec (`ranking`): the blend as fit on the
+training pairs (what evaluation measures) and as refit on every pair (what the service scores with).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from recsys_core.graph import INTERACTS, GraphBundle
 from recsys_core.model.checkpoint import load_checkpoint, load_vocabulary, save_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
+from recsys_core.ranking.blend import PlaceBlend
+from recsys_core.ranking.fit import PlaceModelFit, PlaceModelSettings, fit_place_model
 from recsys_core.training.config import TrainConfig, for_id_embeddings
 from recsys_core.training.loop import Progress, train
 from recsys_core.training.state import TrainResult
@@ -29,6 +32,8 @@ from recsys_core.vocabulary import Vocabulary
 
 SPLIT_FILE = "split.pt"
 HISTORY_FILE = "history.parquet"
+PLACE_MODEL_DIR = "place_model"  # served/ and selected/ blends, and report.json
+SERVED_PLACE_MODEL = f"{PLACE_MODEL_DIR}/served"
 
 
 @dataclass
@@ -43,6 +48,7 @@ class TrainedModel:
     stopped_because: str
     seconds: float
     resumed_from_step: int = 0  # the checkpoint step training continued from (0: from scratch)
+    place_model: PlaceModelFit | None = None  # None: GraphRec alone (the two-tower baseline, old artifacts)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -64,6 +70,12 @@ class TrainedModel:
             directory / SPLIT_FILE,
         )
         self.history.to_parquet(directory / HISTORY_FILE, index=False)
+        if self.place_model is not None:
+            self.place_model.served.save(directory / SERVED_PLACE_MODEL)
+            self.place_model.selected.save(directory / PLACE_MODEL_DIR / "selected")
+            (directory / PLACE_MODEL_DIR / "report.json").write_text(
+                json.dumps(self.place_model.report, indent=2, default=float)
+            )
         return path
 
     @classmethod
@@ -73,6 +85,16 @@ class TrainedModel:
         vocabulary = load_vocabulary(directory)  # the built-in one for models saved before vocabulary.json
         model.check_fits(vocabulary)
         arrays = torch.load(directory / SPLIT_FILE, weights_only=True)
+        place_dir = directory / PLACE_MODEL_DIR
+        place_model = (
+            PlaceModelFit(
+                served=PlaceBlend.load(directory / SERVED_PLACE_MODEL),
+                selected=PlaceBlend.load(place_dir / "selected"),
+                report=json.loads((place_dir / "report.json").read_text()),
+            )
+            if place_dir.is_dir()
+            else None
+        )
         return cls(
             model=model,
             vocabulary=vocabulary,
@@ -84,10 +106,13 @@ class TrainedModel:
             stopped_because=str(meta["stopped_because"]),
             seconds=float(meta["seconds"]),
             resumed_from_step=int(meta.get("resumed_from_step", 0)),
+            place_model=place_model,
         )
 
     def weights_are_finite(self) -> bool:
-        return all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
+        graphrec = all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
+        blends = [] if self.place_model is None else [self.place_model.served, self.place_model.selected]
+        return graphrec and not any(b.non_finite_parts() for b in blends)
 
 
 def train_config_for(model_config: ModelConfig, train_config: TrainConfig, bundle: GraphBundle) -> TrainConfig:
@@ -126,6 +151,20 @@ def fit(
     )
 
 
+def fit_served_model(
+    bundle: GraphBundle,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    place_settings: PlaceModelSettings,
+    split_seed: int = 0,
+    progress: Progress | None = None,
+) -> TrainedModel:
+    """GraphRec (`fit`), then the place model around it (`ranking.fit.fit_place_model`) on the same split."""
+    trained = fit(bundle, model_config, train_config, split_seed=split_seed, progress=progress)
+    trained.place_model = fit_place_model(bundle, trained.split, trained.model, place_settings)
+    return trained
+
+
 def describe(trained: TrainedModel) -> dict[str, object]:
     return {
         "best_step": trained.best_step,
@@ -137,4 +176,5 @@ def describe(trained: TrainedModel) -> dict[str, object]:
         "model_config": json.loads(trained.model.config.to_json()),
         "held_out": {"val_pairs": int(len(trained.split.val_edges)), "test_pairs": int(len(trained.split.test_edges))},
         "steps": int(np.asarray(trained.history["step"]).max()) if len(trained.history) else 0,
+        "place_model": trained.place_model.report if trained.place_model is not None else None,
     }

@@ -1,0 +1,288 @@
+"""Fit the place model on a split: parts on the training pairs, choices on validation, then refit.
+
+1. The graph filter (GF-CF): one SVD per input weighting (binary; relative counts when counts
+   vary), its cut-off k and weight alpha swept on validation. GF-CF's published setting
+   (binary, k=256, alpha=0.3) is the default; a swept setting replaces it only when it is
+   `SIGNIFICANCE` standard errors better per user, so tuning noise cannot make it worse.
+2. A bag of iALS fits within its time budget (`baselines.ials.BaggedALS`).
+3. GraphRec's retrieval score <z_u, z_p> (embeddings of the training graph).
+4. The blend: starting from the best part alone, each other part's weight is searched on a grid
+   and kept only when it is significantly better. Validation and test report each part alone,
+   the best of each pair and the blend, measured the same way.
+5. The served model: filter and iALS refit on every pair, GraphRec's embeddings of the full graph,
+   with the chosen settings and weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.data import HeteroData
+
+from recsys_core.baselines._common import row_standardize
+from recsys_core.baselines.ials import BaggedALS
+from recsys_core.baselines.item_filter import ItemItemFilter
+from recsys_core.datasets.base import relative_count_weights
+from recsys_core.evaluation.split import Split, training_graph
+from recsys_core.graph import INTERACTS, GraphBundle
+from recsys_core.model.graphrec import GraphRec
+from recsys_core.model.inputs import GraphInputs
+from recsys_core.ranking.blend import GROUPS, Part, PlaceBlend
+from recsys_core.ranking.held_out import HeldOut, K, significantly_better
+from recsys_core.ranking.parts import F32, FactorPart, FilterPart
+
+logger = logging.getLogger(__name__)
+
+
+class FilterChoice(NamedTuple):
+    input: str  # a key of `filter_inputs`
+    k: int
+    alpha: float
+
+
+GFCF_DEFAULT = FilterChoice("binary", 256, 0.3)  # the paper's setting
+FILTER_ALPHAS = (0.1, 0.3, 0.5, 1.0)
+FILTER_CUTS = (0.25, 0.5, 1.0)  # ideal low-pass cut-offs tried, as fractions of the largest
+BLEND_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # a part's weight next to the parts already in
+
+
+@dataclass(frozen=True)
+class PlaceModelSettings:
+    seed: int = 0
+    eval_users: int = 4000  # validation / test users the choices are measured on (a seeded sample)
+    filter_k: int = GFCF_DEFAULT[1]  # the largest cut-off (one SVD of this many directions)
+    ials_budget_s: float = 120.0  # no further iALS fit starts once spent (the first always runs)
+    ials_fits: int | None = None  # at most this many (None: the whole bag)
+
+
+@dataclass
+class PlaceModelFit:
+    served: PlaceBlend  # refit on every pair: what the service scores with
+    selected: PlaceBlend  # fit on the training pairs: what was measured
+    report: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.served.weights
+
+    def results(self, part: str) -> dict[str, dict[str, Any]]:
+        """Label (a part alone, a pair, "blend") -> weights and metrics on "validation" or "test"."""
+        return cast(dict[str, dict[str, Any]], self.report.get(part, {}))
+
+
+def interaction_matrices(bundle: GraphBundle, edges: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(binary, counts) users x places matrices of the given interaction edges."""
+    store = bundle.data[INTERACTS]
+    ei = store.edge_index.numpy()
+    counts = store.edge_count.numpy().astype(np.float32) if "edge_count" in store else np.ones(ei.shape[1], np.float32)
+    shape = (int(bundle.data["user"].num_nodes), int(bundle.data["place"].num_nodes))
+    u, p = ei[0, edges], ei[1, edges]
+    binary = sp.csr_matrix((np.ones(len(edges), np.float32), (u, p)), shape=shape)
+    return binary, sp.csr_matrix((np.maximum(counts[edges], 1.0), (u, p)), shape=shape)
+
+
+def filter_inputs(counts: sp.csr_matrix) -> dict[str, sp.csr_matrix]:
+    """The weightings the filter is tried on: binary, and relative counts where counts vary."""
+    binary = counts.copy()
+    binary.data[:] = 1.0
+    inputs = {"binary": binary}
+    if counts.nnz and float(counts.data.min()) != float(counts.data.max()):
+        inputs["relative counts"] = relative_count_weights(counts).astype(np.float32)
+    return inputs
+
+
+def _graph_filter(alpha: float, k: int, seed: int) -> ItemItemFilter:
+    return ItemItemFilter(alpha=alpha, k=k, svd="randomized", seed=seed, batch_users=512)
+
+
+def _largest_cut(settings: PlaceModelSettings, shape: tuple[int, int]) -> int:
+    return max(min(settings.filter_k, min(shape) - 1), 0)
+
+
+def _cities(bundle: GraphBundle) -> tuple[np.ndarray, np.ndarray]:
+    inputs = GraphInputs.from_hetero(bundle.data, False, False)
+    return inputs.city["user"].numpy(), inputs.city["place"].numpy()
+
+
+def tune_filter(
+    inputs: dict[str, sp.csr_matrix], val: HeldOut, settings: PlaceModelSettings
+) -> tuple[FilterPart, FilterChoice, dict[str, object]]:
+    """The filter setting for this data, chosen on validation (see the module's docstring)."""
+    k_max = _largest_cut(settings, next(iter(inputs.values())).shape)
+    cuts = sorted({max(int(k_max * f), 1) for f in FILTER_CUTS} | {k_max}) if k_max else [0]
+    default = FilterChoice(GFCF_DEFAULT.input, min(GFCF_DEFAULT.k, k_max), GFCF_DEFAULT.alpha if k_max else 0.0)
+    sweep: dict[str, float] = {}
+    per_user: dict[FilterChoice, np.ndarray] = {}
+    fitted: dict[str, ItemItemFilter] = {}
+    for name, matrix in inputs.items():
+        fitted[name] = _graph_filter(1.0, k_max, settings.seed).fit(matrix)
+        linear_raw = val.scores(fitted[name].truncated(0.0, 0).score)
+        for cut in cuts:
+            low = val.scores(fitted[name].truncated(1.0, cut).low_pass_scores) if cut else np.zeros_like(linear_raw)
+            for alpha in FILTER_ALPHAS if cut else (0.0,):
+                recall = val.per_user(linear_raw + alpha * low)[f"recall@{K}"]
+                per_user[FilterChoice(name, cut, alpha)] = recall
+                sweep[f"{name} k={cut} alpha={alpha}"] = round(float(np.nanmean(recall)), 5)
+            del low
+        del linear_raw
+    best = max(per_user, key=lambda s: float(np.nanmean(per_user[s])))
+    chosen = best if best == default or significantly_better(per_user[best], per_user[default]) else default
+    name, cut, alpha = chosen
+    logger.info(
+        "graph filter: %s k=%d alpha=%.2f (validation recall@%d %.4f; GF-CF default %.4f)",
+        name,
+        cut,
+        alpha,
+        K,
+        float(np.nanmean(per_user[chosen])),
+        float(np.nanmean(per_user[default])),
+    )
+    part = FilterPart.from_filter(fitted[name].truncated(alpha, cut))
+    return (
+        part,
+        FilterChoice(name, cut, alpha),
+        {
+            "input": name,
+            "k": cut,
+            "alpha": alpha,
+            "default": {"input": default[0], "k": default[1], "alpha": default[2]},
+            "best_on_validation": {"input": best[0], "k": best[1], "alpha": best[2]},
+            "validation_recall_by_setting": sweep,
+        },
+    )
+
+
+def _ials(counts: sp.csr_matrix, settings: PlaceModelSettings, n_fits: int | None = None) -> list[Part]:
+    bag = BaggedALS(seed=settings.seed, time_budget_s=settings.ials_budget_s, n_fits=n_fits or settings.ials_fits)
+    bag.fit(counts)
+    return [FactorPart(f.user_factors, f.item_factors) for f in bag.fits]
+
+
+@torch.no_grad()
+def graphrec_part(model: GraphRec, data: HeteroData) -> FactorPart:
+    z = model.eval().embed(GraphInputs.from_hetero(data, model.config.use_social, model.config.time_decay))
+    return FactorPart(z["user"].numpy(), z["place"].numpy())
+
+
+def _group_scores(members: list[Part]) -> Callable[[np.ndarray], np.ndarray]:
+    """A group's score: the mean of its members' z-scores (a bag of one is its member's)."""
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        total = sum(row_standardize(m.dense(rows)) for m in members)
+        return np.asarray(total, np.float32) / len(members)
+
+    return score
+
+
+def choose_weights(zscores: dict[str, F32], val: HeldOut) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Blend weights by significant forward steps from the best single part; and the weights of
+    every part alone, the best of every pair and the blend (label -> weights), for the report."""
+    key = f"recall@{K}"
+    cache: dict[tuple[tuple[str, float], ...], dict[str, np.ndarray]] = {}
+
+    def measured(weights: dict[str, float]) -> dict[str, np.ndarray]:
+        w = tuple(sorted((g, v) for g, v in weights.items() if v > 0))
+        if w not in cache:
+            total = sum(v * zscores[g] for g, v in w)
+            cache[w] = val.per_user(np.asarray(total))
+        return cache[w]
+
+    def mean(weights: dict[str, float]) -> float:
+        return float(np.nanmean(measured(weights)[key]))
+
+    names = [g for g in GROUPS if g in zscores]
+    alone = {g: {g: 1.0} for g in names}
+    pairs = {}
+    for a, b in itertools.combinations(names, 2):
+        pairs[f"{a} + {b}"] = max(({a: 1.0, b: w} for w in BLEND_WEIGHTS), key=mean)
+    current = max(alone.values(), key=mean)
+    for _ in range(2):  # two passes over the other parts: a later part can make an earlier one useful
+        changed = False
+        for g in names:
+            if g in current and len(current) == 1:
+                continue
+            options = [{**current, g: w} for w in BLEND_WEIGHTS if current.get(g) != w] + [
+                {k: v for k, v in current.items() if k != g}
+            ]
+            options = [o for o in options if o]
+            best = max(options, key=mean)
+            if significantly_better(measured(best)[key], measured(current)[key]):
+                current, changed = best, True
+        if not changed:
+            break
+    combinations = {**alone, **pairs, "blend": current}
+    return {g: float(current.get(g, 0.0)) for g in names}, combinations
+
+
+def measure_combinations(
+    combinations: dict[str, dict[str, float]], zscores: dict[str, F32], part: HeldOut
+) -> dict[str, dict[str, object]]:
+    """Recall and NDCG of each labelled combination of parts on a held-out part."""
+    out: dict[str, dict[str, object]] = {}
+    for label, weights in combinations.items():
+        total = np.zeros_like(next(iter(zscores.values())))
+        for group, weight in weights.items():
+            total += weight * zscores[group]
+        out[label] = {"weights": weights, **part.summary(total)}
+    return out
+
+
+def fit_place_model(
+    bundle: GraphBundle, split: Split, graphrec: GraphRec, settings: PlaceModelSettings | None = None
+) -> PlaceModelFit:
+    settings = settings or PlaceModelSettings()
+    started = time.perf_counter()
+    user_city, place_city = _cities(bundle)
+    train_binary, train_counts = interaction_matrices(bundle, split.train_edges)
+    val_binary, _ = interaction_matrices(bundle, split.val_edges)
+    test_binary, _ = interaction_matrices(bundle, split.test_edges)
+    val = HeldOut(train_binary, val_binary, user_city, place_city, settings.eval_users, settings.seed)
+    test = HeldOut(train_binary + val_binary, test_binary, user_city, place_city, settings.eval_users, settings.seed)
+    if not len(val):
+        raise ValueError("the place model needs validation pairs to choose its settings; the split has none")
+    report: dict[str, object] = {"validation_users": len(val), "test_users": len(test)}
+
+    filter_part, choice, report["graph_filter"] = tune_filter(filter_inputs(train_counts), val, settings)
+    logger.info("place model: graph filter chosen (%.0fs)", time.perf_counter() - started)
+    t0 = time.perf_counter()
+    ials = _ials(train_counts, settings)
+    report["ials"] = {"fits": len(ials), "seconds": round(time.perf_counter() - t0, 1)}
+    selected_groups: dict[str, list[Part]] = {
+        "graph_filter": [filter_part],
+        "ials": ials,
+        "graphrec": [graphrec_part(graphrec, training_graph(bundle, split))],
+    }
+    zscores = {g: val.zscored(_group_scores(m)) for g, m in selected_groups.items()}
+    weights, combinations = choose_weights(zscores, val)
+    report["weights"] = weights
+    report["validation"] = measure_combinations(combinations, zscores, val)
+    del zscores
+    test_scores = {g: test.zscored(_group_scores(m)) for g, m in selected_groups.items()}
+    report["test"] = measure_combinations(combinations, test_scores, test)
+    del test_scores
+    logger.info("place model: weights %s chosen on validation (%.0fs)", weights, time.perf_counter() - started)
+    selected = PlaceBlend(selected_groups, weights, settings={k: report[k] for k in ("graph_filter", "weights")})
+
+    # The served model: every pair the world has, the same choices.
+    _, all_counts = interaction_matrices(bundle, np.arange(bundle.data[INTERACTS].edge_index.shape[1]))
+    served_groups: dict[str, list[Part]] = {}
+    if weights["graph_filter"] > 0:
+        matrix = filter_inputs(all_counts)[choice.input]
+        served_groups["graph_filter"] = [
+            FilterPart.from_filter(_graph_filter(choice.alpha, choice.k, settings.seed).fit(matrix))
+        ]
+    if weights.get("ials", 0) > 0:
+        served_groups["ials"] = _ials(all_counts, settings, n_fits=len(ials))
+    if weights.get("graphrec", 0) > 0:
+        served_groups["graphrec"] = [graphrec_part(graphrec, bundle.data)]
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    served = PlaceBlend(served_groups, weights, settings=selected.settings)
+    return PlaceModelFit(served=served, selected=selected, report=report)
