@@ -39,7 +39,14 @@ MODEL_CHECKS = {
     "trained_model_weights_finite": "trained_model",
     "model_beats_baselines": "model_evaluation",
 }
-SERVING_ASSETS = ["user_embeddings", "place_embeddings", "place_index", "user_index", "serving_manifest", "batch_recommendations"]
+SERVING_ASSETS = [
+    "user_embeddings",
+    "place_embeddings",
+    "place_index",
+    "user_index",
+    "serving_manifest",
+    "batch_recommendations",
+]
 SERVING_CHECKS = {
     "user_embeddings_complete": "user_embeddings",
     "place_embeddings_complete": "place_embeddings",
