@@ -18,7 +18,7 @@ from recsys_core.baselines.ials import BaggedALS
 from recsys_core.baselines.item_filter import ItemItemFilter
 from recsys_core.datasets import LOADERS
 from recsys_core.datasets.base import carve_validation, relative_count_weights
-from recsys_core.realdata.topk import ranking_metrics, top_k
+from recsys_core.evaluation.topk import ranking_metrics, top_k
 
 
 def main(data_dir: str = "../shared/datasets/lastfm") -> None:

@@ -54,25 +54,11 @@ def _load(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(2)
-    world = generate_world(WorldConfig())
-    bundle = build_from_world(world)
-    trained = fit(
-        bundle,
-        ModelConfig.for_vocabulary(bundle.vocabulary),
-        TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0),
-    )
-    work = Path(tempfile.mkdtemp(prefix="recsys-bench-serving-"))
-    manifest = publish(trained.model, bundle, work / "artifacts", version="bench")
+def measure(manifest: Path, user_ids: np.ndarray, work: Path, tags: list[str], setup: str) -> dict:
+    """Start the real service on `manifest`, then drive it at 200 req/s and at saturation."""
     rng = np.random.default_rng(0)
-    users = rng.choice(bundle.data["user"].node_id.numpy(), 2000, replace=False)
+    users = rng.choice(user_ids, min(2000, len(user_ids)), replace=False)
     places = [f"/recommend/places?user_id={u}&top_k=10" for u in users]
-    places_ctx = [
-        f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}&desired_tags={FINE_TAGS[rng.integers(100)]}"
-        for u in users
-    ]
     people = [f"/recommend/people?user_id={u}&top_k=10" for u in users]
     port = free_port()
     server = start_server(port, manifest)
@@ -84,18 +70,60 @@ def main() -> None:
             "start_to_ready_s": round(ready_s, 2),
             "rss_mib_ready": round(rss_ready, 1),
             "places_at_200rps": _load(port, places, work, "places", rate=RATE),
-            "places_with_context_at_200rps": _load(port, places_ctx, work, "places_ctx", rate=RATE),
+        }
+        if tags:
+            places_ctx = [
+                f"/recommend/places?user_id={u}&top_k=10&time_slot={rng.integers(6)}"
+                f"&desired_tags={tags[rng.integers(len(tags))]}"
+                for u in users
+            ]
+            figures["places_with_context_at_200rps"] = _load(port, places_ctx, work, "places_ctx", rate=RATE)
+        figures |= {
             "people_at_200rps": _load(port, people, work, "people", rate=RATE),
             "places_saturation": _load(port, places, work, "places_sat", duration=SATURATION_S),
             "people_saturation": _load(port, people, work, "people_sat", duration=SATURATION_S),
             "rss_mib_after_load": round(rss_mib(server.pid), 1),
             "targets": {"places_p50_ms": 3, "places_p99_ms": 20, "start_to_ready_s": 10},
-            "setup": "default world (10k users, 10k places), 1 uvicorn worker, "
-            "load generator in its own process, loopback",
+            "setup": setup + ", 1 uvicorn worker, load generator in its own process, loopback",
         }
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return figures
+
+
+def main() -> None:
+    """The default world (or, with `--manifest`, any published manifest, e.g. a Gowalla run's)."""
+    import argparse
+
+    from recsys_core.graph import load_graph_tensors
+    from recsys_core.manifest import ServingManifest
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", help="a published serving manifest (default: publish the default world)")
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="recsys-bench-serving-"))
+    if args.manifest:
+        manifest = Path(args.manifest)
+        served = ServingManifest.read(manifest)
+        user_ids = load_graph_tensors(served.graph.directory)["node/user/node_id"].numpy()
+        figures = measure(manifest, user_ids, work, [], f"manifest {served.model_version} ({len(user_ids)} users)")
+    else:
+        world = generate_world(WorldConfig())
+        bundle = build_from_world(world)
+        trained = fit(
+            bundle,
+            ModelConfig.for_vocabulary(bundle.vocabulary),
+            TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0),
+        )
+        manifest = publish(trained.model, bundle, work / "artifacts", version="bench")
+        user_ids = bundle.data["user"].node_id.numpy()
+        figures = measure(manifest, user_ids, work, list(FINE_TAGS), "default world (10k users, 10k places)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures))
 
 

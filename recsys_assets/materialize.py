@@ -66,11 +66,15 @@ def _run(defs: Definitions, instance: DagsterInstance, stage: Stage, city: str |
     )
 
 
-def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequence[str] | None = None) -> None:
-    """Every stage in order; per-city stages for `cities` (default: every city the vocabulary registers)."""
+def materialize_all(
+    defs: Definitions, instance: DagsterInstance, cities: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Every stage in order; per-city stages for `cities` (default: every city the vocabulary registers).
+    Returns the seconds each step took ("stage" or "stage [city]")."""
     started = time.perf_counter()
     first, rest = PIPELINE_STAGES[0], PIPELINE_STAGES[1:]
     result = _run(defs, instance, first, None)
+    seconds = {first.name: round(time.perf_counter() - started, 1)}
     if not result.success:
         raise MaterializationFailed(f"{first.name}: {_failure_reason(result)}")
     unknown = unknown_cities(instance, cities or [])
@@ -83,7 +87,9 @@ def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequen
         "[1/%d] %s: ok (%.0fs elapsed; %d cities)", total, first.name, time.perf_counter() - started, len(chosen)
     )
     for i, (stage, city) in enumerate(steps, start=2):
+        step_started = time.perf_counter()
         result = _run(defs, instance, stage, city)
+        seconds[stage.name + (f" [{city}]" if city else "")] = round(time.perf_counter() - step_started, 1)
         elapsed = time.perf_counter() - started
         logger.info(
             "[%d/%d] %s%s: %s (%.0fs elapsed, ETA %.0fs)",
@@ -97,3 +103,4 @@ def materialize_all(defs: Definitions, instance: DagsterInstance, cities: Sequen
         )
         if not result.success:
             raise MaterializationFailed(f"{stage.name}{f' [{city}]' if city else ''}: {_failure_reason(result)}")
+    return seconds

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from dagster import ConfigurableResource
 
 from recsys_core import contracts, sources
+from recsys_core.evaluation.protocol import MAX_TESTED_USERS
 from recsys_core.manifest import live_manifest_path
 from recsys_core.model.config import ModelConfig
 from recsys_core.ranking.fit import PlaceModelSettings
@@ -164,6 +165,7 @@ class TrainingSettings(ConfigurableResource):
     # users its choices are measured on.
     ials_budget_s: float = PlaceModelSettings.ials_budget_s
     place_eval_users: int = PlaceModelSettings.eval_users
+    evaluation_users: int = MAX_TESTED_USERS  # per held-out part in `model_evaluation` (a seeded sample)
     checkpoint_dir: str = ""  # "": <artifact root>/checkpoints (TrainConfig's "" means nowhere)
     # steps between checkpoints; 0: at every evaluation; -1 (this setting only): no checkpoints
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every

@@ -90,6 +90,8 @@ class ServingManifest:
     social_edges_are_friendships: bool = False
     # The place model's arrays (`ranking.PlaceBlend`); None: places are ranked by GraphRec alone.
     place_model: ArtifactRef | None = None
+    # The people model's candidates (`ranking.PeopleModel`); None: people come from the user index.
+    people_model: ArtifactRef | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def refs(self) -> list[ArtifactRef]:
@@ -105,6 +107,7 @@ class ServingManifest:
             **{f"place_index[city {c}]": ref for c, ref in self.place_indices.items()},
             **{f"user_index[city {c}]": ref for c, ref in self.user_indices.items()},
             **({"place_model": self.place_model} if self.place_model is not None else {}),
+            **({"people_model": self.people_model} if self.people_model is not None else {}),
         }
 
     def verify(self) -> None:
@@ -131,6 +134,7 @@ class ServingManifest:
                     "place_indices": {c: ref(v) for c, v in raw["place_indices"].items()},
                     "user_indices": {c: ref(v) for c, v in raw["user_indices"].items()},
                     "place_model": ref(raw["place_model"]) if raw.get("place_model") else None,
+                    "people_model": ref(raw["people_model"]) if raw.get("people_model") else None,
                 }
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

@@ -223,13 +223,12 @@ def _graph_lines(driver) -> set[str]:
 
 
 def test_asset_graph_shows_every_asset_in_its_stage_group(dagster_ui, browser, screenshots):
-    expanded = ",".join(f"global@global:{group}" for group in STAGES)
-    browser.get(f"{dagster_ui}/asset-groups?expanded={expanded}")
-    every_asset = {asset for assets in STAGES.values() for asset in assets}
-    _wait_for(browser, lambda d: every_asset <= _graph_lines(d), "every asset in the graph")
-    lines = _graph_lines(browser)
-    assert set(STAGES) <= lines, f"stage groups missing from the graph: {set(STAGES) - lines}"
-    screenshots(browser, "dagster_asset_graph")
+    """Each stage group's own graph page draws every asset of that stage (the whole graph, every
+    group expanded, is taller than a window and draws only what is in view)."""
+    for group, assets in STAGES.items():
+        browser.get(f"{dagster_ui}/locations/__repository__@recsys/asset-groups/{group}")
+        _wait_for(browser, lambda d, assets=assets: set(assets) <= _graph_lines(d), f"every {group} asset")
+        screenshots(browser, f"dagster_asset_graph_{group}")
 
 
 def test_partitioned_asset_shows_the_city_partitions_and_their_status(dagster_ui, browser, screenshots):

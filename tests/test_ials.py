@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from recsys_core.baselines.ials import BaggedALS, ImplicitALS, _cg_sweep
 from recsys_core.baselines.popularity import Popularity
 from recsys_core.datasets import carve_validation, load_lastfm
-from recsys_core.realdata.topk import ranking_metrics, top_k
+from recsys_core.evaluation.topk import ranking_metrics, top_k
 from tests.test_benchmark_datasets import DATA
 
 

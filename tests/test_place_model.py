@@ -183,3 +183,19 @@ def test_the_served_model_is_refit_on_every_pair_and_the_selected_one_on_trainin
         assert all(0.0 <= r["recall@20"] <= 1.0 for r in report.values())
     best_alone = max(place_model.report["validation"][g]["recall@20"] for g in ("graph_filter", "ials", "graphrec"))
     assert place_model.report["validation"]["blend"]["recall@20"] >= best_alone
+
+
+def test_the_served_ranking_agrees_with_the_definition_and_a_broken_index_shows():
+    from recsys_core.ranking.served import served_agreement
+    from recsys_core.retrieval.index import build_city_index
+
+    counts = _counts(200, 150, 0.06)
+    blend = _blend(counts)
+    place_ids = np.arange(1000, 1000 + counts.shape[1])
+    everywhere = np.arange(counts.shape[1])
+    users = np.arange(0, 200, 4)
+    exact = build_city_index(place_ids, blend.item_vectors())
+    assert served_agreement(blend, exact, place_ids, everywhere, users) == 1.0
+    no_filter = PlaceBlend(blend.groups, {**blend.weights, "graph_filter": 0.0})  # no sparse candidates either
+    half = build_city_index(place_ids[::2], no_filter.item_vectors()[::2])  # half the places missing
+    assert served_agreement(no_filter, half, place_ids, everywhere, users) < 0.9

@@ -118,6 +118,7 @@ def model_evaluation(
         seed=training.seed,
         baseline_budget_s=training.baseline_budget_s,
         place_models={PLACE_MODEL: trained_model.place_model.selected} if trained_model.place_model else None,
+        max_users=training.evaluation_users,
     )
     headline = {f"test {m} recall@20": comparison.place_metric("test", m) for m in comparison.places["model"].unique()}
     if trained_model.place_model is not None:

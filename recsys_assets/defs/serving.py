@@ -32,11 +32,12 @@ from recsys_assets.resources import ServingSettings, WorldSource
 from recsys_core.graph import GraphBundle
 from recsys_core.manifest import ArtifactRef, ServingManifest
 from recsys_core.ranking.blend import ARRAYS_FILE
+from recsys_core.ranking.people import PEOPLE_FILE
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.batch import batch_places
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, export_embeddings, index_column
 from recsys_core.retrieval.index import CityIndex, build_city_index
-from recsys_core.training.pipeline import SERVED_PLACE_MODEL, TrainedModel
+from recsys_core.training.pipeline import SERVED_PEOPLE_MODEL, SERVED_PLACE_MODEL, TrainedModel
 from recsys_core.vocabulary import Vocabulary
 
 SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
@@ -79,12 +80,17 @@ def _embedding_metadata(table: pa.Table, vocabulary: Vocabulary) -> Metadata:
 
 
 def _city_index(
-    context: AssetExecutionContext, table: pa.Table, id_column: str, settings: ServingSettings, vocabulary: Vocabulary
+    context: AssetExecutionContext,
+    table: pa.Table,
+    id_column: str,
+    settings: ServingSettings,
+    vocabulary: Vocabulary,
+    queries: np.ndarray | None = None,
 ) -> Output[CityIndex]:
     city = city_of(context, vocabulary)
     rows = city_rows(table, city)
     vectors = embedding_matrix(rows, index_column(rows))
-    index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows)
+    index = build_city_index(rows.column(id_column).to_numpy(), vectors, settings.exact_max_rows, queries)
     return Output(
         index,
         metadata={
@@ -104,9 +110,25 @@ def _city_index(
     description="FAISS inner-product index of the city's places: the place model's item vectors.",
 )
 def place_index(
-    context: AssetExecutionContext, place_embeddings: pa.Table, vocabulary: Vocabulary, serving: ServingSettings
+    context: AssetExecutionContext,
+    place_embeddings: pa.Table,
+    trained_model: TrainedModel,
+    vocabulary: Vocabulary,
+    serving: ServingSettings,
 ) -> Output[CityIndex]:
-    return _city_index(context, place_embeddings, "place_id", serving, vocabulary)
+    queries = place_model_queries(trained_model, place_embeddings, city_of(context, vocabulary), serving)
+    return _city_index(context, place_embeddings, "place_id", serving, vocabulary, queries)
+
+
+def place_model_queries(
+    trained: TrainedModel, place_embeddings: pa.Table, city: int, serving: ServingSettings, seed: int = 0
+) -> np.ndarray | None:
+    """The served place model's queries of a sample of the city's users (None: GraphRec alone, whose
+    index is asked with embeddings like its rows)."""
+    if trained.place_model is None:
+        return None
+    in_city = np.flatnonzero(place_embeddings.column("city_id").to_numpy() == city)
+    return trained.place_model.served.sample_queries(in_city, serving.ann_recall_sample, seed=seed + city)
 
 
 @asset(
@@ -215,6 +237,8 @@ def serving_manifest(
     model = _ref(context, _key("trained_model"))
     place_dir = model.directory / SERVED_PLACE_MODEL
     place_model = ArtifactRef.of_directory(place_dir, ARRAYS_FILE) if (place_dir / ARRAYS_FILE).is_file() else None
+    people_dir = model.directory / SERVED_PEOPLE_MODEL
+    people_model = ArtifactRef.of_directory(people_dir, PEOPLE_FILE) if (people_dir / PEOPLE_FILE).is_file() else None
     version = f"graphrec-{model.sha256[:12]}" + (f"-blend-{place_model.sha256[:8]}" if place_model else "")
     now = dt.datetime.now(dt.UTC)
     manifest = ServingManifest(
@@ -222,6 +246,7 @@ def serving_manifest(
         created_at=now.isoformat(),
         model_version=version,
         place_model=place_model,
+        people_model=people_model,
         model=model,
         graph=_ref(context, _key("hetero_graph")),
         user_embeddings=_ref(context, _key("user_embeddings")),

@@ -139,10 +139,12 @@ def compare(
     baseline_budget_s: float = 90.0,
     seed: int = 0,
     place_models: dict[str, _DenseModel] | None = None,
+    max_users: int = protocol.MAX_TESTED_USERS,
 ) -> Comparison:
     """Evaluate `models` (name -> trained GraphRec) and `place_models` (name -> a blend fit on the
     split's training pairs) against popularity, MF-BPR, LightGCN, the item-item filter and (with
-    `world`) the oracle; friends against the link heuristics."""
+    `world`) the oracle; friends against the link heuristics. Places are measured on at most
+    `max_users` users per part (a seeded sample)."""
     seconds: dict[str, float] = {}
     any_model = next(iter(models.values()))
     train_graph = training_graph(bundle, split)
@@ -172,7 +174,7 @@ def compare(
         logger.info("fitted %s in %.1fs", name, seconds[f"fit_{name}"])
     places, friends = [], []
     for part in parts:
-        truth = protocol.PlaceTruth.from_split(bundle, split, part, user_city, place_city)
+        truth = protocol.PlaceTruth.from_split(bundle, split, part, user_city, place_city, max_users=max_users)
         scorers = {name: _graphrec_scorer(model, embeddings[name], inputs, truth) for name, model in models.items()}
         scorers.update({name: _blend_scorer(blend) for name, blend in (place_models or {}).items()})
         scorers.update({name: _baseline_scorer(model) for name, model in fitted.items()})

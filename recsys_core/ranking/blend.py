@@ -141,6 +141,30 @@ class PlaceBlend:
         merged.sort_indices()
         return BlendQuery(np.ascontiguousarray(np.hstack(vectors), np.float32), merged, offset)
 
+    def seen(self) -> sp.csr_matrix | None:
+        """Users x places: the interactions the graph filter was fit on (None without a filter)."""
+        filters = [p for _, _, p in self.active() if isinstance(p, FilterPart)]
+        return filters[0].weights if filters else None
+
+    def sample_users(self, items: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        """A seeded sample of the users who interacted with `items` (every user where no part records
+        interactions)."""
+        seen = self.seen()
+        if seen is not None:
+            users = np.flatnonzero(np.diff(sp.csr_matrix(seen[:, items]).indptr) > 0)
+        else:
+            users = np.arange(self.n_users)
+        if len(users) > n:
+            users = np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
+        out: np.ndarray = users
+        return out
+
+    def sample_queries(self, items: np.ndarray, n: int, seed: int = 0) -> F32:
+        """Query vectors of a seeded sample of the users who interacted with `items` (a city's places;
+        every user where no part records interactions): what an index of those items is asked."""
+        users = self.sample_users(items, n, seed)
+        return self.queries(users).vector
+
     # -- storage: arrays in one .npz (no pickle), the structure in JSON ----------------------------
 
     def save(self, directory: Path) -> Path:

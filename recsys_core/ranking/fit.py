@@ -6,8 +6,10 @@
    `SIGNIFICANCE` standard errors better per user, so tuning noise cannot make it worse.
 2. A bag of iALS fits within its time budget (`baselines.ials.BaggedALS`).
 3. GraphRec's retrieval score <z_u, z_p> (embeddings of the training graph).
-4. The blend: starting from the best part alone, each other part's weight is searched on a grid
-   and kept only when it is significantly better. Validation and test report each part alone,
+4. The blend: starting from the best part alone, each step takes the best of every move (a part
+   added or dropped, a weight changed on a grid, the best of a pair) and keeps it only when it is
+   a standard error better per user (a few structured steps, each a different model family, where
+   the filter's sweep of 24 settings needs two). Validation and test report each part alone,
    the best of each pair and the blend, measured the same way.
 5. The served model: filter and iALS refit on every pair, GraphRec's embeddings of the full graph,
    with the chosen settings and weights.
@@ -36,7 +38,7 @@ from recsys_core.graph import INTERACTS, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.ranking.blend import GROUPS, Part, PlaceBlend
-from recsys_core.ranking.held_out import HeldOut, K, significantly_better
+from recsys_core.ranking.held_out import BLEND_SIGNIFICANCE, HeldOut, K, significantly_better
 from recsys_core.ranking.parts import F32, FactorPart, FilterPart
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class FilterChoice(NamedTuple):
 GFCF_DEFAULT = FilterChoice("binary", 256, 0.3)  # the paper's setting
 FILTER_ALPHAS = (0.1, 0.3, 0.5, 1.0)
 FILTER_CUTS = (0.25, 0.5, 1.0)  # ideal low-pass cut-offs tried, as fractions of the largest
-BLEND_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # a part's weight next to the parts already in
+BLEND_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # a part's weight next to the parts already in
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,10 @@ def tune_filter(
     )
 
 
-def _ials(counts: sp.csr_matrix, settings: PlaceModelSettings, n_fits: int | None = None) -> list[Part]:
-    bag = BaggedALS(seed=settings.seed, time_budget_s=settings.ials_budget_s, n_fits=n_fits or settings.ials_fits)
+def _ials(counts: sp.csr_matrix, settings: PlaceModelSettings, refit_of: int | None = None) -> list[Part]:
+    """The bag within its budget; `refit_of`: exactly that many fits (the refit of a chosen bag)."""
+    budget = None if refit_of else settings.ials_budget_s
+    bag = BaggedALS(seed=settings.seed, time_budget_s=budget, n_fits=refit_of or settings.ials_fits)
     bag.fit(counts)
     return [FactorPart(f.user_factors, f.item_factors) for f in bag.fits]
 
@@ -183,7 +187,7 @@ def _group_scores(members: list[Part]) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def choose_weights(zscores: dict[str, F32], val: HeldOut) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Blend weights by significant forward steps from the best single part; and the weights of
+    """Blend weights by significant best-improvement steps from the best single part; and the weights of
     every part alone, the best of every pair and the blend (label -> weights), for the report."""
     key = f"recall@{K}"
     cache: dict[tuple[tuple[str, float], ...], dict[str, np.ndarray]] = {}
@@ -204,20 +208,14 @@ def choose_weights(zscores: dict[str, F32], val: HeldOut) -> tuple[dict[str, flo
     for a, b in itertools.combinations(names, 2):
         pairs[f"{a} + {b}"] = max(({a: 1.0, b: w} for w in BLEND_WEIGHTS), key=mean)
     current = max(alone.values(), key=mean)
-    for _ in range(2):  # two passes over the other parts: a later part can make an earlier one useful
-        changed = False
-        for g in names:
-            if g in current and len(current) == 1:
-                continue
-            options = [{**current, g: w} for w in BLEND_WEIGHTS if current.get(g) != w] + [
-                {k: v for k, v in current.items() if k != g}
-            ]
-            options = [o for o in options if o]
-            best = max(options, key=mean)
-            if significantly_better(measured(best)[key], measured(current)[key]):
-                current, changed = best, True
-        if not changed:
+    for _ in range(4):  # best-improvement steps: add a part, change a weight or drop a part
+        options = [{**current, g: w} for g in names for w in BLEND_WEIGHTS if current.get(g) != w]
+        options += [{k: v for k, v in current.items() if k != g} for g in current if len(current) > 1]
+        options += [w for w in pairs.values() if w != current]
+        best = max(options, key=mean)
+        if not significantly_better(measured(best)[key], measured(current)[key], BLEND_SIGNIFICANCE):
             break
+        current = best
     combinations = {**alone, **pairs, "blend": current}
     return {g: float(current.get(g, 0.0)) for g in names}, combinations
 
@@ -280,7 +278,7 @@ def fit_place_model(
             FilterPart.from_filter(_graph_filter(choice.alpha, choice.k, settings.seed).fit(matrix))
         ]
     if weights.get("ials", 0) > 0:
-        served_groups["ials"] = _ials(all_counts, settings, n_fits=len(ials))
+        served_groups["ials"] = _ials(all_counts, settings, refit_of=len(ials))
     if weights.get("graphrec", 0) > 0:
         served_groups["graphrec"] = [graphrec_part(graphrec, bundle.data)]
     report["seconds"] = round(time.perf_counter() - started, 1)

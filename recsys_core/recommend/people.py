@@ -1,9 +1,13 @@
 """People recommendations: who in the city a user would get along with, and who would come along.
 
-Candidates come from the city's user index (<z_u, z_v>), the user themself and (where the
-data's social edges are real friendships) existing friends left out. The friend head gives
-compatibility and attendance; a target place scales attendance by how much that place
-stands out for the candidate, and activity tags by how much the candidate is into them.
+Candidates are the people model's (`ranking.people`: proximity and taste candidates ordered by a
+re-ranker, precomputed per user; the city's user index by <z_u, z_v> for manifests without one),
+the user themself and (where the data's social edges are real friendships) existing friends left
+out. Without a target place or activity tags they keep the people model's order. The friend head
+gives compatibility (where the data has friend labels of its own; on friendship data the people
+model's odds are the compatibility) and attendance; a target place scales attendance by how much
+that place stands out for the candidate, and activity tags by how much the candidate is into them:
+with either, people are ordered by 0.7 compatibility + 0.3 attendance.
 
 Users with tastes (the vocabulary has tags or vibes) are explained by them; users without
 (interaction-only data) by their history: a place both went to, friends in common
@@ -41,7 +45,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return p
 
 
-def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonResult]:
+def recommend_people(art: ServingArtifacts, query: PeopleQuery, explain: bool = True) -> list[PersonResult]:
+    """The ranked people of one request; `explain=False` leaves the reasons out (batch scoring)."""
     check_top_k(query.top_k)
     user = art.user_index(query.user_id)
     if user is None:
@@ -52,16 +57,23 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
         if target is None:
             raise NotFound("target_place_id", f"unknown place {query.target_place_id}")
     city = resolve_city(art, query.city_id, user)
-    index = art.user_indices[city]
     excluded = {user}
     if art.manifest.social_edges_are_friendships:
         excluded.update(art.friends.indices[art.friends.indptr[user] : art.friends.indptr[user + 1]].tolist())
-    _, found = index.search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(excluded))
-    candidates = art.users_of(found[0][found[0] >= 0])
-    candidates = candidates[~np.isin(candidates, list(excluded))]
+    logits = None
+    if art.people_model is not None:  # the people model's candidates, best first
+        candidates, logits = art.people_model.of(user)
+        in_city = (art.user_city[candidates] == city) & ~np.isin(candidates, list(excluded))
+        candidates, logits = candidates[in_city], logits[in_city]
+    else:
+        _, found = art.user_indices[city].search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(excluded))
+        candidates = art.users_of(found[0][found[0] >= 0])
+        candidates = candidates[~np.isin(candidates, list(excluded))]
     if not len(candidates):
         return []
     compat, attend = _friend_scores(art, user, candidates)
+    if logits is not None and art.manifest.social_edges_are_friendships:
+        compat = _sigmoid(logits.astype(np.float64))  # labels derived from the friendships: the model's own odds
     if target is not None:
         fit = (art.z_user[candidates] @ art.z_place[target]).numpy()
         attend = attend * _sigmoid((fit - art.score_mean[candidates]) / art.score_std[candidates])
@@ -70,9 +82,14 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery) -> list[PersonRe
         taste = art.x_user_np[candidates][:, art.layouts.user["fine_pref"]]
         into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
         combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
-    order = np.argsort(-combined, kind="stable")[: query.top_k]
+    if logits is not None and not query.has_context:
+        order = np.arange(len(candidates))[: query.top_k]  # the people model's order (as measured)
+    else:
+        order = np.argsort(-combined, kind="stable")[: query.top_k]
     chosen = candidates[order]
-    if has_tastes(art):
+    if not explain:
+        reasons: list[list[str]] = [[] for _ in chosen]
+    elif has_tastes(art):
         wishes = Wishes(
             tags=query.activity_tags, target_place_name=art.place_names[target] if target is not None else None
         )

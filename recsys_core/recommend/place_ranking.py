@@ -3,13 +3,14 @@
 
 Candidates are the city index's nearest places to the user's blend query (the low-rank parts)
 and the places with the largest sparse graph-filter scores; each is then scored exactly
-(`ranking.BlendQuery.scores`). Places the user has been to are never returned.
+(`ranking.served.top_places`). Places the user has been to are never returned.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from recsys_core.ranking.served import top_places
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.queries import CANDIDATES
 
@@ -24,14 +25,7 @@ def rank_places(art: ServingArtifacts, user: int, city: int, depth: int = CANDID
     blend, vectors = art.place_model, art.retrieval
     if blend is None or vectors is None:
         raise RuntimeError("rank_places needs a manifest with a place model")
-    query = blend.queries(np.array([user]))
-    seen = seen_places(art, user)
     allowed = art.place_city == city
-    allowed[seen] = False
-    _, found = art.place_indices[city].search(query.vector, depth + len(seen))
-    nearest = art.places_of(found[0][found[0] >= 0])
-    candidates = np.union1d(nearest, query.top_sparse(0, depth, allowed))
-    candidates = candidates[allowed[candidates]]
-    scores = query.scores(0, candidates, vectors)
-    order = np.argsort(-scores, kind="stable")[:depth]
-    return candidates[order], scores[order]
+    allowed[seen_places(art, user)] = False
+    query = blend.queries(np.array([user]))
+    return top_places(query, 0, art.place_indices[city], art.place_ids, allowed, vectors, depth)

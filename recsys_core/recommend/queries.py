@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from recsys_core.recommend.limits import DEFAULT_TOP_K, MAX_TOP_K, MIN_TOP_K
+from recsys_core.retrieval.index import RETRIEVAL_DEPTH
 from recsys_core.vocabulary import Vocabulary
 
-CANDIDATES = 200  # M: how many the ANN index retrieves before the heads re-rank
+CANDIDATES = RETRIEVAL_DEPTH  # M: how many the ANN index retrieves before the heads re-rank
 
 
 class RequestError(ValueError):
@@ -55,6 +56,11 @@ class PeopleQuery:
     target_place_id: int | None = None
     activity_tags: tuple[int, ...] = ()
     top_k: int = DEFAULT_TOP_K
+
+    @property
+    def has_context(self) -> bool:
+        """A target place or activity tags: what attendance and tastes reorder by."""
+        return self.target_place_id is not None or bool(self.activity_tags)
 
 
 def check_top_k(top_k: int) -> None:

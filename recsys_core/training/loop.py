@@ -110,7 +110,7 @@ def train(
                 result.best_val_recall,
                 result.best_step,
                 rate,
-                (config.max_steps - step) / rate,
+                min((config.max_steps - step) / rate, max(config.time_budget_s - elapsed, 0.0)),  # steps or time
             )
         result.history.append(record)
         if progress:

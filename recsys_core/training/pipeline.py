@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.evaluation.split import Split, split_indices
-from recsys_core.graph import INTERACTS, GraphBundle
+from recsys_core.evaluation.split import Split, split_indices, training_graph
+from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.checkpoint import load_checkpoint, load_vocabulary, save_checkpoint
 from recsys_core.model.config import ModelConfig
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.ranking.blend import PlaceBlend
-from recsys_core.ranking.fit import PlaceModelFit, PlaceModelSettings, fit_place_model
+from recsys_core.ranking.fit import PlaceModelFit, PlaceModelSettings, fit_place_model, interaction_matrices
+from recsys_core.ranking.people import PeopleFit, PeopleModel, fit_people_model
 from recsys_core.training.config import TrainConfig, for_id_embeddings
 from recsys_core.training.loop import Progress, train
 from recsys_core.training.state import TrainResult
@@ -34,6 +35,8 @@ SPLIT_FILE = "split.pt"
 HISTORY_FILE = "history.parquet"
 PLACE_MODEL_DIR = "place_model"  # served/ and selected/ blends, and report.json
 SERVED_PLACE_MODEL = f"{PLACE_MODEL_DIR}/served"
+PEOPLE_MODEL_DIR = "people_model"  # served/ and report.json
+SERVED_PEOPLE_MODEL = f"{PEOPLE_MODEL_DIR}/served"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainedModel:
     seconds: float
     resumed_from_step: int = 0  # the checkpoint step training continued from (0: from scratch)
     place_model: PlaceModelFit | None = None  # None: GraphRec alone (the two-tower baseline, old artifacts)
+    people_model: PeopleFit | None = None  # None: no social graph (or GraphRec alone)
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -76,6 +80,11 @@ class TrainedModel:
             (directory / PLACE_MODEL_DIR / "report.json").write_text(
                 json.dumps(self.place_model.report, indent=2, default=float)
             )
+        if self.people_model is not None:
+            self.people_model.served.save(directory / SERVED_PEOPLE_MODEL)
+            (directory / PEOPLE_MODEL_DIR / "report.json").write_text(
+                json.dumps(self.people_model.report, indent=2, default=float)
+            )
         return path
 
     @classmethod
@@ -95,6 +104,15 @@ class TrainedModel:
             if place_dir.is_dir()
             else None
         )
+        people_dir = directory / PEOPLE_MODEL_DIR
+        people_model = (
+            PeopleFit(
+                PeopleModel.load(directory / SERVED_PEOPLE_MODEL),
+                json.loads((people_dir / "report.json").read_text()),
+            )
+            if people_dir.is_dir()
+            else None
+        )
         return cls(
             model=model,
             vocabulary=vocabulary,
@@ -107,6 +125,7 @@ class TrainedModel:
             seconds=float(meta["seconds"]),
             resumed_from_step=int(meta.get("resumed_from_step", 0)),
             place_model=place_model,
+            people_model=people_model,
         )
 
     def weights_are_finite(self) -> bool:
@@ -162,7 +181,33 @@ def fit_served_model(
     """GraphRec (`fit`), then the place model around it (`ranking.fit.fit_place_model`) on the same split."""
     trained = fit(bundle, model_config, train_config, split_seed=split_seed, progress=progress)
     trained.place_model = fit_place_model(bundle, trained.split, trained.model, place_settings)
+    trained.people_model = people_model_of(bundle, trained.split, place_settings.seed)
     return trained
+
+
+def people_model_of(bundle: GraphBundle, split: Split, seed: int) -> PeopleFit | None:
+    """The people model of a graph with social edges (`ranking.people`), measured on the split's
+    held-out compatible label pairs; None without social edges."""
+    if SOCIAL not in bundle.data.edge_types or bundle.data[SOCIAL].edge_index.shape[1] == 0:
+        return None
+    n_edges = bundle.data[INTERACTS].edge_index.shape[1]
+    _, all_counts = interaction_matrices(bundle, np.arange(n_edges))
+    _, train_counts = interaction_matrices(bundle, split.train_edges)
+    compatible = bundle.friend_compat.numpy() > 0
+    pairs = bundle.friend_pairs.numpy()
+    held = {
+        part: pairs[:, labels[compatible[labels]]]
+        for part, labels in (("validation", split.val_labels), ("test", split.test_labels))
+    }
+    return fit_people_model(
+        bundle.data[SOCIAL].edge_index.numpy(),
+        training_graph(bundle, split)[SOCIAL].edge_index.numpy(),
+        int(bundle.data["user"].num_nodes),
+        all_counts,
+        train_counts,
+        held,
+        seed,
+    )
 
 
 def describe(trained: TrainedModel) -> dict[str, object]:
@@ -177,4 +222,5 @@ def describe(trained: TrainedModel) -> dict[str, object]:
         "held_out": {"val_pairs": int(len(trained.split.val_edges)), "test_pairs": int(len(trained.split.test_edges))},
         "steps": int(np.asarray(trained.history["step"]).max()) if len(trained.history) else 0,
         "place_model": trained.place_model.report if trained.place_model is not None else None,
+        "people_model": trained.people_model.report if trained.people_model is not None else None,
     }
