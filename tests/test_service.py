@@ -435,5 +435,9 @@ def test_people_leave_out_existing_friends_when_the_edges_are_friendships(servin
     similar = [r.user_id for r in recommend_people(art, PeopleQuery(user_id=user_id, top_k=50))]
     assert friends & set(similar)  # similarity edges: social neighbours are fair candidates
     explicit = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, social_edges_are_friendships=True))
-    recs = [r.user_id for r in recommend_people(explicit, PeopleQuery(user_id=user_id, top_k=50))]
+    people = recommend_people(explicit, PeopleQuery(user_id=user_id, top_k=50))
+    recs = [r.user_id for r in people]
     assert len(recs) == 50 and not friends & set(recs) and user_id not in recs
+    # friendship data without context: the people model's order and odds, as measured
+    assert [r.combined_score for r in people] == [r.compat_score for r in people]
+    assert [r.combined_score for r in people] == sorted((r.combined_score for r in people), reverse=True)

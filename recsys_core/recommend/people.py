@@ -3,11 +3,13 @@
 Candidates are the people model's (`ranking.people`: proximity and taste candidates ordered by a
 re-ranker, precomputed per user; the city's user index by <z_u, z_v> for manifests without one),
 the user themself and (where the data's social edges are real friendships) existing friends left
-out. Without a target place or activity tags they keep the people model's order. The friend head
-gives compatibility (where the data has friend labels of its own; on friendship data the people
-model's odds are the compatibility) and attendance; a target place scales attendance by how much
-that place stands out for the candidate, and activity tags by how much the candidate is into them:
-with either, people are ordered by 0.7 compatibility + 0.3 attendance.
+out. On friendship data (labels derived from the friendships) the people model's odds are the
+compatibility, and without a target place or activity tags its order is kept (combined = its odds,
+as measured). On data with similarity edges and friend labels of its own, the user's social
+neighbours join the candidates and the friend head gives compatibility. The friend head gives
+attendance; a target place scales it by how much that place stands out for the candidate, and
+activity tags scale the combined score by how much the candidate is into them; people are then
+ordered by 0.7 compatibility + 0.3 attendance.
 
 Users with tastes (the vocabulary has tags or vibes) are explained by them; users without
 (interaction-only data) by their history: a place both went to, friends in common
@@ -63,8 +65,14 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery, explain: bool = 
     logits = None
     if art.people_model is not None:  # the people model's candidates, best first
         candidates, logits = art.people_model.of(user)
-        in_city = (art.user_city[candidates] == city) & ~np.isin(candidates, list(excluded))
-        candidates, logits = candidates[in_city], logits[in_city]
+        if not art.manifest.social_edges_are_friendships:
+            # similarity edges: the user's social neighbours are fair candidates too, and the friend
+            # head (trained on the data's own labels) orders them all
+            neighbours = art.friends.indices[art.friends.indptr[user] : art.friends.indptr[user + 1]]
+            candidates, logits = np.union1d(candidates, neighbours), None
+        keep = (art.user_city[candidates] == city) & ~np.isin(candidates, list(excluded))
+        candidates = candidates[keep]
+        logits = logits[keep] if logits is not None else None
     else:
         _, found = art.user_indices[city].search(art.z_user[user : user + 1].numpy(), CANDIDATES + len(excluded))
         candidates = art.users_of(found[0][found[0] >= 0])
@@ -72,8 +80,8 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery, explain: bool = 
     if not len(candidates):
         return []
     compat, attend = _friend_scores(art, user, candidates)
-    if logits is not None and art.manifest.social_edges_are_friendships:
-        compat = _sigmoid(logits.astype(np.float64))  # labels derived from the friendships: the model's own odds
+    if logits is not None:  # friendship data, its labels derived from the friendships: the model's own odds
+        compat = _sigmoid(logits.astype(np.float64))
     if target is not None:
         fit = (art.z_user[candidates] @ art.z_place[target]).numpy()
         attend = attend * _sigmoid((fit - art.score_mean[candidates]) / art.score_std[candidates])
@@ -83,7 +91,8 @@ def recommend_people(art: ServingArtifacts, query: PeopleQuery, explain: bool = 
         into = taste[:, list(query.activity_tags)].sum(1) / np.maximum(taste.max(1), 1e-6) / len(query.activity_tags)
         combined = combined * (0.5 + 0.5 * np.clip(into, 0.0, 1.0))
     if logits is not None and not query.has_context:
-        order = np.arange(len(candidates))[: query.top_k]  # the people model's order (as measured)
+        combined = compat  # no context: the people model's order and odds (as measured)
+        order = np.arange(len(candidates))[: query.top_k]
     else:
         order = np.argsort(-combined, kind="stable")[: query.top_k]
     chosen = candidates[order]
