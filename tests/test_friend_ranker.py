@@ -57,12 +57,12 @@ def social_world(world):
     """The small synthetic world's social graph and interactions (where the re-ranker has signal to learn)."""
     from recsys_core.graph import SOCIAL, build_from_world
     from recsys_core.ranking.fit import interaction_matrices
-    from recsys_core.ranking.people import _symmetric
+    from recsys_core.ranking.people import adjacency
 
     bundle = build_from_world(world)
     n = int(bundle.data["user"].num_nodes)
     _, counts = interaction_matrices(bundle, np.arange(bundle.data["user", "interacts", "place"].edge_index.shape[1]))
-    return _symmetric(bundle.data[SOCIAL].edge_index.numpy(), n), counts
+    return adjacency(bundle.data[SOCIAL].edge_index.numpy(), n), counts
 
 
 def test_ranker_reorders_the_heuristics_candidates_and_is_deterministic(social_world):

@@ -121,14 +121,14 @@ def place_index(
 
 
 def place_model_queries(
-    trained: TrainedModel, place_embeddings: pa.Table, city: int, serving: ServingSettings, seed: int = 0
+    trained: TrainedModel, place_embeddings: pa.Table, city: int, serving: ServingSettings
 ) -> np.ndarray | None:
     """The served place model's queries of a sample of the city's users (None: GraphRec alone, whose
     index is asked with embeddings like its rows)."""
     if trained.place_model is None:
         return None
     in_city = np.flatnonzero(place_embeddings.column("city_id").to_numpy() == city)
-    return trained.place_model.served.sample_queries(in_city, serving.ann_recall_sample, seed=seed + city)
+    return trained.place_model.served.sample_queries(in_city, serving.ann_recall_sample, seed=city)
 
 
 @asset(

@@ -129,15 +129,16 @@ class PlaceBlend:
     def queries(self, rows: np.ndarray) -> BlendQuery:
         rows = np.asarray(rows, np.int64)
         vectors, offset = [], np.zeros(len(rows), np.float64)
-        sparse = sp.csr_matrix((len(rows), self.n_items), dtype=np.float64)
+        sparse: list[sp.csr_matrix] = []
         for _, weight, part in self.active():
             terms = part.terms(rows)
             scale = weight / terms.std  # (rows,)
             vectors.append(terms.query * scale[:, None].astype(np.float32))
             offset -= scale * terms.mean
             if terms.sparse is not None:
-                sparse = sparse + sp.diags(scale) @ terms.sparse
-        merged = sp.csr_matrix(sparse, dtype=np.float64)
+                sparse.append(sp.csr_matrix(sp.diags(scale) @ terms.sparse))
+        # one sparse part (the filter) in practice: no sum with an empty matrix on the request path
+        merged = sp.csr_matrix(sum(sparse[1:], sparse[0]) if sparse else (len(rows), self.n_items), dtype=np.float64)
         merged.sort_indices()
         return BlendQuery(np.ascontiguousarray(np.hstack(vectors), np.float32), merged, offset)
 

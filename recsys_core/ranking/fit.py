@@ -60,7 +60,7 @@ BLEND_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # a part's weight next to 
 class PlaceModelSettings:
     seed: int = 0
     eval_users: int = 4000  # validation / test users the choices are measured on (a seeded sample)
-    filter_k: int = GFCF_DEFAULT[1]  # the largest cut-off (one SVD of this many directions)
+    filter_k: int = GFCF_DEFAULT.k  # the largest cut-off (one SVD of this many directions)
     ials_budget_s: float = 120.0  # no further iALS fit starts once spent (the first always runs)
     ials_fits: int | None = None  # at most this many (None: the whole bag)
 

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from recsys_core.datasets.base import carve_pairs
-from recsys_core.evaluation import metrics
+from recsys_core.datasets.base import carve_pairs, symmetric_pairs
+from recsys_core.evaluation.topk import ranking_metrics
 from recsys_core.files import write_text_atomically
 from recsys_core.ranking import people_signals as signals_of
 from recsys_core.ranking.held_out import significantly_better
@@ -222,20 +222,9 @@ class PeopleFit:
     report: dict[str, object]
 
 
-def _symmetric(edge_index: np.ndarray, n: int) -> sp.csr_matrix:
-    m = sp.csr_matrix((np.ones(edge_index.shape[1]), (edge_index[0], edge_index[1])), shape=(n, n))
-    m = sp.csr_matrix(m + m.T)
-    m.data[:] = 1.0
-    m.setdiag(0)
-    m.eliminate_zeros()
-    return m
-
-
-def _recall_ndcg(top: np.ndarray, truth: sp.csr_matrix, k: int) -> dict[str, float]:
-    return {
-        f"recall@{k}": round(metrics.mean_ignoring_nan(metrics.recall_at_k_of_sets(top[:, :k], truth, k)), 5),
-        f"ndcg@{k}": round(metrics.mean_ignoring_nan(metrics.ndcg_at_k(top[:, :k], truth, k)), 5),
-    }
+def adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
+    """The symmetric 0/1 friend graph of (2, E) user-index edges (either direction, or both)."""
+    return symmetric_pairs(edges[0], edges[1], n)
 
 
 def measure(
@@ -256,7 +245,7 @@ def measure(
         for name in (*MEASURED_HEURISTICS, "heuristic"):
             tops.setdefault(name, []).append(signals_of.candidates(graph, block, rows[name], k))
     truth = held[users]
-    return {name: _recall_ndcg(np.vstack(parts), truth, k) for name, parts in tops.items()}
+    return {name: ranking_metrics(np.vstack(parts), truth, k) for name, parts in tops.items()}
 
 
 def fit_people_model(
@@ -273,15 +262,15 @@ def fit_people_model(
     inner carve of the training graph and measured there on the held-out pairs; the served model ranks
     every user on the whole graph with it."""
     started = time.perf_counter()
-    train_friends = _symmetric(train_social, n_users)
+    train_friends = adjacency(train_social, n_users)
     ranker = FriendRanker.fit(train_friends, train_interactions, seed)
     graph = FriendGraph(train_friends, train_interactions)
     report: dict[str, object] = {
-        part: measure(ranker, graph, _symmetric(pairs, n_users), seed=seed) for part, pairs in held.items()
+        part: measure(ranker, graph, adjacency(pairs, n_users), seed=seed) for part, pairs in held.items()
     }
     del graph
     # Served: every social edge and interaction; the re-ranker as fit on the training graph's inner carve.
-    served = PeopleModel.build(_symmetric(social, n_users), interactions, seed, ranker)
+    served = PeopleModel.build(adjacency(social, n_users), interactions, seed, ranker)
     report |= {"strongest_weights": ranker.strongest(), "heuristic_only": ranker.heuristic_only}
     report["seconds"] = round(time.perf_counter() - started, 1)
     return PeopleFit(served, report)

@@ -19,11 +19,13 @@ def top_places(
     place_ids: np.ndarray,
     allowed: np.ndarray,
     vectors: np.ndarray,
+    seen: np.ndarray,
     depth: int = RETRIEVAL_DEPTH,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(place indices, exact blend scores), best first, of the `depth` best `allowed` places: the index's
-    nearest to the query (asked for `depth` more than are ruled out) and the largest sparse scores."""
-    _, found = index.search(query.vector[row : row + 1], depth + int((~allowed).sum()))
+    """(place indices, exact blend scores), best first, of the `depth` best `allowed` places: the city
+    index's nearest to the query (asked for `depth` more than the user's `seen` places, the only city
+    places ruled out) and the largest sparse scores."""
+    _, found = index.search(query.vector[row : row + 1], depth + len(seen))
     nearest = np.searchsorted(place_ids, found[0][found[0] >= 0])
     candidates = np.union1d(nearest, query.top_sparse(row, depth, allowed))
     candidates = candidates[allowed[candidates]]
@@ -52,14 +54,14 @@ def served_agreement(
     hits = total = 0
     for row, user in enumerate(users):
         allowed = in_city.copy()
-        if seen is not None:
-            allowed[seen[user].indices] = False
+        visited = seen[user].indices if seen is not None else np.zeros(0, np.int64)
+        allowed[visited] = False
         n = min(k, int(allowed.sum()))
         if n == 0:
             continue
         exact_scores = np.where(allowed, dense[row], -np.inf)
         kth = np.sort(exact_scores)[::-1][n - 1]
-        served, _ = top_places(query, row, index, place_ids, allowed, vectors)
+        served, _ = top_places(query, row, index, place_ids, allowed, vectors, visited)
         # a served place counts when it scores as high as the exact k-th (ties may fall either way)
         hits += int((exact_scores[served[:n]] >= kth - TIE_TOLERANCE * max(abs(kth), 1.0)).sum())
         total += n

@@ -25,7 +25,8 @@ def rank_places(art: ServingArtifacts, user: int, city: int, depth: int = CANDID
     blend, vectors = art.place_model, art.retrieval
     if blend is None or vectors is None:
         raise RuntimeError("rank_places needs a manifest with a place model")
+    seen = seen_places(art, user)
     allowed = art.place_city == city
-    allowed[seen_places(art, user)] = False
+    allowed[seen] = False
     query = blend.queries(np.array([user]))
-    return top_places(query, 0, art.place_indices[city], art.place_ids, allowed, vectors, depth)
+    return top_places(query, 0, art.place_indices[city], art.place_ids, allowed, vectors, seen, depth)

@@ -38,7 +38,11 @@ WIDE_ROWS = (
     256  # rows at least this wide get twice the links (Gowalla's 512-wide place-model rows: 0.90 -> 0.94 ANN recall)
 )
 HNSW_EF_SEARCH = 384  # recall >= 0.99 on Gowalla (reduced) and on random Gaussian vectors (inner product)
-EF_SEARCH_STEPS = (384, 768, 1536)  # tried in turn until the sample's recall reaches RECALL_TARGET
+EF_SEARCH_STEPS = (
+    HNSW_EF_SEARCH,
+    2 * HNSW_EF_SEARCH,
+    4 * HNSW_EF_SEARCH,
+)  # tried in turn until the sample's recall reaches RECALL_TARGET
 SEARCH_FILE = "search.json"  # the efSearch the index was built with
 
 
