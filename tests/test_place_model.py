@@ -88,6 +88,22 @@ def test_the_place_model_saves_and_loads_without_pickle(tmp_path):
     assert again.weights == blend.weights
 
 
+def test_precomputed_statistics_serve_the_same_scores_and_survive_a_reload(tmp_path):
+    counts = _counts()
+    blend = _blend(counts)
+    rows = np.arange(0, counts.shape[0], 5)
+    before = _served_scores(blend, rows)
+    blend.precompute_user_stats(block=7)  # blocks that do not divide the users
+    stats = [part.stats for _, _, part in blend.active()]
+    assert all(s is not None for s in stats)
+    np.testing.assert_allclose(_served_scores(blend, rows), before, rtol=1e-5, atol=1e-5)
+    blend.save(tmp_path)
+    again = PlaceBlend.load(tmp_path)
+    for (_, _, part), saved in zip(again.active(), stats, strict=True):
+        np.testing.assert_array_equal(part.stats.std, saved.std)
+    np.testing.assert_allclose(_served_scores(again, rows), before, rtol=1e-5, atol=1e-5)
+
+
 def test_a_blend_without_a_positive_weight_is_refused():
     with pytest.raises(ValueError, match="positive weight"):
         PlaceBlend({"ials": [FactorPart(np.ones((2, 2)), np.ones((3, 2)))]}, {"ials": 0.0})

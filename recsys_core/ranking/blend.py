@@ -13,6 +13,8 @@ A group (the iALS bag) averages its members' z-scores, as `BaggedALS.score` does
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +24,27 @@ from numpy.typing import NDArray
 
 from recsys_core.baselines._common import row_standardize
 from recsys_core.files import write_text_atomically
-from recsys_core.ranking.parts import F32, FactorPart, FilterPart
+from recsys_core.ranking.parts import F32, FactorPart, FilterPart, SparseRow, UserStats
+
+logger = logging.getLogger(__name__)
 
 Part = FactorPart | FilterPart
 GROUPS = ("graph_filter", "ials", "graphrec")  # the order of the report and of the item vectors
 BLEND_FILE = "place_model.json"
 ARRAYS_FILE = "place_model.npz"
+STATS_BLOCK = 512  # users per block when every user's score statistics are precomputed
+EMPTY_ROW: SparseRow = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+def _merged(rows: list[SparseRow]) -> SparseRow:
+    """The sum of sparse rows (sorted indices, values)."""
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        return EMPTY_ROW
+    cols, inverse = np.unique(np.concatenate([c for c, _ in rows]), return_inverse=True)
+    values = np.bincount(inverse, np.concatenate([v for _, v in rows]), minlength=len(cols))
+    return np.asarray(cols, np.int64), np.asarray(values, np.float64)
 
 
 @dataclass
@@ -35,16 +52,15 @@ class BlendQuery:
     """Rows of users in serving form: ``vector @ item_vectors.T + sparse + offset[:, None]``."""
 
     vector: F32  # (rows, D)
-    sparse: sp.csr_matrix  # (rows, n_items)
+    sparse: list[SparseRow]  # per row: (sorted item indices, weighted sparse scores)
     offset: NDArray[np.float64]  # (rows,)
 
     def scores(self, row: int, items: np.ndarray, item_vectors: np.ndarray) -> NDArray[np.float64]:
         """Exact blend scores of `items` for one row: what a served list is ordered by."""
         low = np.asarray(item_vectors[items], np.float64) @ self.vector[row].astype(np.float64)
-        start, end = self.sparse.indptr[row], self.sparse.indptr[row + 1]
+        cols, vals = self.sparse[row]
         sparse = np.zeros(len(items), np.float64)
-        if end > start:
-            cols, vals = self.sparse.indices[start:end], self.sparse.data[start:end]
+        if len(cols):
             pos = np.searchsorted(cols, items)
             hit = (pos < len(cols)) & (cols[np.minimum(pos, len(cols) - 1)] == items)
             sparse[hit] = vals[pos[hit]]
@@ -53,8 +69,7 @@ class BlendQuery:
 
     def top_sparse(self, row: int, n: int, allowed: np.ndarray) -> np.ndarray:
         """The row's `n` items with the largest sparse score among `allowed` (a boolean mask)."""
-        start, end = self.sparse.indptr[row], self.sparse.indptr[row + 1]
-        cols, vals = self.sparse.indices[start:end], self.sparse.data[start:end]
+        cols, vals = self.sparse[row]
         keep = allowed[cols]
         cols, vals = cols[keep], vals[keep]
         if len(cols) > n:
@@ -126,21 +141,44 @@ class PlaceBlend:
         out: F32 = np.ascontiguousarray(np.hstack([p.item_vectors for _, _, p in self.active()]), np.float32)
         return out
 
-    def queries(self, rows: np.ndarray) -> BlendQuery:
+    def queries(self, rows: np.ndarray, sparse: bool = True) -> BlendQuery:
+        """The serving form of `rows` (`sparse=False`: query vectors only, the sparse rows empty)."""
         rows = np.asarray(rows, np.int64)
         vectors, offset = [], np.zeros(len(rows), np.float64)
-        sparse: list[sp.csr_matrix] = []
+        scaled: list[list[SparseRow]] = [[] for _ in rows]
         for _, weight, part in self.active():
-            terms = part.terms(rows)
+            terms = part.terms(rows, sparse)
             scale = weight / terms.std  # (rows,)
             vectors.append(terms.query * scale[:, None].astype(np.float32))
             offset -= scale * terms.mean
-            if terms.sparse is not None:
-                sparse.append(sp.csr_matrix(sp.diags(scale) @ terms.sparse))
-        # one sparse part (the filter) in practice: no sum with an empty matrix on the request path
-        merged = sp.csr_matrix(sum(sparse[1:], sparse[0]) if sparse else (len(rows), self.n_items), dtype=np.float64)
-        merged.sort_indices()
-        return BlendQuery(np.ascontiguousarray(np.hstack(vectors), np.float32), merged, offset)
+            for j, (cols, values) in enumerate(terms.sparse or []):
+                scaled[j].append((cols, values * scale[j]))
+        return BlendQuery(np.ascontiguousarray(np.hstack(vectors), np.float32), [_merged(r) for r in scaled], offset)
+
+    def precompute_user_stats(self, block: int = STATS_BLOCK) -> None:
+        """Every user's score mean and std per served part, so a request needs neither the closed
+        forms' item moments nor the filter's block products (a served model does this once)."""
+        parts = self.active()
+        for j, (group, _, part) in enumerate(parts):
+            started, part.stats = time.perf_counter(), None
+            means, stds = [], []
+            for start in range(0, self.n_users, block):
+                terms = part.terms(np.arange(start, min(start + block, self.n_users)), sparse=False)
+                means.append(terms.mean)
+                stds.append(terms.std)
+                done = min(start + block, self.n_users)
+                if done == self.n_users or (start // block) % 20 == 19:
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    logger.info(
+                        "place model: score statistics of part %d/%d (%s), %d/%d users, %.0f users/s",
+                        j + 1,
+                        len(parts),
+                        group,
+                        done,
+                        self.n_users,
+                        rate,
+                    )
+            part.stats = UserStats(np.concatenate(means), np.concatenate(stds))
 
     def seen(self) -> sp.csr_matrix | None:
         """Users x places: the interactions the graph filter was fit on (None without a filter)."""
@@ -164,7 +202,7 @@ class PlaceBlend:
         """Query vectors of a seeded sample of the users who interacted with `items` (a city's places;
         every user where no part records interactions): what an index of those items is asked."""
         users = self.sample_users(items, n, seed)
-        return self.queries(users).vector
+        return self.queries(users, sparse=False).vector
 
     # -- storage: arrays in one .npz (no pickle), the structure in JSON ----------------------------
 
@@ -189,6 +227,8 @@ class PlaceBlend:
                 else:
                     arrays |= {f"{key}/user": part.user, f"{key}/item": part.item}
                     layout[group].append({"kind": "factors"})
+                if part.stats is not None:
+                    arrays |= {f"{key}/stats/mean": part.stats.mean, f"{key}/stats/std": part.stats.std}
         path = directory / ARRAYS_FILE
         np.savez(path, allow_pickle=False, **arrays)
         meta = {"groups": layout, "weights": self.weights, "settings": self.settings}
@@ -229,4 +269,6 @@ class PlaceBlend:
                         )
                     else:
                         groups[group].append(FactorPart(arrays[f"{key}/user"], arrays[f"{key}/item"]))
+                    if f"{key}/stats/mean" in arrays:
+                        groups[group][-1].stats = UserStats(arrays[f"{key}/stats/mean"], arrays[f"{key}/stats/std"])
         return cls(groups, {k: float(v) for k, v in meta["weights"].items()}, meta.get("settings", {}))

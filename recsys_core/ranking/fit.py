@@ -12,7 +12,7 @@
    the filter's sweep of 24 settings needs two). Validation and test report each part alone,
    the best of each pair and the blend, measured the same way.
 5. The served model: filter and iALS refit on every pair, GraphRec's embeddings of the full graph,
-   with the chosen settings and weights.
+   with the chosen settings and weights, and every user's score statistics precomputed.
 """
 
 from __future__ import annotations
@@ -281,6 +281,7 @@ def fit_place_model(
         served_groups["ials"] = _ials(all_counts, settings, refit_of=len(ials))
     if weights.get("graphrec", 0) > 0:
         served_groups["graphrec"] = [graphrec_part(graphrec, bundle.data)]
-    report["seconds"] = round(time.perf_counter() - started, 1)
     served = PlaceBlend(served_groups, weights, settings=selected.settings)
+    served.precompute_user_stats()
+    report["seconds"] = round(time.perf_counter() - started, 1)
     return PlaceModelFit(served=served, selected=selected, report=report)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import SupportsInt
+from typing import Any, SupportsInt, cast
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,13 @@ from recsys_core.recommend.limits import MAX_NAME_CHARS, MAX_TIME_SLOTS
 from recsys_core.retrieval.embeddings import embedding_matrix
 from recsys_core.retrieval.index import CityIndex
 from recsys_core.vocabulary import VOCABULARY_FILE, Vocabulary
+
+# What the service reads of each embedding table (the place table's `retrieval` column is the
+# place model's item vectors again, which the service takes from the place model itself).
+SERVED_COLUMNS = {
+    "user_embeddings": ["user_id", "city_id", "embedding", "influential_place_ids"],
+    "place_embeddings": ["place_id", "city_id", "embedding"],
+}
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +274,7 @@ class ServingArtifacts:
             ("place_embeddings", manifest.place_embeddings, place_ids, "place_id"),
         ):
             with _reading(name, ref):
-                table = pq.read_table(ref.target)
+                table = pq.read_table(ref.target, columns=SERVED_COLUMNS[name])
                 rows = _align(table.column(id_column).to_numpy(), ids, name)
                 vectors = embedding_matrix(table)
             _check_dimension(name, ref, vectors.shape[1], dim)
@@ -351,8 +358,10 @@ class ServingArtifacts:
         place_city: np.ndarray,
         indices: dict[str, dict[int, CityIndex]],
     ) -> ServingArtifacts:
-        influence_ids = users.column("influential_place_ids").to_pylist()
-        influences = [np.searchsorted(place_ids, np.asarray(influence_ids[r], np.int64)) for r in u_rows]
+        influence_ids = cast("pa.ListArray[Any]", users.column("influential_place_ids").combine_chunks())
+        offsets: np.ndarray = influence_ids.offsets.to_numpy()
+        flat = np.searchsorted(place_ids, influence_ids.values.to_numpy().astype(np.int64))
+        influences = [flat[offsets[r] : offsets[r + 1]] for r in u_rows]  # views: no copy per user
         n_users, n_places = len(user_ids), len(place_ids)
         ei = graph[f"edge/{'__'.join(INTERACTS)}/edge_index"].numpy()
         seen = sp.csr_matrix((np.ones(ei.shape[1], np.float32), (ei[0], ei[1])), shape=(n_users, n_places))
