@@ -21,6 +21,13 @@ def _world_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=DEFAULT_USERS)
     parser.add_argument("--places", type=int, default=DEFAULT_PLACES)
     parser.add_argument("--seed", type=int, default=DEFAULT_WORLD_SEED)
+    parser.add_argument(
+        "--world",
+        choices=["v2", "v1"],
+        default="v2",
+        help="the synthetic world: v2 (hidden tastes, friendships, late joiners, new places, drift) "
+        "or v1 (preference from the profile columns alone)",
+    )
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +42,7 @@ def _generate(args: argparse.Namespace) -> None:
     from recsys_core.synthetic.world import generate_world
     from recsys_core.vocabulary import BUILTIN
 
-    config = WorldConfig(n_users=args.users, n_places=args.places, seed=args.seed).validate()
+    config = WorldConfig.of_version(args.world, n_users=args.users, n_places=args.places, seed=args.seed).validate()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in generate_world(config).items():
@@ -73,7 +80,7 @@ def _materialize(args: argparse.Namespace) -> None:
     from recsys_assets.resources import TrainingSettings, record_settings, world_source_from_spec
 
     spec = f"parquet:{args.world_dir}" if args.world_dir else args.source
-    source = world_source_from_spec(spec, args.users, args.places, args.seed)
+    source = world_source_from_spec(spec, args.users, args.places, args.seed, args.world)
     knobs = {
         "max_steps": args.max_steps,
         "time_budget_s": args.time_budget,

@@ -21,6 +21,7 @@ from dagster import ConfigurableResource
 
 from recsys_core import contracts, sources
 from recsys_core.evaluation.protocol import MAX_TESTED_USERS
+from recsys_core.evaluation.split import SplitPolicy
 from recsys_core.manifest import live_manifest_path
 from recsys_core.model.config import ModelConfig
 from recsys_core.ranking.fit import PlaceModelSettings
@@ -55,6 +56,7 @@ class WorldSource(ConfigurableResource):
     n_users: int = 10_000
     n_places: int = 10_000
     seed: int = 42
+    world_version: str = "v2"  # the synthetic world: v2 (hidden tastes, friendships, time) or v1 (features only)
     location: str = ""  # directory, file or DSN of a non-synthetic source
     directory: str = ""  # `location`'s name before there were other sources than Parquet directories
 
@@ -71,7 +73,9 @@ class WorldSource(ConfigurableResource):
         return self._world().vocabulary
 
     def world_config(self) -> WorldConfig:
-        return WorldConfig(n_users=self.n_users, n_places=self.n_places, seed=self.seed).validate()
+        return WorldConfig.of_version(
+            self.world_version, n_users=self.n_users, n_places=self.n_places, seed=self.seed
+        ).validate()
 
     def _world(self) -> CompletedWorld:
         return completed_world(self.kind, self.where, self.seed)
@@ -88,7 +92,7 @@ class WorldSource(ConfigurableResource):
         """Whether the social edges are declared friendships (given as bare pairs), not the synthetic
         world's similar-neighbour edges: people recommendations then leave out existing friends."""
         if self.kind == "synthetic":
-            return False
+            return self.world_config().edges_are_friendships
         edges = self._world().tables["user_user_edges"]
         return edges.num_rows > 0 and "interest_overlap_score" in contracts.filled_columns(edges)
 
@@ -118,11 +122,13 @@ class WorldSource(ConfigurableResource):
         return self._of_users("friend_labels", users, "user_u")
 
 
-def world_source_from_spec(spec: str, n_users: int, n_places: int, seed: int) -> WorldSource:
+def world_source_from_spec(spec: str, n_users: int, n_places: int, seed: int, world_version: str = "v2") -> WorldSource:
     """`--source` as a WorldSource: "synthetic" (sized by the other options) or KIND:LOCATION."""
     kind, _, location = spec.partition(":")
     if kind == "synthetic" and not location:
-        return WorldSource(n_users=n_users, n_places=n_places, seed=seed)
+        source = WorldSource(n_users=n_users, n_places=n_places, seed=seed, world_version=world_version)
+        source.world_config()  # a bad size or version fails here, naming it
+        return source
     if kind in sources.READERS and location:
         if kind == "postgres":
             return WorldSource(kind="postgres", location=location, seed=seed)
@@ -166,6 +172,10 @@ class TrainingSettings(ConfigurableResource):
     ials_budget_s: float = PlaceModelSettings.ials_budget_s
     place_eval_users: int = PlaceModelSettings.eval_users
     evaluation_users: int = MAX_TESTED_USERS  # per held-out part in `model_evaluation` (a seeded sample)
+    # The held-out parts: "time" (the last held_out_days, and the window before for validation),
+    # "random" (a share of each user's pairs) or "auto" (by time where the data's dates span it).
+    split: Literal["auto", "time", "random"] = "auto"
+    held_out_days: float = 14.0
     checkpoint_dir: str = ""  # "": <artifact root>/checkpoints (TrainConfig's "" means nowhere)
     # steps between checkpoints; 0: at every evaluation; -1 (this setting only): no checkpoints
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
@@ -181,6 +191,9 @@ class TrainingSettings(ConfigurableResource):
             d_model=self.d_model, n_layers=self.n_layers, backbone=self.backbone, time_decay=self.time_decay
         )
         return ModelConfig.for_world(vocabulary, n_users, n_places, **{**settings, **overrides})
+
+    def split_policy(self) -> SplitPolicy:
+        return SplitPolicy(mode=self.split, held_out_days=self.held_out_days, seed=self.seed)
 
     def place_model_settings(self) -> PlaceModelSettings:
         return PlaceModelSettings(seed=self.seed, eval_users=self.place_eval_users, ials_budget_s=self.ials_budget_s)

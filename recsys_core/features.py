@@ -181,6 +181,7 @@ class InteractionEdges:
     attr: np.ndarray  # (E, 12), INTERACTION_EDGE_LAYOUT
     count: np.ndarray  # events per pair (the sum of the rows' counts)
     last_time: np.ndarray  # latest event, microseconds since the epoch (for time decay)
+    first_time: np.ndarray  # earliest event (a time split holds out the pairs first seen late)
 
 
 def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place_index: np.ndarray) -> InteractionEdges:
@@ -210,7 +211,10 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
     attended = np.zeros(n)
     np.maximum.at(attended, inverse, get("attended"))
     last_time = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(last_time, inverse, interactions.column("timestamp").cast(pa.int64()).to_numpy())
+    stamps = interactions.column("timestamp").cast(pa.int64()).to_numpy()
+    np.maximum.at(last_time, inverse, stamps)
+    first_time = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_time, inverse, stamps)
     attr = np.column_stack(
         [
             total(get("implicit_rating")) / rows / 5.0,
@@ -229,6 +233,7 @@ def aggregate_interactions(interactions: pa.Table, user_index: np.ndarray, place
         attr=attr,
         count=count.astype(np.int32),
         last_time=last_time,
+        first_time=first_time,
     )
 
 

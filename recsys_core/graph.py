@@ -136,6 +136,7 @@ def build_hetero_graph(
         store.edge_attr = torch.from_numpy(events.attr)
         store.edge_count = torch.from_numpy(events.count)
         store.edge_time = torch.from_numpy(events.last_time)
+        store.edge_first_time = torch.from_numpy(events.first_time)
     data[SOCIAL].edge_index = torch.from_numpy(np.stack([np.concatenate([su, sv]), np.concatenate([sv, su])]))
     data[SOCIAL].edge_attr = torch.from_numpy(np.concatenate([social_attr, social_attr]))
 

@@ -1,5 +1,9 @@
 """Shared fixtures: one small synthetic world per session, and (lazily) that world run through Dagster.
 
+The session world is v1 (the feature-driven world, `WorldConfig.v1`): the generator tests check
+its rules and the model and serving tests run on it. World v2 has tests of its own
+(`test_world_v2.py`), and the Dagster-materialized world is the default v2.
+
 World tables are immutable pyarrow tables, so sharing them between tests is safe; tests that
 corrupt a table build a modified copy.
 """
@@ -21,13 +25,19 @@ SMALL_WORLD: dict[str, Any] = dict(n_users=800, n_places=800)
 
 @pytest.fixture(scope="session")
 def world_config() -> WorldConfig:
-    return WorldConfig(**SMALL_WORLD)
+    return WorldConfig.v1(**SMALL_WORLD)
 
 
 @pytest.fixture(scope="session")
 def world(world_config):
     """users, places, interactions, user_user_edges, friend_labels for all 8 cities."""
     return generate_world(world_config)
+
+
+@pytest.fixture(scope="session")
+def pipeline_world():
+    """The tables `materialized_world` holds: the default world (v2) of the same size."""
+    return generate_world(WorldConfig(**SMALL_WORLD))
 
 
 @dataclass

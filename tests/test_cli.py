@@ -50,8 +50,16 @@ def test_a_bad_source_is_one_line_naming_it(source, message, capsys):
     assert err.startswith("recsys materialize: error:") and message in err and "\n" not in err
 
 
+def test_a_bad_synthetic_world_is_one_line_naming_it(capsys):
+    assert main(["materialize", "--users", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "n_users must be at least 10 per city, got 10" in err and "\n" not in err
+
+
 def test_sources_parse_into_world_sources(tmp_path):
-    assert world_source_from_spec("synthetic", 10, 20, 3) == WorldSource(n_users=10, n_places=20, seed=3)
+    assert world_source_from_spec("synthetic", 800, 900, 3) == WorldSource(n_users=800, n_places=900, seed=3)
+    v1 = world_source_from_spec("synthetic", 800, 900, 3, "v1")
+    assert v1.world_version == "v1" and not v1.world_config().realism.enabled
     parquet = world_source_from_spec(f"parquet:{tmp_path}", 10, 20, 3)
     assert (parquet.kind, parquet.where) == ("parquet", str(tmp_path.resolve()))
     assert parquet.vocabulary() == BUILTIN  # no vocabulary.json: the built-in one

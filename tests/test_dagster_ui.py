@@ -148,7 +148,7 @@ def test_quality_gate_shows_its_figures_and_the_validation_table(materialized_wo
     assert {
         "val_recall@20_place_model",
         "val_recall@20_required",
-        "val_friend_auc_graphrec",
+        "val_people_recall@20",
         "validation comparison",
     } <= set(gate.metadata)
     assert "graphrec" in gate.metadata["validation comparison"].value

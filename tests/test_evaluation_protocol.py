@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,13 +28,16 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 # Two cities of 30 places: 0..29 in city 0, 30..59 in city 1. Users 0-3 live in city 0, 4-6 in city 1.
 # User i has i + 1 training places; every user but 3 has two held-out places in their city, and user 0
 # also one in the other city (a trip: not a candidate of their home-city ranking).
-# train_counts 1..7 -> tiers: cold {0, 1, 2} (<= 3), warm {3, 4}, hot {5, 6} (> 5).
+# History tiers (metrics.HISTORY_TIERS) are tested with TIER_COUNTS in place of the counts 1..7: tested
+# users 0, 1, 2, 4, 5, 6 fall in zero {0}, cold {1, 2}, warm {4}, hot {5, 6}.
 
 USER_CITY = np.array([0, 0, 0, 0, 1, 1, 1])
 PLACE_CITY = np.repeat([0, 1], 30)
 SEEN = {u: [30 * USER_CITY[u] + 2 * j + 1 for j in range(u + 1)] for u in range(7)}  # odd places
 HELD = {0: [4, 10, 40], 1: [0, 28], 2: [6, 8], 4: [30, 32], 5: [44, 58], 6: [36, 50]}  # even places
 TESTED = {0: [0, 1, 2], 1: [4, 5, 6]}
+TIER_COUNTS = np.array([0, 3, 5, 8, 12, 25, 40])
+TIERS = ("all", "zero", "cold", "warm", "hot", "new_places")
 
 
 def hand_truth(place_features: np.ndarray | None = None) -> PlaceTruth:
@@ -129,21 +134,36 @@ def test_training_places_are_excluded_from_the_ranking():
 
 
 def test_tier_rows_exist_with_the_right_user_counts():
-    table = evaluate_places({"perfect": scorer(10.0), "reversed": scorer(-10.0)}, hand_truth())
-    assert len(table) == 8
+    truth = dataclasses.replace(hand_truth(), train_counts=TIER_COUNTS)
+    table = evaluate_places({"perfect": scorer(10.0), "reversed": scorer(-10.0)}, truth)
+    assert len(table) == 2 * len(TIERS)
     for model in ("perfect", "reversed"):
         by_tier = rows(table, model)
-        assert set(by_tier) == {"all", "cold", "warm", "hot"}
-        assert {t: by_tier[t]["users"] for t in by_tier} == {"all": 6, "cold": 3, "warm": 1, "hot": 2}
+        assert set(by_tier) == set(TIERS)
+        users = {t: by_tier[t]["users"] for t in by_tier if t != "new_places"}
+        assert users == {"all": 6, "zero": 1, "cold": 2, "warm": 1, "hot": 2}
         # beyond-accuracy metrics are reported once, on the "all" row
         assert np.isfinite(by_tier["all"]["coverage@20"])
-        assert all(np.isnan(by_tier[t].get("coverage@20", np.nan)) for t in ("cold", "warm", "hot"))
-    # a model good on cold users only shows it in the cold row
-    good_for_cold = scorer(held_sign=lambda u, p: 1.0 if u in (0, 1, 2) else -1.0)
-    by_tier = rows(evaluate_places({"m": good_for_cold}, hand_truth()), "m")
-    assert by_tier["cold"]["recall@20"] == pytest.approx(1.0)
+        assert all(np.isnan(by_tier[t].get("coverage@20", np.nan)) for t in TIERS[1:])
+    # a model good on the users with least history only shows it in their rows
+    good_for_few = scorer(held_sign=lambda u, p: 1.0 if u in (0, 1, 2) else -1.0)
+    by_tier = rows(evaluate_places({"m": good_for_few}, truth), "m")
+    assert by_tier["zero"]["recall@20"] == pytest.approx(1.0) and by_tier["cold"]["recall@20"] == pytest.approx(1.0)
     assert by_tier["warm"]["recall@20"] == 0.0 and by_tier["hot"]["recall@20"] == 0.0
     assert by_tier["all"]["recall@20"] == pytest.approx(0.5)
+
+
+def test_held_out_pairs_at_new_places_get_a_row_of_their_own():
+    """Places 4 and 30 have no training pair: only users 0 and 4 hold one out there."""
+    popularity = np.ones(60)
+    popularity[[4, 30]] = 0.0
+    truth = dataclasses.replace(hand_truth(), place_popularity=popularity)
+    misses_new = scorer(held_sign=lambda u, p: -1.0 if p in (4, 30) else 1.0)
+    table = evaluate_places({"perfect": scorer(10.0), "misses_new": misses_new}, truth)
+    perfect, misses = rows(table, "perfect"), rows(table, "misses_new")
+    assert perfect["new_places"]["users"] == misses["new_places"]["users"] == 2
+    assert perfect["new_places"]["recall@20"] == pytest.approx(1.0)
+    assert misses["new_places"]["recall@20"] == 0.0 and misses["all"]["recall@20"] > 0.5
 
 
 def test_small_catalogues_are_evaluated():
@@ -258,13 +278,13 @@ def test_many_tested_users_are_sampled_the_same_way_for_every_model(bundle, spli
 
 def test_compare_reports_every_model_for_both_parts(comparison):
     places = comparison.places
-    expected = {"graphrec", "popularity", "mf_bpr", "lightgcn", "item_item_filter", "oracle"}
+    expected = {"graphrec", "popularity", "mf_bpr", "lightgcn", "item_item_filter", "ials", "oracle"}
     for part in ("val", "test"):
         in_part = places[places["part"] == part]
         assert set(in_part["model"]) == expected
-        assert len(in_part) == 4 * len(expected)
+        assert len(in_part) == len(TIERS) * len(expected)
         for model in expected:
-            assert set(in_part.loc[in_part["model"] == model, "tier"]) == {"all", "cold", "warm", "hot"}
+            assert set(in_part.loc[in_part["model"] == model, "tier"]) == set(TIERS)
             recall = comparison.place_metric(part, model)
             assert 0.0 <= recall <= 1.0, (part, model)
         assert comparison.place_metric(part, "oracle") > comparison.place_metric(part, "popularity")
@@ -295,6 +315,31 @@ def _comparison(recall: dict[str, float], auc: dict[str, float]):
     places = pd.DataFrame([{"part": "val", "model": m, "tier": "all", "recall@20": r} for m, r in recall.items()])
     friends = pd.DataFrame([{"part": "val", "model": m, "compat_roc_auc": a} for m, a in auc.items()])
     return Comparison(places=places, friends=friends)
+
+
+@pytest.mark.parametrize("people_recall, passes", [(0.40, True), (0.34, False)])
+def test_on_friendship_data_the_gate_judges_the_served_people_order(people_recall, passes):
+    from recsys_core.evaluation.compare import people_table, quality_gate
+
+    comparison = _comparison(
+        {"place_model": 0.30, "popularity": 0.10, "mf_bpr": 0.20},
+        {"graphrec": 0.50, "common_neighbours": 0.90},  # the friend-head AUC alone would fail the gate
+    )
+    heuristics = {"common_neighbours": 0.30, "adamic_adar": 0.32, "ppr_0.1": 0.35, "katz": 0.90}
+    comparison.people = people_table(
+        {
+            "validation": {
+                "people model": {"recall@20": people_recall, "ndcg@20": 0.2},
+                **{name: {"recall@20": r, "ndcg@20": 0.1} for name, r in heuristics.items()},
+            },
+            "test": {"people model": {"recall@20": 0.0, "ndcg@20": 0.0}},
+        }
+    )
+    passed, figures = quality_gate(comparison)
+    assert passed is passes
+    assert figures["val_people_recall@20"] == people_recall
+    assert figures["val_people_recall@20_best_heuristic"] == 0.35  # Katz is not among those it must beat
+    assert comparison.people_metric("test", "people model") == 0.0
 
 
 @pytest.mark.parametrize(

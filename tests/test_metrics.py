@@ -186,14 +186,12 @@ def test_summarize_with_mask():
     assert m.summarize(per_user, mask) == pytest.approx({"a": 1.0, "b": 0.5})
 
 
-def test_engagement_tiers():
+def test_history_tiers_follow_the_training_history_size():
     np.testing.assert_array_equal(
-        m.engagement_tiers(np.array([4, 1, 6, 3, 2, 5])),
-        ["warm", "cold", "hot", "warm", "cold", "hot"],
+        m.history_tiers(np.array([0, 1, 5, 6, 20, 21, 400])),
+        ["zero", "cold", "cold", "warm", "warm", "hot", "hot"],
     )
-    # heavy ties at the minimum: q(1/3) = q(2/3) = 1 -> no warm users
-    np.testing.assert_array_equal(m.engagement_tiers(np.array([1, 1, 1, 1, 1, 1, 5, 9])), ["cold"] * 6 + ["hot"] * 2)
-    np.testing.assert_array_equal(m.engagement_tiers(np.array([3, 3, 3])), ["cold"] * 3)
+    assert m.history_tiers(np.array([], np.int64)).shape == (0,)
 
 
 def test_catalogue_coverage():

@@ -114,9 +114,11 @@ def test_people_recommendations_exclude_the_user_and_are_scored(client, some_use
     assert got == posted
     recs = got["recommendations"]
     assert len(recs) == 10 and user_id not in [r["user_id"] for r in recs]
+    # The default world's social edges are friendships: without context the people model's odds rank.
+    assert serving_artifacts.manifest.social_edges_are_friendships
     for r in recs:
         assert 0 <= r["compat_score"] <= 1 and 0 <= r["attend_prob"] <= 1
-        assert r["combined_score"] == pytest.approx(0.7 * r["compat_score"] + 0.3 * r["attend_prob"], rel=1e-5)
+        assert r["combined_score"] == pytest.approx(r["compat_score"], rel=1e-5)
         assert serving_artifacts.user_city[serving_artifacts.user_index(r["user_id"])] == city
         assert 1 <= len(r["explanations"]) <= 3
     combined = [r["combined_score"] for r in recs]
@@ -432,12 +434,16 @@ def test_people_leave_out_existing_friends_when_the_edges_are_friendships(servin
     user_id, _ = some_user
     user = art.user_index(user_id)
     friends = set(art.user_ids[art.friends[user].indices].tolist())
-    similar = [r.user_id for r in recommend_people(art, PeopleQuery(user_id=user_id, top_k=50))]
-    assert friends & set(similar)  # similarity edges: social neighbours are fair candidates
-    explicit = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, social_edges_are_friendships=True))
-    people = recommend_people(explicit, PeopleQuery(user_id=user_id, top_k=50))
+    assert friends and art.manifest.social_edges_are_friendships  # the default world's edges are friendships
+    people = recommend_people(art, PeopleQuery(user_id=user_id, top_k=50))
     recs = [r.user_id for r in people]
     assert len(recs) == 50 and not friends & set(recs) and user_id not in recs
     # friendship data without context: the people model's order and odds, as measured
     assert [r.combined_score for r in people] == [r.compat_score for r in people]
     assert [r.combined_score for r in people] == sorted((r.combined_score for r in people), reverse=True)
+    # Read as similarity edges, the social neighbours are fair candidates, ordered by 0.7 compat + 0.3 attend.
+    similar = dataclasses.replace(art, manifest=dataclasses.replace(art.manifest, social_edges_are_friendships=False))
+    neighbours = recommend_people(similar, PeopleQuery(user_id=user_id, top_k=50))
+    assert friends & {r.user_id for r in neighbours}
+    for r in neighbours:
+        assert r.combined_score == pytest.approx(0.7 * r.compat_score + 0.3 * r.attend_prob, rel=1e-5)

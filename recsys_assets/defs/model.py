@@ -55,7 +55,12 @@ def trained_model(
     model_config = training.graphrec_config(hetero_graph.vocabulary, **hetero_graph.node_counts())
     config = train_config_for(model_config, training.train_config("graphrec", serving.artifact_root), hetero_graph)
     trained = fit_served_model(
-        hetero_graph, model_config, config, training.place_model_settings(), split_seed=training.seed
+        hetero_graph,
+        model_config,
+        config,
+        training.place_model_settings(),
+        split_seed=training.seed,
+        split_policy=training.split_policy(),
     )
     info = describe(trained)
     plain = plain_metadata(info)
@@ -109,7 +114,13 @@ def model_evaluation(
     tower_training = train_config_for(tower_config, tower_budget, hetero_graph)
     two_tower = fit(hetero_graph, tower_config, tower_training, split=trained_model.split).model
     # The oracle is the generator's own preferences: a world from any other source has none.
-    truth = WorldTruth(users, places, interactions) if training.oracle and world.kind == "synthetic" else None
+    truth = None
+    if training.oracle and world.kind == "synthetic":
+        config, policy = world.world_config(), training.split_policy()
+        # A time split's oracle scores the test window's tastes and open places (its middle day).
+        timed = policy.resolved_mode(hetero_graph) == "time"
+        day = config.weeks * 7 - policy.held_out_days / 2 if timed else None
+        truth = WorldTruth(users, places, interactions, config=config, day=day)
     comparison = compare(
         hetero_graph,
         trained_model.split,
@@ -119,6 +130,10 @@ def model_evaluation(
         baseline_budget_s=training.baseline_budget_s,
         place_models={PLACE_MODEL: trained_model.place_model.selected} if trained_model.place_model else None,
         max_users=training.evaluation_users,
+        # On friendship data the people model's order is what `/recommend/people` serves: measure it.
+        people_report=trained_model.people_model.report
+        if trained_model.people_model is not None and world.edges_are_friendships()
+        else None,
     )
     headline = {f"test {m} recall@20": comparison.place_metric("test", m) for m in comparison.places["model"].unique()}
     if trained_model.place_model is not None:

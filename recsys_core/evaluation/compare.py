@@ -21,6 +21,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from recsys_core import baselines, social
+from recsys_core.baselines.ials import ImplicitALS
 from recsys_core.evaluation import protocol
 from recsys_core.evaluation.served_ranking import local_matrix, score_city
 from recsys_core.evaluation.split import Split, training_graph
@@ -28,19 +29,42 @@ from recsys_core.features import FeatureLayouts
 from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
-from recsys_core.synthetic.config import PreferenceWeights
+from recsys_core.synthetic.config import PreferenceWeights, WorldConfig
+from recsys_core.synthetic.hidden import TruePreference
 from recsys_core.synthetic.preference import Tastes, Traits, preference_scores
 
 logger = logging.getLogger(__name__)
 
 
+PEOPLE_COLUMNS = ["part", "model", "recall@20", "ndcg@20"]
+PEOPLE_PARTS = {"validation": "val", "test": "test"}  # the people model's report -> the table's parts
+
+
+def people_table(report: dict[str, object] | None) -> pd.DataFrame:
+    """The people model's held-out friendship ranking (`ranking.people.measure`, per part: the
+    served people model and each heuristic) as rows (part, model, recall@20, ndcg@20)."""
+    rows = []
+    for key, part in PEOPLE_PARTS.items():
+        measured = (report or {}).get(key) or {}
+        if isinstance(measured, dict):
+            rows += [{"part": part, "model": name, **figures} for name, figures in measured.items()]
+    return pd.DataFrame(rows, columns=PEOPLE_COLUMNS)
+
+
 @dataclass
 class Comparison:
-    """Per-part tables: `places` rows are (part, model, tier), `friends` rows are (part, model)."""
+    """Per-part tables: `places` rows are (part, model, tier), `friends` rows are (part, model) label
+    AUCs, `people` rows are (part, model) Recall@20 of held-out friendships (where the social edges
+    are friendships and the people model's order is served)."""
 
     places: pd.DataFrame
     friends: pd.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
+    people: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PEOPLE_COLUMNS))
+
+    def people_metric(self, part: str, model: str, metric: str = "recall@20") -> float:
+        rows = self.people[(self.people["part"] == part) & (self.people["model"] == model)]
+        return float(rows[metric].iloc[0]) if len(rows) else float("nan")
 
     def place_metric(self, part: str, model: str, metric: str = "recall@20", tier: str = "all") -> float:
         rows = self.places[
@@ -56,15 +80,18 @@ class Comparison:
         directory.mkdir(parents=True, exist_ok=True)
         self.places.to_parquet(directory / "places.parquet", index=False)
         self.friends.to_parquet(directory / "friends.parquet", index=False)
+        self.people.to_parquet(directory / "people.parquet", index=False)
         (directory / "seconds.json").write_text(json.dumps(self.seconds))
         return directory / "places.parquet"
 
     @classmethod
     def load(cls, directory: Path) -> Comparison:
+        people = directory / "people.parquet"  # absent in comparisons saved before it existed
         return cls(
             places=pd.read_parquet(directory / "places.parquet"),
             friends=pd.read_parquet(directory / "friends.parquet"),
             seconds=json.loads((directory / "seconds.json").read_text()),
+            people=pd.read_parquet(people) if people.exists() else people_table(None),
         )
 
 
@@ -76,6 +103,8 @@ class WorldTruth:
     places: pa.Table
     interactions: pa.Table
     weights: PreferenceWeights = field(default_factory=PreferenceWeights)
+    config: WorldConfig | None = None  # world v2's hidden signal is regenerated from it
+    day: float | None = None  # the day v2's oracle scores (default: the middle of the weeks)
 
 
 class _Baseline(Protocol):
@@ -124,6 +153,17 @@ def _oracle_scorer(world: WorldTruth, user_ids: np.ndarray, place_ids: np.ndarra
     if not (np.array_equal(tastes.ids, user_ids) and np.array_equal(traits.ids, place_ids)):
         raise ValueError("oracle tables do not match the graph's nodes")
 
+    config = world.config
+    if config is not None and config.realism.enabled:
+        # Everything the generator sampled from: observed and hidden parts, drift, opening days.
+        true = TruePreference(config, world.users.sort_by("user_id"), world.places.sort_by("place_id"))
+        day = world.day if world.day is not None else config.weeks * 7 / 2
+
+        def score_v2(city: int, users: np.ndarray, places: np.ndarray) -> np.ndarray:
+            return true.scores(users, places, day)
+
+        return score_v2
+
     def score(city: int, users: np.ndarray, places: np.ndarray) -> np.ndarray:
         return preference_scores(tastes.subset(users), traits.subset(places), world.weights)
 
@@ -140,9 +180,10 @@ def compare(
     seed: int = 0,
     place_models: dict[str, _DenseModel] | None = None,
     max_users: int = protocol.MAX_TESTED_USERS,
+    people_report: dict[str, object] | None = None,
 ) -> Comparison:
     """Evaluate `models` (name -> trained GraphRec) and `place_models` (name -> a blend fit on the
-    split's training pairs) against popularity, MF-BPR, LightGCN, the item-item filter and (with
+    split's training pairs) against popularity, MF-BPR, LightGCN, the item-item filter, iALS and (with
     `world`) the oracle; friends against the link heuristics. Places are measured on at most
     `max_users` users per part (a seeded sample)."""
     seconds: dict[str, float] = {}
@@ -166,6 +207,7 @@ def compare(
         "mf_bpr": baselines.MatrixFactorizationBPR(seed=seed, time_budget_s=baseline_budget_s),
         "lightgcn": baselines.LightGCN(seed=seed, time_budget_s=baseline_budget_s),
         "item_item_filter": baselines.ItemItemFilter(seed=seed),
+        "ials": ImplicitALS(seed=seed),
     }
     for name, model in fitted.items():
         started = time.perf_counter()
@@ -188,7 +230,10 @@ def compare(
         )
         seconds[f"evaluate_{part}"] = round(time.perf_counter() - started, 1)
     return Comparison(
-        places=pd.concat(places, ignore_index=True), friends=pd.concat(friends, ignore_index=True), seconds=seconds
+        places=pd.concat(places, ignore_index=True),
+        friends=pd.concat(friends, ignore_index=True),
+        seconds=seconds,
+        people=people_table(people_report),
     )
 
 
@@ -225,8 +270,9 @@ def _compare_friends(
     if x.shape[1]:
         fine = x[:, fine_pref].numpy()
         scores["feature_cosine"] = baselines.feature_cosine(fine, np.stack([u, v], axis=1))
-    if world is not None:
-        # The generator's own attendance probability: the ceiling for attendance AUC.
+    if world is not None and not (world.config is not None and world.config.edges_are_friendships):
+        # The generator's own attendance probability, the ceiling for attendance AUC (v1's rule; v2's
+        # friendships follow hidden tastes).
         ids = bundle.data["user"].node_id.numpy()
         unit = social.unit_rows(np.asarray(x[:, fine_pref]))
         overlap = social.pair_cosine(unit, u, v)
@@ -255,34 +301,50 @@ def summary_markdown(comparison: Comparison, part: str = "test") -> str:
     ]
     places = comparison.places[comparison.places["part"] == part]
     friends = comparison.friends[comparison.friends["part"] == part].drop(columns="part")
+    people = comparison.people[comparison.people["part"] == part].drop(columns="part")
     return (
         f"### Places ({part} pairs, full ranking within the home city)\n\n"
         + places[[c for c in cols if c in places.columns]].to_markdown(index=False, floatfmt=".4f")
         + f"\n\n### Friends ({part} label pairs)\n\n"
         + friends.to_markdown(index=False, floatfmt=".4f")
+        + (
+            f"\n\n### People ({part} friendships: Recall@20 of the held-out ones)\n\n"
+            + people.to_markdown(index=False, floatfmt=".4f")
+            if len(people)
+            else ""
+        )
     )
 
 
 PLACE_MARGIN = 0.05  # the served place model must beat the strongest simple baseline by 5 % (relative)
 FRIEND_HEURISTICS = ("common_neighbours", "adamic_adar", "feature_cosine")
+PEOPLE_HEURISTICS = ("common_neighbours", "adamic_adar", "ppr_0.1")  # what the served people order must beat
+PEOPLE_MODEL = "people model"  # the served people order, in the people table
 PLACE_MODEL = "place_model"  # the blend the service ranks places with, in the comparison table
 
 
 def quality_gate(comparison: Comparison, model: str = "graphrec", part: str = "val") -> tuple[bool, dict[str, float]]:
     """Does the served model clear the bar to be published? Its places (the place model where the
-    table has one, else `model`) Recall@20 >= (1 + margin) x max(popularity, MF-BPR), and `model`'s
-    friend ROC-AUC above every link heuristic, on the validation part."""
+    table has one, else `model`) Recall@20 >= (1 + margin) x max(popularity, MF-BPR); its people:
+    where the table has the people model (friendship data, whose order is served), Recall@20 of
+    held-out friendships above common neighbours, Adamic-Adar and personalized PageRank, else
+    `model`'s friend ROC-AUC above every link heuristic; on the validation part."""
     places_by = PLACE_MODEL if PLACE_MODEL in set(comparison.places["model"]) else model
     ours = comparison.place_metric(part, places_by)
     floor = max(comparison.place_metric(part, "popularity"), comparison.place_metric(part, "mf_bpr"))
-    friend = comparison.friend_metric(part, model)
-    heuristics = [comparison.friend_metric(part, m) for m in FRIEND_HEURISTICS]
-    best_heuristic = max((h for h in heuristics if not np.isnan(h)), default=float("nan"))
     places_ok = bool(ours >= (1 + PLACE_MARGIN) * floor)
+    figures = {f"{part}_recall@20_{places_by}": ours, f"{part}_recall@20_required": (1 + PLACE_MARGIN) * floor}
+    if PEOPLE_MODEL in set(comparison.people["model"]):
+        friend = comparison.people_metric(part, PEOPLE_MODEL)
+        heuristics = [comparison.people_metric(part, m) for m in PEOPLE_HEURISTICS]
+        kind = "people_recall@20"
+    else:
+        friend = comparison.friend_metric(part, model)
+        heuristics = [comparison.friend_metric(part, m) for m in FRIEND_HEURISTICS]
+        kind = f"friend_auc_{model}"
+    best_heuristic = max((h for h in heuristics if not np.isnan(h)), default=float("nan"))
     friends_ok = bool(np.isnan(best_heuristic) or friend > best_heuristic)
-    return places_ok and friends_ok, {
-        f"{part}_recall@20_{places_by}": ours,
-        f"{part}_recall@20_required": (1 + PLACE_MARGIN) * floor,
-        f"{part}_friend_auc_{model}": friend,
-        f"{part}_friend_auc_best_heuristic": best_heuristic,
+    return places_ok and friends_ok, figures | {
+        f"{part}_{kind}": friend,
+        f"{part}_{kind.replace(f'_{model}', '')}_best_heuristic": best_heuristic,
     }

@@ -278,17 +278,18 @@ def summarize(per_user: dict[str, np.ndarray], mask: np.ndarray | None = None) -
     return {name: mean_ignoring_nan(np.asarray(v)[mask]) for name, v in per_user.items()}
 
 
-def engagement_tiers(train_counts: np.ndarray, quantiles: tuple[float, float] = (1 / 3, 2 / 3)) -> np.ndarray:
-    """Label users "cold" / "warm" / "hot" by training interaction count.
+HISTORY_TIERS = (("zero", 0, 0), ("cold", 1, 5), ("warm", 6, 20), ("hot", 21, None))  # training pairs per user
 
-    With thresholds ``lo, hi = np.quantile(train_counts, quantiles)`` (linear
-    interpolation): ``count <= lo`` is cold, ``count > hi`` is hot, the rest is
-    warm. Equal counts always share a tier, so heavy ties can leave a tier
-    empty; if all counts are equal every user is "cold".
-    """
-    counts = np.asarray(train_counts, dtype=np.float64)
-    lo, hi = np.quantile(counts, quantiles)
-    return np.select([counts <= lo, counts > hi], ["cold", "hot"], default="warm")
+
+def history_tiers(train_counts: np.ndarray) -> np.ndarray:
+    """Label users by how many training pairs they have (`HISTORY_TIERS`): "zero" (none: served
+    from profile and social edges alone), "cold" (1-5), "warm" (6-20), "hot" (21 or more)."""
+    counts = np.asarray(train_counts)
+    out = np.empty(len(counts), dtype=object)
+    for name, lo, hi in HISTORY_TIERS:
+        out[(counts >= lo) & (counts <= (hi if hi is not None else np.inf))] = name
+    labels: np.ndarray = out.astype(str)
+    return labels
 
 
 # --------------------------------------------------------------------------- #

@@ -2,8 +2,9 @@
 
 Places: full ranking over the user's home city (places of other cities are not candidates),
 training pairs excluded (and validation pairs too when scoring the test part, for every
-model alike), per-user metrics averaged overall and by engagement tier (cold / warm / hot
-users by training-pair count). Friends: ROC-AUC / PR-AUC of held-out label pairs, and the
+model alike), per-user metrics averaged overall, by history tier (`metrics.HISTORY_TIERS`:
+zero-history, cold, warm and hot users by training-pair count), and over the held-out pairs at
+new places (no training pair at all) as a row of its own. Friends: ROC-AUC / PR-AUC of held-out label pairs, and the
 attendance AUC over the held-out compatible pairs.
 """
 
@@ -26,6 +27,7 @@ from recsys_core.graph import INTERACTS, GraphBundle
 BLOCK_CELLS = 8_000_000  # scores per block: 64 MB as float64, a few of them alive at a time
 MAX_TESTED_USERS = 10_000  # per part; the synthetic benchmark's 10,000-user world is evaluated whole
 BlockScorer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+NEW_PLACES = "new_places"  # the row over held-out pairs at places without a training pair
 
 
 @dataclass
@@ -106,10 +108,13 @@ def evaluate_places(
     ndcg_ks: Sequence[int] = (10, 20),
 ) -> pd.DataFrame:
     """One row per (model, tier): ranking metrics plus coverage, novelty and diversity."""
-    tiers = metrics.engagement_tiers(truth.train_counts)
+    tiers = metrics.history_tiers(truth.train_counts)
+    new_place = truth.place_popularity == 0
     rows = []
     for name, scorer in scorers.items():
         per_user: dict[str, list[np.ndarray]] = {}
+        new_per_user: dict[str, list[np.ndarray]] = {}
+        users_with_new = 0
         users_seen, tops, n_items, cities = [], [], 0, set()
         for city, u, p in truth.blocks():
             exclude = local_matrix(truth.seen_user, truth.seen_place, u, p)
@@ -119,6 +124,11 @@ def evaluate_places(
             report = metrics.ranking_report_of_top(ranked, held, ks=ks, ndcg_ks=ndcg_ks)
             for key, values in report.items():
                 per_user.setdefault(key, []).append(values)
+            held_new = held.multiply(new_place[p][None, :]).tocsr()  # held-out pairs at new places only
+            held_new.eliminate_zeros()
+            users_with_new += int((np.diff(held_new.indptr) > 0).sum())
+            for key, values in metrics.ranking_report_of_top(ranked, held_new, ks=ks, ndcg_ks=ndcg_ks).items():
+                new_per_user.setdefault(key, []).append(values)
             users_seen.append(u)
             depth = min(max(ks), len(p))
             top = np.full((len(u), max(ks)), -1, dtype=np.int64)  # -1 pads lists of small cities
@@ -128,6 +138,7 @@ def evaluate_places(
                 cities.add(city)
                 n_items += len(p)
         merged = {k: np.concatenate(v) for k, v in per_user.items()}
+        merged_new = {k: np.concatenate(v) for k, v in new_per_user.items()}
         users = np.concatenate(users_seen)
         topk = np.concatenate(tops)
         extras = {
@@ -137,7 +148,7 @@ def evaluate_places(
             if truth.place_features is not None
             else float("nan"),
         }
-        for tier in ("all", "cold", "warm", "hot"):
+        for tier in ("all", *(t for t, _, _ in metrics.HISTORY_TIERS)):
             mask = None if tier == "all" else tiers[users] == tier
             summary = metrics.summarize(merged, mask)
             rows.append(
@@ -149,6 +160,7 @@ def evaluate_places(
                     **(extras if tier == "all" else {}),
                 }
             )
+        rows.append({"model": name, "tier": NEW_PLACES, "users": users_with_new, **metrics.summarize(merged_new)})
     return pd.DataFrame(rows)
 
 

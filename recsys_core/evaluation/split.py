@@ -1,12 +1,21 @@
 """Hold out interactions and friend labels *before* the model's graph is built.
 
+Two ways to choose the held-out pairs (`SplitPolicy`):
+- by time: test holds the pairs first seen in the last `held_out_days`, validation those first
+  seen in the window before, as a service meets them (users who joined in the test window have
+  no training history at all; places that opened then have no visits);
+- at random per user (a share of each user's pairs), for data without real timestamps.
+"auto" splits by time where the first-seen times span at least `MIN_WINDOWS` windows.
+
 Held-out user-place pairs are removed from both interacts and rev_interacts, and the social
 edges of held-out friend-label pairs are removed too, so nothing the model is measured on
-is visible to message passing (no leakage).
+is visible to message passing. (A training pair that the user kept visiting in the held-out
+windows keeps those visits in its aggregated edge features: the graph holds one edge per pair.)
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +24,11 @@ from torch_geometric.data import HeteroData
 
 from recsys_core.features import INTERACTION_EDGE_LAYOUT
 from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, GraphBundle
+
+logger = logging.getLogger(__name__)
+MICROS_PER_DAY = 86_400 * 1_000_000
+MIN_WINDOWS = 3  # "auto" splits by time when the pairs' first-seen times span this many windows
+SPLIT_MODES = ("auto", "time", "random")
 
 
 @dataclass
@@ -45,16 +59,88 @@ def split_indices(bundle: GraphBundle, val_fraction: float = 0.1, test_fraction:
     n_val = np.minimum(n_val, np.maximum(counts - 1 - n_test, 0))
     is_test = rank < n_test
     is_val = (rank >= n_test) & (rank < n_test + n_val)
-    labels = rng.permutation(bundle.friend_pairs.shape[1])
-    n_lv, n_lt = int(len(labels) * val_fraction), int(len(labels) * test_fraction)
+    train_labels, val_labels, test_labels = _random_labels(bundle, rng, val_fraction, test_fraction)
     return Split(
         train_edges=np.sort(order[~is_test & ~is_val]),
         val_edges=np.sort(order[is_val]),
         test_edges=np.sort(order[is_test]),
-        train_labels=np.sort(labels[n_lv + n_lt :]),
-        val_labels=np.sort(labels[:n_lv]),
-        test_labels=np.sort(labels[n_lv : n_lv + n_lt]),
+        train_labels=train_labels,
+        val_labels=val_labels,
+        test_labels=test_labels,
     )
+
+
+def _random_labels(
+    bundle: GraphBundle, rng: np.random.Generator, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = rng.permutation(bundle.friend_pairs.shape[1])
+    n_lv, n_lt = int(len(labels) * val_fraction), int(len(labels) * test_fraction)
+    return np.sort(labels[n_lv + n_lt :]), np.sort(labels[:n_lv]), np.sort(labels[n_lv : n_lv + n_lt])
+
+
+def first_seen(bundle: GraphBundle) -> np.ndarray:
+    """Per interaction edge, when the pair was first seen (µs); graphs saved before it was kept
+    fall back to the last time."""
+    store = bundle.data[INTERACTS]
+    times = store.edge_first_time if "edge_first_time" in store else store.edge_time
+    out: np.ndarray = times.numpy()
+    return out
+
+
+def split_by_time(
+    bundle: GraphBundle,
+    held_out_days: float = 14.0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Test: pairs first seen in the last `held_out_days`; validation: in the window before;
+    training: the rest. Friend labels are split at random (they carry no time)."""
+    first = first_seen(bundle)
+    window = held_out_days * MICROS_PER_DAY
+    end = int(first.max()) if len(first) else 0
+    is_test = first > end - window
+    is_val = ~is_test & (first > end - 2 * window)
+    train_labels, val_labels, test_labels = _random_labels(
+        bundle, np.random.default_rng(seed), val_fraction, test_fraction
+    )
+    return Split(
+        train_edges=np.flatnonzero(~is_test & ~is_val),
+        val_edges=np.flatnonzero(is_val),
+        test_edges=np.flatnonzero(is_test),
+        train_labels=train_labels,
+        val_labels=val_labels,
+        test_labels=test_labels,
+    )
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """How the held-out parts are chosen: `mode` "time", "random" or "auto" (see the module)."""
+
+    mode: str = "auto"
+    held_out_days: float = 14.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SPLIT_MODES:
+            raise ValueError(f"split mode {self.mode!r} is not one of {', '.join(SPLIT_MODES)}")
+        if not self.held_out_days > 0:
+            raise ValueError(f"held_out_days must be > 0, got {self.held_out_days}")
+
+    def resolved_mode(self, bundle: GraphBundle) -> str:
+        if self.mode != "auto":
+            return self.mode
+        first = first_seen(bundle)
+        span_days = (int(first.max()) - int(first.min())) / MICROS_PER_DAY if len(first) else 0.0
+        return "time" if span_days >= MIN_WINDOWS * self.held_out_days else "random"
+
+    def apply(self, bundle: GraphBundle) -> Split:
+        mode = self.resolved_mode(bundle)
+        logger.info("split: %s%s", mode, f" (last {self.held_out_days:g} days held out)" if mode == "time" else "")
+        if mode == "time":
+            return split_by_time(bundle, self.held_out_days, seed=self.seed)
+        return split_indices(bundle, seed=self.seed)
 
 
 def training_graph(bundle: GraphBundle, split: Split) -> HeteroData:

@@ -144,6 +144,18 @@ class FastPlaceHead:
             match[:, 2] = self.place_slot[places] == slot
         return match
 
+    def wish_match(
+        self, places: np.ndarray, slot: int | None, cats: tuple[int, ...], tags: tuple[int, ...]
+    ) -> np.ndarray:
+        """Per place, the share of a request's explicit wishes it meets (in [0, 1]): a category asked
+        for, the share of the tags asked for, the time slot asked for; each wish counts once."""
+        slot = self.any_slot if slot is None or slot == ANY_SLOT else slot
+        asked = [bool(cats), bool(tags), slot != self.any_slot]
+        if not any(asked) or not self.has_features:
+            return np.zeros(len(places), np.float32)
+        met: np.ndarray = self._match(places, slot, cats, tags)[:, asked].mean(axis=1)
+        return met
+
     def scores(
         self,
         z_u: np.ndarray,

@@ -22,6 +22,9 @@ from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, Requ
 from recsys_core.social import unit_rows
 
 COLD_BLEND = 0.5  # weight of city popularity for a known user without history
+# An explicit wish (a category, tags, a time slot) moves a place that meets it all by this many standard
+# deviations of the model's scores: what a request asks for shows whatever the head learned of context.
+WISH_WEIGHT = 1.0
 HISTORY_CAP = 50  # past places a history explanation chooses from: enough to find a close one, cheap per request
 
 
@@ -64,6 +67,12 @@ def _profile_scores(art: ServingArtifacts, query: PlaceQuery, places: np.ndarray
     return scores
 
 
+def _wishes(art: ServingArtifacts, places: np.ndarray, query: PlaceQuery) -> np.ndarray:
+    met = art.place_head.wish_match(places, query.time_slot, query.desired_categories, query.desired_tags)
+    out: np.ndarray = WISH_WEIGHT * met
+    return out
+
+
 def _head_scores(art: ServingArtifacts, user: int, places: np.ndarray, query: PlaceQuery, city: int) -> np.ndarray:
     head = art.place_head
     return head.scores(art.z_user_np[user], places, city, query.time_slot, query.desired_categories, query.desired_tags)
@@ -90,7 +99,9 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery, explain: bool = T
         places, scores = rank_places(art, user, city)
         cold = False
         if query.has_context:  # the place head re-ranks the model's candidates under the request's context
-            scores = _zscore(scores) + _zscore(_head_scores(art, user, places, query, city))
+            scores = (
+                _zscore(scores) + _zscore(_head_scores(art, user, places, query, city)) + _wishes(art, places, query)
+            )
     else:
         seen = seen_places(art, user)
         if art.place_model is not None:  # the index holds the place model's vectors
@@ -106,6 +117,7 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery, explain: bool = T
         scores = _head_scores(art, user, places, query, city)
         if cold:
             scores = (1 - COLD_BLEND) * _zscore(scores) + COLD_BLEND * _zscore(art.popularity[places])
+            scores = scores + _wishes(art, places, query)
     order = np.argsort(-scores, kind="stable")[: query.top_k]
     top = places[order]
     ids = art.place_ids[top]

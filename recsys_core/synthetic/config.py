@@ -34,6 +34,75 @@ class PreferenceWeights:
     temperature: float = 0.05
 
 
+WORLD_VERSIONS = ("v2", "v1")
+
+
+@dataclass(frozen=True)
+class Realism:
+    """What world v2 adds to the feature-driven world (`Realism.off()` is that world, v1).
+
+    In v1 the true preference is a function of the profile columns alone, every user has 50+
+    events spread evenly over the weeks, and the social edges are drawn from profile similarity,
+    so a model of the features alone matches the oracle. v2 gives behaviour signal that no
+    column holds (`synthetic.hidden`): hidden tastes and appeal, friendships formed on and
+    spreading those tastes, joint outings chosen by both friends, heavy-tailed activity, late
+    joiners, places that open during the weeks, and tastes that drift.
+    """
+
+    hidden_share: float = 0.4  # share of the preference's variance from hidden tastes x hidden appeal
+    hidden_dim: int = 8
+    quality_share: float = 0.25  # of the hidden part: a place's scalar appeal (the rest: taste x appeal)
+    friends_per_user: float = 8.0  # mean friendships per user (social edges are friendships in v2)
+    friend_candidates: int = 256  # random same-city users each user chooses friends among
+    friend_taste_bias: float = 2.0  # how strongly hidden-taste similarity makes friends (homophily in forming)
+    friend_area_bias: float = 1.0  # ... sharing a home neighbourhood
+    friend_interest_bias: float = 2.0  # ... and observed interests (cosine of fine_pref)
+    homophily: float = 0.5  # weight of the friends' mean in each user's hidden taste (tastes spread)
+    outings_per_friendship: float = 0.5  # joint outings per friendship, at a place both would choose
+    median_events: float = 6.0  # lognormal events per user: many with 1-10, a few with hundreds
+    activity_sigma: float = 1.3
+    late_join_share: float = 0.08  # users whose every event falls in the last `late_join_days`
+    late_join_days: int = 14
+    new_place_share: float = 0.08  # places that open during the weeks (no event before they open)
+    drift: float = 0.3  # how far hidden tastes turn over the weeks (1: to an independent taste)
+
+    @classmethod
+    def off(cls) -> Realism:
+        """World v1: none of it."""
+        return cls(
+            hidden_share=0.0,
+            friends_per_user=0.0,
+            homophily=0.0,
+            outings_per_friendship=0.0,
+            activity_sigma=0.0,
+            late_join_share=0.0,
+            new_place_share=0.0,
+            drift=0.0,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self != Realism.off()
+
+    def problems(self, weeks: int) -> list[str]:
+        out = []
+        for name in ("hidden_share", "late_join_share", "new_place_share", "homophily", "quality_share"):
+            if not 0 <= getattr(self, name) < 1:
+                out.append(f"realism.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.drift <= 1:
+            out.append(f"realism.drift must be in [0, 1], got {self.drift}")
+        if self.hidden_dim < 1 or self.friend_candidates < 1:
+            out.append("realism.hidden_dim and realism.friend_candidates must be >= 1")
+        for name in ("friends_per_user", "outings_per_friendship", "activity_sigma", "friend_taste_bias"):
+            if getattr(self, name) < 0:
+                out.append(f"realism.{name} must be >= 0, got {getattr(self, name)}")
+        if self.enabled and not self.median_events >= 1:
+            out.append(f"realism.median_events must be >= 1, got {self.median_events}")
+        if self.late_join_share > 0 and not 7 <= self.late_join_days < 7 * weeks:
+            out.append(f"realism.late_join_days must be in [7, {7 * weeks}), got {self.late_join_days}")
+        return out
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     n_users: int = 10_000
@@ -47,13 +116,32 @@ class WorldConfig:
     category_concentration: float = 0.5
     # Events per user = sessions/week * weeks * views/session * events_per_view, clipped.
     events_per_view: float = 0.1
-    events_per_user_range: tuple[int, int] = (50, 500)
+    events_per_user_range: tuple[int, int] = (1, 500)  # v1: (50, 500)
     travel_share: float = 0.05
     social_top_k: int = 20
     social_min_overlap: float = 0.3
     # Expected joint outings of a similar pair per unit of interest overlap.
     joint_outing_rate: float = 1.5
     negatives_per_positive: float = 1.0
+    realism: Realism = field(default_factory=Realism)
+
+    @classmethod
+    def of_version(cls, version: str, **changes: Any) -> WorldConfig:
+        """World `v2` (the default) or `v1`, with `changes`."""
+        if version not in WORLD_VERSIONS:
+            raise ConfigError(f"unknown world version {version!r}; known: {', '.join(WORLD_VERSIONS)}")
+        return cls.v1(**changes) if version == "v1" else cls(**changes)
+
+    @property
+    def edges_are_friendships(self) -> bool:
+        """v2's social edges are friendships; v1's are similar neighbours."""
+        return self.realism.enabled and self.realism.friends_per_user > 0
+
+    @classmethod
+    def v1(cls, **changes: Any) -> WorldConfig:
+        """The feature-driven world of earlier rounds: profile-only preference, 50+ events per user."""
+        defaults: dict[str, Any] = {"realism": Realism.off(), "events_per_user_range": (50, 500)}
+        return cls(**(defaults | changes))
 
     def validate(self) -> WorldConfig:
         problems = []
@@ -105,6 +193,7 @@ class WorldConfig:
             problems.append("social_min_overlap must be in [0, 1]")
         if self.joint_outing_rate < 0 or self.negatives_per_positive < 0:
             problems.append("joint_outing_rate and negatives_per_positive must be >= 0")
+        problems += self.realism.problems(self.weeks)
         if problems:
             raise ConfigError("invalid world config: " + "; ".join(problems))
         return self
@@ -135,7 +224,7 @@ class WorldConfig:
 
     def rng(self, city_id: int, stream: str) -> np.random.Generator:
         """An independent generator per (seed, city, table) so cities build in any order."""
-        streams = ("places", "users", "interactions", "social", "labels")
+        streams = ("places", "users", "interactions", "social", "labels", "hidden", "friendships", "appeal")
         return np.random.default_rng([self.seed, city_id, streams.index(stream)])
 
 

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from recsys_core import contracts
 from recsys_core.social import top_similar_pairs
 from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.events import Events, weekly_events
 from recsys_core.synthetic.preference import Tastes, Traits, preference_scores
 from recsys_core.synthetic.sampling import sample_many_per_row, softmax_rows
 from recsys_core.taxonomy import TIME_SLOTS
@@ -39,6 +40,32 @@ def generate_interactions(config: WorldConfig, city_id: int, users: pa.Table, pl
     tastes = Tastes.from_table(users)
     traits = Traits.from_table(places)
     stats = {name: users.column(name).to_numpy() for name in users.column_names if name.startswith("avg_")}
+    if config.realism.enabled:
+        events = weekly_events(config, city_id, rng, users, places)
+    else:
+        events = _v1_events(config, city_id, rng, tastes, traits, stats)
+    user_row, place, score, lo_score, hi_score = events.user_row, events.place, events.score, events.lo, events.hi
+    joint = events.day >= 0
+    affinity = np.clip((score - lo_score[user_row]) / np.maximum(hi_score - lo_score, 1e-6)[user_row], 0.0, 1.0)
+    table = _engagement_and_time(
+        config, rng, affinity, stats, user_row, joint, events.day, events.hour, traits, place, events.week
+    )
+    table = table.append_column("user_id", pa.array(tastes.ids[user_row], pa.int64()))
+    table = table.append_column("place_id", pa.array(traits.ids[place], pa.int64()))
+    table = table.select(contracts.INTERACTIONS.names).cast(contracts.INTERACTIONS)
+    return table.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+
+
+def _v1_events(
+    config: WorldConfig,
+    city_id: int,
+    rng: np.random.Generator,
+    tastes: Tastes,
+    traits: Traits,
+    stats: dict[str, np.ndarray],
+) -> Events:
+    """World v1: events over the home city by the observed preference, travel, and joint outings of
+    similar users, on days chosen later (`week` None)."""
     home_places = np.flatnonzero(traits.city == city_id)
     home_scores = preference_scores(tastes, traits.subset(home_places), config.preference)
     home_probs = softmax_rows(home_scores, config.preference.temperature)
@@ -79,19 +106,16 @@ def generate_interactions(config: WorldConfig, city_id: int, users: pa.Table, pl
             forced_day.append(day)
             forced_hour.append(hour)
 
-    user_row = np.concatenate(user_rows)
-    place = np.concatenate(place_idx)
-    score = np.concatenate(scores)
-    day = np.concatenate(forced_day)
-    hour = np.concatenate(forced_hour)
-    joint = day >= 0
-
-    affinity = np.clip((score - lo_score[user_row]) / np.maximum(hi_score - lo_score, 1e-6)[user_row], 0.0, 1.0)
-    table = _engagement_and_time(config, rng, affinity, stats, user_row, joint, day, hour, traits, place)
-    table = table.append_column("user_id", pa.array(tastes.ids[user_row], pa.int64()))
-    table = table.append_column("place_id", pa.array(traits.ids[place], pa.int64()))
-    table = table.select(contracts.INTERACTIONS.names).cast(contracts.INTERACTIONS)
-    return table.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+    return Events(
+        np.concatenate(user_rows),
+        np.concatenate(place_idx),
+        np.concatenate(scores),
+        np.concatenate(forced_day),
+        np.concatenate(forced_hour),
+        None,
+        lo_score,
+        hi_score,
+    )
 
 
 def _travel_events(
@@ -129,7 +153,10 @@ def _engagement_and_time(
     hour: NDArray[np.int64],
     traits: Traits,
     place: NDArray[np.int64],
+    week: NDArray[np.int64] | None = None,
 ) -> pa.Table:
+    """Engagement rising with affinity; days and hours following the place's time slot (within the
+    event's `week` where the events were sampled week by week)."""
     n = len(affinity)
     likes_rate = stats["avg_likes_per_session"][user_row] / 5.0
     saves_rate = stats["avg_saves_per_session"][user_row] / 3.0
@@ -144,7 +171,7 @@ def _engagement_and_time(
     # Days and hours: most events happen in the place's typical time slot.
     slot = traits.slot[place]
     follows = rng.random(n) < _SLOT_FOLLOW_PROB
-    free_day = rng.integers(0, config.weeks * 7, size=n)
+    free_day = rng.integers(0, config.weeks * 7, size=n) if week is None else week * 7 + rng.integers(0, 7, size=n)
     weekend_slot = np.isin(slot, [TIME_SLOTS.index("weekend_day"), TIME_SLOTS.index("weekend_night")])
     week_start = free_day - (free_day % 7)  # start_date is aligned to a Monday below
     slot_day = np.where(weekend_slot, week_start + 5 + rng.integers(0, 2, size=n), free_day)

@@ -10,14 +10,21 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from recsys_core import contracts, social
+from recsys_core.completion import labels_from_friendships
 from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.hidden import friendships
 from recsys_core.synthetic.preference import Tastes
 
 
 def generate_user_user_edges(config: WorldConfig, users: pa.Table, interactions: pa.Table) -> pa.Table:
-    """Each user's top-K most similar neighbours in the city (cosine of fine_pref >= threshold)."""
+    """v1: each user's top-K most similar neighbours in the city (cosine of fine_pref >= threshold).
+    v2: the city's friendships (`hidden.friendships`), with the same observed columns."""
     tastes = Tastes.from_table(users)
-    a, b, overlap = social.top_similar_pairs(tastes.fine_unit, config.social_top_k, config.social_min_overlap)
+    if config.realism.enabled:
+        a, b = friendships(config, users)
+        overlap = social.pair_cosine(tastes.fine_unit, a, b)
+    else:
+        a, b, overlap = social.top_similar_pairs(tastes.fine_unit, config.social_top_k, config.social_min_overlap)
     co = social.lookup_pair_counts(social.co_attendance_counts(interactions), tastes.ids[a], tastes.ids[b])
     return edges_table(tastes.ids[a], tastes.ids[b], overlap, co, social.neighbourhood_overlap(tastes.area, a, b))
 
@@ -44,12 +51,16 @@ def edges_table(
 def generate_friend_labels(
     config: WorldConfig, city_id: int, users: pa.Table, interactions: pa.Table, edges: pa.Table
 ) -> pa.Table:
-    """Positives from social edges and co-attendance, negatives from random dissimilar pairs.
-
+    """v1: positives from social edges and co-attendance, negatives from random dissimilar pairs.
     Compatible: overlap >= 0.6 or >= 2 co-attendances. Incompatible: overlap < 0.3 and never
     co-attended. Attendance is sampled for compatible pairs with a probability rising with
     overlap and co-attendance, and is 0 for incompatible ones.
+
+    v2: the friendships are the compatible pairs and as many random non-friends the incompatible
+    ones, as for any source that declares friendships (`completion.labels_from_friendships`).
     """
+    if config.realism.enabled:
+        return labels_from_friendships(edges, users, interactions, seed=config.seed * 1000 + city_id)
     rng = config.rng(city_id, "labels")
     tastes = Tastes.from_table(users)
     index_of = pd.Index(tastes.ids)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.evaluation.split import Split, split_indices, training_graph
+from recsys_core.evaluation.split import Split, SplitPolicy, split_indices, training_graph
 from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.checkpoint import load_checkpoint, load_vocabulary, save_checkpoint
 from recsys_core.model.config import ModelConfig
@@ -149,12 +149,15 @@ def fit(
     split: Split | None = None,
     split_seed: int = 0,
     progress: Progress | None = None,
+    split_policy: SplitPolicy | None = None,
 ) -> TrainedModel:
-    """Split (unless given), train with early stopping, keep the best-by-validation weights.
+    """Split (unless given: by `split_policy`, else at random per user with `split_seed`), train
+    with early stopping, keep the best-by-validation weights.
 
     `model_config` must be of the bundle's vocabulary (`ModelConfig.for_vocabulary(bundle.vocabulary, ...)`).
     """
-    split = split or split_indices(bundle, seed=split_seed)
+    if split is None:
+        split = split_policy.apply(bundle) if split_policy is not None else split_indices(bundle, seed=split_seed)
     result: TrainResult = train(bundle, split, model_config, train_config, progress)
     return TrainedModel(
         model=result.model,
@@ -177,9 +180,12 @@ def fit_served_model(
     place_settings: PlaceModelSettings,
     split_seed: int = 0,
     progress: Progress | None = None,
+    split_policy: SplitPolicy | None = None,
 ) -> TrainedModel:
     """GraphRec (`fit`), then the place model around it (`ranking.fit.fit_place_model`) on the same split."""
-    trained = fit(bundle, model_config, train_config, split_seed=split_seed, progress=progress)
+    trained = fit(
+        bundle, model_config, train_config, split_seed=split_seed, progress=progress, split_policy=split_policy
+    )
     trained.place_model = fit_place_model(bundle, trained.split, trained.model, place_settings)
     trained.people_model = people_model_of(bundle, trained.split, place_settings.seed)
     return trained
