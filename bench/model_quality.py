@@ -61,10 +61,11 @@ def main() -> None:
     timed = policy.resolved_mode(bundle) == "time"
     rss_before = peak_rss_mib()
     started = time.perf_counter()
-    trained = fit(bundle, ModelConfig.for_vocabulary(bundle.vocabulary), TRAIN, split=split)
+    counts = bundle.node_counts()
+    trained = fit(bundle, ModelConfig.for_world(bundle.vocabulary, **counts), TRAIN, split=split)
     train_s = time.perf_counter() - started
     train_peak = peak_rss_mib()
-    two_tower = fit(bundle, ModelConfig.for_vocabulary(bundle.vocabulary, n_layers=0), TRAIN, split=split).model
+    two_tower = fit(bundle, ModelConfig.for_world(bundle.vocabulary, **counts, n_layers=0), TRAIN, split=split).model
     place_model = fit_place_model(bundle, split, trained.model, PlaceModelSettings())
     people = people_model_of(bundle, split, seed=0)
     comparison = compare(

@@ -299,6 +299,43 @@ def test_backbone_output_depends_on_neighbours(inputs, backbone):
     assert ((a - b).abs().sum(-1)[has_places] > 1e-6).all()
 
 
+def test_left_out_supervision_edges_pass_no_message(inputs):
+    """A training step's positive pairs pass no messages: their users aggregate as if those edges
+    were not in the graph (`GraphInputs.without_interactions`), and only their users change."""
+    torch.manual_seed(0)
+    net = HeteroBackbone(ModelConfig(**SMALL, backbone="sage", n_layers=1, dropout=0.0), inputs.edge_dims()).eval()
+    h = {t: torch.randn(inputs.num_nodes[t], D) for t in ("user", "place")}
+    users, places = inputs.edge_index[INTERACTS]
+    degree = torch.bincount(users, minlength=inputs.num_nodes["user"])
+    left_out = torch.nonzero(degree[users] >= 2).flatten()[:5]  # edges of users with other places too
+    masked = inputs.without_interactions(left_out)
+    removed = GraphInputs.from_hetero(_without_edges(inputs, left_out))
+    with torch.no_grad():
+        full, leave_out, rebuilt = net(h, inputs), net(h, masked), net(h, removed)
+    torch.testing.assert_close(leave_out["user"], rebuilt["user"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(leave_out["place"], rebuilt["place"], rtol=1e-5, atol=1e-5)
+    changed = (full["user"] - leave_out["user"]).abs().sum(-1) > 1e-6
+    assert set(torch.nonzero(changed).flatten().tolist()) == set(users[left_out].tolist())
+    with torch.no_grad():
+        net(h, masked)
+    assert (net.last_edge_weights[INTERACTS][masked.edge_keep[INTERACTS] == 0] == 0).all()
+
+
+def _without_edges(inputs: GraphInputs, edges: torch.Tensor):
+    """The graph of `inputs` with interaction edges `edges` really removed (for the reference)."""
+    from torch_geometric.data import HeteroData
+
+    keep = torch.ones(inputs.edge_index[INTERACTS].shape[1], dtype=torch.bool)
+    keep[edges] = False
+    data = HeteroData()
+    for t in ("user", "place"):
+        data[t].x, data[t].num_nodes = inputs.x[t], inputs.num_nodes[t]
+    for et, index in inputs.edge_index.items():
+        rows = keep if et in (INTERACTS, REV_INTERACTS) else torch.ones(index.shape[1], dtype=torch.bool)
+        data[et].edge_index, data[et].edge_attr = index[:, rows], inputs.edge_attr[et][rows]
+    return data
+
+
 def test_gat_backbone_records_one_attention_weight_per_edge(inputs):
     torch.manual_seed(0)
     config = ModelConfig(**SMALL, backbone="gat", gat_heads=4)

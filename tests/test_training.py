@@ -31,7 +31,8 @@ from recsys_core.training.validation import validation_recall
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
-MODEL = ModelConfig(d_model=32, head_hidden=(64, 32), d_ctx=8)
+SMALL_MODEL = dict(d_model=32, head_hidden=(64, 32), d_ctx=8)
+MODEL = ModelConfig(**SMALL_MODEL)
 TRAIN = TrainConfig(max_steps=15, eval_every=5, batch_size=2048, city_pool=128, in_batch_negatives=256, head_batch=512)
 
 
@@ -202,6 +203,41 @@ def test_training_is_deterministic_for_a_seed_with_two_threads(bundle, split):
 def test_a_different_seed_gives_a_different_run(bundle, split, trained):
     other = train(bundle, split, MODEL, dataclasses.replace(TRAIN, seed=1, max_steps=2, eval_every=2))
     assert [r["loss"] for r in other.history] != list(trained.history["loss"][:2])
+
+
+def test_masking_the_supervision_edges_changes_training(bundle, split, trained):
+    """With the step's positive pairs left out of message passing the same seed trains another
+    model; without it the run is the one of earlier rounds (same sampling, same first loss)."""
+    short = dataclasses.replace(TRAIN, max_steps=2, eval_every=2)
+    masked = train(bundle, split, MODEL, short)
+    plain = train(bundle, split, MODEL, dataclasses.replace(short, mask_supervision_edges=False))
+    assert list(trained.history["loss"][:2]) == [r["loss"] for r in masked.history]  # the default masks
+    assert [r["loss"] for r in plain.history] != [r["loss"] for r in masked.history]
+
+
+def test_node_vectors_start_at_zero_and_learn_where_there_are_pairs(bundle, split):
+    """The hybrid model (features + a learned vector per node, `id_embeddings`) starts as the
+    features-only model, and its vectors learn for the nodes with training pairs."""
+    hybrid = ModelConfig.for_world(bundle.vocabulary, **bundle.node_counts(), **SMALL_MODEL, id_embeddings=True)
+    inputs = GraphInputs.from_hetero(training_graph(bundle, split))
+    fresh = GraphRec(hybrid, inputs.edge_dims()).eval()
+    features_only = GraphRec(dataclasses.replace(hybrid, id_embeddings=False), inputs.edge_dims()).eval()
+    missing, unexpected = fresh.load_state_dict(features_only.state_dict(), strict=False)
+    assert set(missing) == {"node_vectors.user.weight", "node_vectors.place.weight"} and not unexpected
+    with torch.no_grad():
+        for node, z in fresh.embed(inputs).items():
+            torch.testing.assert_close(z, features_only.embed(inputs)[node])
+    result = train(bundle, split, hybrid, dataclasses.replace(TRAIN, max_steps=3, eval_every=3))
+    assert result.model.node_vectors is not None
+    ei = inputs.edge_index[INTERACTS]
+    for node, column in (("user", 0), ("place", 1)):
+        moved = result.model.node_vectors[node].weight.abs().sum(1) > 0
+        has_pairs = torch.bincount(ei[column], minlength=moved.numel()) > 0
+        assert moved[has_pairs].float().mean() > 0.9
+    with pytest.raises(ValueError, match="in the graph"):
+        GraphRec(dataclasses.replace(hybrid, n_places=hybrid.n_places + 1), inputs.edge_dims()).check_fits(
+            bundle.vocabulary, inputs
+        )
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -47,6 +47,8 @@ class EdgeAwareConv(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         relation = inputs.relations[edge_type]
         weights = F.softplus(self.gate(relation.edge_attr)).squeeze(-1) + 1e-3
+        if inputs.edge_keep is not None and edge_type in inputs.edge_keep:
+            weights = weights * inputs.edge_keep[edge_type]  # left-out edges: no message, no weight in the mean
         return weighted_mean(relation, weights, self.lin(h_src)), weights
 
 

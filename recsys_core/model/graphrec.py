@@ -30,6 +30,12 @@ class GraphRec(nn.Module):
             )
         else:
             self.encoders = nn.ModuleDict({"user": UserEncoder(config), "place": PlaceEncoder(config)})
+        self.node_vectors: nn.ModuleDict | None = None
+        if config.id_embeddings and not config.featureless:
+            counts = {"user": config.n_users, "place": config.n_places}
+            self.node_vectors = nn.ModuleDict({t: nn.Embedding(n, config.d_model) for t, n in counts.items()})
+            for table in self.node_vectors.values():
+                nn.init.zeros_(table.weight)  # untrained nodes (no pairs) keep their features' vector
         self.backbone = HeteroBackbone(config, edge_dims)
         # Unnormalized output projections: the length of z_p can carry popularity.
         projections = {t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")}
@@ -48,6 +54,13 @@ class GraphRec(nn.Module):
         """Raise ValueError unless this model's widths are those of `vocabulary` (and of `inputs`' features)."""
         problems = self.config.vocabulary_mismatches(vocabulary)
         if inputs is not None:
+            if self.config.featureless or self.config.id_embeddings:
+                counts = {"user": self.config.n_users, "place": self.config.n_places}
+                problems += [
+                    f"{node}s: {inputs.num_nodes[node]} in the graph, {n} in the model"
+                    for node, n in counts.items()
+                    if inputs.num_nodes[node] != n
+                ]
             for node, layout in (("user", self.layouts.user), ("place", self.layouts.place)):
                 width = inputs.x[node].shape[1]
                 if width and width != layout.width:
@@ -58,6 +71,8 @@ class GraphRec(nn.Module):
     def embed(self, inputs: GraphInputs) -> dict[str, torch.Tensor]:
         """Final embeddings of every user and place (full-graph pass)."""
         h = {t: self.encoders[t](inputs.x[t]) for t in ("user", "place")}
+        if self.node_vectors is not None:
+            h = {t: h[t] + self.node_vectors[t].weight for t in h}
         if self.config.n_layers:
             h = self.backbone(h, inputs)
         z = {t: self.project[t](h[t]) for t in h}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,20 @@ class GraphInputs:
     edge_attr: dict[tuple[str, str, str], torch.Tensor]  # in edge_index order
     relations: dict[tuple[str, str, str], Relation]
     city: dict[str, torch.Tensor]  # per node; all 0 for data without cities
+    # Per relation, a 0/1 weight per edge in CSR order: the edges a training step leaves out of
+    # message passing (the pairs it is supervised on), None: every edge passes messages.
+    edge_keep: dict[tuple[str, str, str], torch.Tensor] | None = None
+
+    def without_interactions(self, edges: torch.Tensor) -> GraphInputs:
+        """These inputs with interaction edges `edges` (positions in edge_index order) passing no
+        messages either way, so a step supervised on them cannot read the answer off the graph."""
+        keep: dict[tuple[str, str, str], torch.Tensor] = {}
+        for et in (INTERACTS, REV_INTERACTS):
+            if et in self.relations:
+                mask = torch.ones(self.edge_index[et].shape[1])
+                mask[edges] = 0.0
+                keep[et] = mask[self.relations[et].order]
+        return dataclasses.replace(self, edge_keep=keep)
 
     @classmethod
     def from_hetero(cls, data: HeteroData, use_social: bool = True, time_decay: bool = False) -> GraphInputs:

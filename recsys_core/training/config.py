@@ -34,6 +34,7 @@ class TrainConfig:
     engagement_weighted: bool = False
     hard_negative_share: float = 1.0  # head negatives: share from the user's city (rest: anywhere)
     context_dropout: float = 0.5
+    mask_supervision_edges: bool = True  # a step's positive pairs pass no messages in that step
     time_budget_s: float = 600.0  # per run: a resumed run gets a fresh budget
     seed: int = 0
     checkpoint_dir: str = ""  # where the training state is saved ("": nowhere)

@@ -75,8 +75,11 @@ def train(
         if selection.early_stop:  # the checkpoint's run had stopped for good: nothing to continue
             break
         warm_up(optimizer, peak_lr, step, config)
-        z = model.embed(inputs)
-        places = place_loss(model, z, inputs, sampler, config)
+        batch = sampler.pairs()
+        # The step's supervision pairs pass no messages (unless configured to): a GNN that sees the
+        # edge it is asked to predict learns to read it off the graph, which held-out pairs lack.
+        z = model.embed(inputs.without_interactions(batch) if config.mask_supervision_edges else inputs)
+        places = place_loss(model, z, inputs, sampler, config, batch)
         loss = config.lambda_place * places
         friends = attend = torch.tensor(0.0)
         if has_labels and config.lambda_friend + config.lambda_attend > 0:

@@ -62,10 +62,16 @@ def retrieval_loss(
 
 
 def place_loss(
-    model: GraphRec, z: Embeddings, inputs: GraphInputs, sampler: TrainingSampler, config: TrainConfig
+    model: GraphRec,
+    z: Embeddings,
+    inputs: GraphInputs,
+    sampler: TrainingSampler,
+    config: TrainConfig,
+    batch: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Retrieval over the whole batch, plus the re-ranking head under context on a slice of it."""
-    batch = sampler.pairs()
+    """Retrieval over the whole batch (`sampler.pairs()` unless given), plus the re-ranking head
+    under context on a slice of it."""
+    batch = sampler.pairs() if batch is None else batch
     users, pos = sampler.users[batch], sampler.places[batch]
     retrieval = retrieval_loss(z, users, pos, sampler, config)
     # Stage 2 (re-ranking head) under the pair's context against same-city negatives, on a

@@ -17,6 +17,8 @@ from recsys_core.training.config import TrainConfig
 def build_optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
     """Dense layers, id embeddings and the linear taste path each get their own learning rate."""
     embeddings = list(model.encoders.parameters()) if model.config.featureless else []
+    if model.node_vectors is not None:
+        embeddings += list(model.node_vectors.parameters())
     wide = [p for name, p in model.named_parameters() if "wide." in name]  # the linear feature paths
     special = {id(p) for p in embeddings + wide}
     groups: list[dict[str, Any]] = [
