@@ -33,9 +33,10 @@ class GraphRec(nn.Module):
         self.node_vectors: nn.ModuleDict | None = None
         if config.id_embeddings and not config.featureless:
             counts = {"user": config.n_users, "place": config.n_places}
-            self.node_vectors = nn.ModuleDict({t: nn.Embedding(n, config.d_model) for t, n in counts.items()})
-            for table in self.node_vectors.values():
+            tables = {t: nn.Embedding(n, config.d_model) for t, n in counts.items()}
+            for table in tables.values():
                 nn.init.zeros_(table.weight)  # untrained nodes (no pairs) keep their features' vector
+            self.node_vectors = nn.ModuleDict(tables)
         self.backbone = HeteroBackbone(config, edge_dims)
         # Unnormalized output projections: the length of z_p can carry popularity.
         projections = {t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")}
