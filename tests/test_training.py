@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from recsys_core.training.validation import validation_recall
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
-SMALL_MODEL = dict(d_model=32, head_hidden=(64, 32), d_ctx=8)
+SMALL_MODEL: dict[str, Any] = dict(d_model=32, head_hidden=(64, 32), d_ctx=8)
 MODEL = ModelConfig(**SMALL_MODEL)
 TRAIN = TrainConfig(max_steps=15, eval_every=5, batch_size=2048, city_pool=128, in_batch_negatives=256, head_batch=512)
 
