@@ -337,14 +337,11 @@ def quality_gate(comparison: Comparison, model: str = "graphrec", part: str = "v
     if PEOPLE_MODEL in set(comparison.people["model"]):
         friend = comparison.people_metric(part, PEOPLE_MODEL)
         heuristics = [comparison.people_metric(part, m) for m in PEOPLE_HEURISTICS]
-        kind = "people_recall@20"
+        ours_key, theirs_key = f"{part}_people_recall@20", f"{part}_people_recall@20_best_heuristic"
     else:
         friend = comparison.friend_metric(part, model)
         heuristics = [comparison.friend_metric(part, m) for m in FRIEND_HEURISTICS]
-        kind = f"friend_auc_{model}"
+        ours_key, theirs_key = f"{part}_friend_auc_{model}", f"{part}_friend_auc_best_heuristic"
     best_heuristic = max((h for h in heuristics if not np.isnan(h)), default=float("nan"))
     friends_ok = bool(np.isnan(best_heuristic) or friend > best_heuristic)
-    return places_ok and friends_ok, figures | {
-        f"{part}_{kind}": friend,
-        f"{part}_{kind.replace(f'_{model}', '')}_best_heuristic": best_heuristic,
-    }
+    return places_ok and friends_ok, figures | {ours_key: friend, theirs_key: best_heuristic}

@@ -18,7 +18,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from recsys_core.synthetic.config import WorldConfig
-from recsys_core.synthetic.hidden import CLOSED, PERIOD_DAYS, TruePreference, friendships
+from recsys_core.synthetic.hidden import CLOSED, PERIOD_DAYS, TruePreference
 from recsys_core.synthetic.sampling import sample_many_per_row, softmax_rows
 
 ACTIVITY_PROFILE_WEIGHT = 0.5  # correlation of log activity with the profile's sessions x views
@@ -66,7 +66,8 @@ def weekly_events(
     travel = rng.random(len(user_of)) < config.travel_share if config.n_cities > 1 else np.zeros(len(user_of), bool)
     home = np.flatnonzero(truth.traits.city == city_id)
     away = np.flatnonzero(truth.traits.city != city_id)
-    a, b = friendships(config, users)
+    empty = np.zeros(0, np.int64)
+    a, b = truth.friends.get(city_id, (empty, empty))  # the friendships the tastes spread along (rows of users)
     outings = rng.poisson(config.realism.outings_per_friendship, size=len(a))
     pair_of = np.repeat(np.arange(len(a)), outings)
     first_pair_day = np.maximum(truth.join_day[a], truth.join_day[b])[pair_of]

@@ -125,18 +125,21 @@ def _spread(tastes: np.ndarray, adjacency: sp.csr_matrix, homophily: float) -> F
 
 @dataclass(frozen=True)
 class HiddenTastes:
-    """Per user of one city: hidden taste at the start, the taste it drifts towards, first day."""
+    """Per user of one city: hidden taste at the start, the taste it drifts towards, first day,
+    and the friendships the tastes spread along (`friendships`, rows of the city's users)."""
 
     start: F32  # (n, d)
     target: F32  # (n, d)
     join_day: NDArray[np.int64]  # 0, or the first day of the late-join window
+    friends: tuple[NDArray[np.int64], NDArray[np.int64]]
 
-    def at(self, day: float, config: WorldConfig) -> F32:
-        """The tastes on `day`: turned from start towards target by drift * 90 degrees over the weeks
-        (for independent Gaussian start and target, every day's taste is Gaussian too)."""
-        angle = config.realism.drift * (np.pi / 2) * day / (config.weeks * 7)
-        out: F32 = (np.cos(angle) * self.start + np.sin(angle) * self.target).astype(np.float32)
-        return out
+
+def tastes_on(start: np.ndarray, target: np.ndarray, day: float, config: WorldConfig) -> F32:
+    """The tastes on `day`: turned from start towards target by drift * 90 degrees over the weeks
+    (for independent Gaussian start and target, every day's taste is Gaussian too)."""
+    angle = config.realism.drift * (np.pi / 2) * day / (config.weeks * 7)
+    out: F32 = (np.cos(angle) * start + np.sin(angle) * target).astype(np.float32)
+    return out
 
 
 def late_join_day(config: WorldConfig) -> int:
@@ -152,7 +155,8 @@ def hidden_tastes(config: WorldConfig, users: pa.Table) -> HiddenTastes:
     a, b = friendships(config, users)
     adjacency = sp.csr_matrix((np.ones(2 * len(a)), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
     join = np.where(late, late_join_day(config), 0).astype(np.int64)
-    return HiddenTastes(_spread(start, adjacency, r.homophily), _spread(target, adjacency, r.homophily), join)
+    spread = (_spread(start, adjacency, r.homophily), _spread(target, adjacency, r.homophily))
+    return HiddenTastes(*spread, join, (a, b))
 
 
 class TruePreference:
@@ -169,19 +173,21 @@ class TruePreference:
         self.start, self.target = np.zeros((n, d), np.float32), np.zeros((n, d), np.float32)
         self.join_day = np.zeros(n, np.int64)
         self.scale = np.zeros(n, np.float32)
+        self.friends: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per city, rows of `users`
         share = config.realism.hidden_share
         for city in np.unique(self.tastes.city):
             rows = np.flatnonzero(self.tastes.city == city)
             rows = rows[np.argsort(self.tastes.ids[rows], kind="stable")]
             hidden = hidden_tastes(config, users.take(rows))
             self.start[rows], self.target[rows], self.join_day[rows] = hidden.start, hidden.target, hidden.join_day
+            self.friends[int(city)] = (rows[hidden.friends[0]], rows[hidden.friends[1]])
             home = np.flatnonzero(self.traits.city == city)
             sample = rows[:SCALE_SAMPLE_USERS]
             observed = preference_scores(self.tastes.subset(sample), self.traits.subset(home), config.preference)
             self.scale[rows] = float(observed.std()) * np.sqrt(share / (1 - share))
 
     def tastes_at(self, users: np.ndarray, day: float) -> F32:
-        return HiddenTastes(self.start[users], self.target[users], self.join_day[users]).at(day, self.config)
+        return tastes_on(self.start[users], self.target[users], day, self.config)
 
     def hidden(self, users: np.ndarray, places: np.ndarray, day: float) -> F32:
         """Unit-variance hidden score: taste x appeal, and the place's quality."""
