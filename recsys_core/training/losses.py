@@ -67,11 +67,10 @@ def place_loss(
     inputs: GraphInputs,
     sampler: TrainingSampler,
     config: TrainConfig,
-    batch: torch.Tensor | None = None,
+    batch: torch.Tensor,
 ) -> torch.Tensor:
-    """Retrieval over the whole batch (`sampler.pairs()` unless given), plus the re-ranking head
-    under context on a slice of it."""
-    batch = sampler.pairs() if batch is None else batch
+    """Retrieval over the whole batch (`sampler.pairs()`, drawn before the step's graph pass so its
+    pairs can be left out of it), plus the re-ranking head under context on a slice of it."""
     users, pos = sampler.users[batch], sampler.places[batch]
     retrieval = retrieval_loss(z, users, pos, sampler, config)
     # Stage 2 (re-ranking head) under the pair's context against same-city negatives, on a
