@@ -16,6 +16,7 @@ from bench.common import RESULTS, run_isolated, write_section
 SECTIONS = {
     "foundation": "bench.foundation",
     "model": "bench.model_quality",
+    "graphrec_variants": "bench.graphrec_variants",
     "serving": "bench.serving_latency",
     "reload": "bench.reload_load",
 }

@@ -36,6 +36,13 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_TABLES = ("user_user_edges", "friend_labels")  # a world may have no social data at all
 
+# Columns a table may carry or leave out altogether, of this type where they are there. Unlike the
+# schema's other optional columns they are not filled in: a default name would be no name, so a
+# world without them is simply one whose explanations say "a friend of yours" instead of a name.
+DISPLAY_NAME = "display_name"
+OPTIONAL_COLUMNS: dict[str, dict[str, pa.DataType]] = {"users": {DISPLAY_NAME: pa.string()}}
+MAX_DISPLAY_NAME_CHARS = 64  # a name goes into a reason sentence; a paragraph is not a name
+
 INTERACTIONS = pa.schema(
     [
         ("user_id", I64),
@@ -215,13 +222,21 @@ def time_buckets(micros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tod, (weekday >= 5).astype(np.int32)
 
 
+def optional_fields(table: pa.Table, name: str) -> list[pa.Field[Any]]:
+    """The contract's `OPTIONAL_COLUMNS` of table `name` that `table` has, as fields of their type."""
+    return [pa.field(c, t) for c, t in OPTIONAL_COLUMNS.get(name, {}).items() if c in table.column_names]
+
+
 def conform(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -> pa.Table:
-    """Select and order the contract's columns and cast to its types (keeping the provenance metadata).
+    """Select and order the contract's columns and cast to its types (keeping the provenance metadata);
+    an `OPTIONAL_COLUMNS` column the table has comes last, cast to its type.
 
     Raises ValueError naming every missing column or uncastable type, so a file that
     does not fit the contract is refused with a reason instead of half-read.
     """
     schema = world_schemas(vocabulary)[name]
+    for extra in optional_fields(table, name):
+        schema = schema.append(extra)
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ValueError(f"{name}: missing column(s) {', '.join(missing)}")

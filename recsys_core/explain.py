@@ -2,8 +2,14 @@
 
 Every sentence names something true of the pair: the fine tags both sides carry, the
 vibes two people share, the neighbourhoods a user frequents, what the request asked for,
-or (from the GNN's last-layer edge weights) the past visits that shaped the user's profile.
-Each list holds 1-3 reasons, strongest first.
+or (from the GNN's last-layer edge weights) the past visits and the friends that shaped the
+user's profile. Each list holds 1-3 reasons, strongest first.
+
+A place reached through the graph says how (`GraphPaths`): one of the user's most influential
+friends went there ("Priya, your friend, goes here": of those who did, the one whose message
+weighed most; "A friend of yours goes here" for a friend without a name; "who shares your tastes"
+where the social edges are similarity, not friendship), or else people who go to one of the
+user's most influential past places go there too ("People who go to X go here").
 
 A world whose places carry no content (interaction-only data: no categories, tags or vibes) has
 only history to cite: the past place the served embeddings put nearest ("Because you went to X"),
@@ -34,6 +40,9 @@ VIBE_MIN = 0.04
 SIMILAR_MIN = 0.0  # a past place whose embedding points away from a place does not explain it
 POPULAR_IN_CITY = "Popular with people in this city"
 GET_ALONG = "Goes to the same places as people you get along with"
+A_FRIEND_GOES = "A friend of yours goes here"
+A_LIKE_MINDED_USER_GOES = "Someone with tastes like yours goes here"
+PEOPLE_MIN = 2  # other users who went to both places before "people who go to X go here": one is not people
 
 
 class PlaceNamer(Protocol):
@@ -78,6 +87,50 @@ class Wishes:
     target_place_name: str | None = None
 
 
+@dataclass(frozen=True)
+class GraphPaths:
+    """How a response's places are reached from the user in the served graph.
+
+    `friend_names` are the user's most influential friends (social neighbours), heaviest last-layer
+    weight first, each with a display name or None; `friend_went` (F, n) whether friend f went to
+    place j. `past` (P,) are the user's most influential past places (indices), heaviest first, with
+    their `past_names`; `co_visitors` (P, n) how many other users went to both (cited from `PEOPLE_MIN`).
+    `friendships`: the social edges are declared friendships (otherwise similar users, not friends).
+    """
+
+    friend_names: Sequence[str | None]
+    friend_went: np.ndarray
+    past: np.ndarray
+    past_names: Sequence[str]
+    co_visitors: np.ndarray
+    friendships: bool = True
+
+    def through(self, places: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per place, the position of the heaviest friend who went there and of the heaviest past place
+        sharing visitors with it (-1: none); a past place is not a path to itself (`places`: indices)."""
+        shared = np.asarray(self.co_visitors) >= PEOPLE_MIN
+        if places is not None and shared.size:
+            shared = shared & (np.asarray(self.past)[:, None] != np.asarray(places)[None, :])
+        return _first(np.asarray(self.friend_went, bool)), _first(shared)
+
+    def friend_reason(self, k: int) -> str:
+        name = (self.friend_names[k] or "").strip()
+        if self.friendships:
+            return f"{name}, your friend, goes here" if name else A_FRIEND_GOES
+        return f"{name}, who shares your tastes, goes here" if name else A_LIKE_MINDED_USER_GOES
+
+    def people_reason(self, k: int) -> str:
+        return f"People who go to {self.past_names[k]} go here"
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """Per column of a (k, n) mask, the first row that is True, or -1 (rows are heaviest first)."""
+    if not mask.shape[0]:
+        return np.full(mask.shape[1], -1)
+    first: np.ndarray = np.where(mask.any(axis=0), mask.argmax(axis=0), -1)
+    return first
+
+
 @dataclass
 class _Reasons:
     items: list[str] = field(default_factory=list)
@@ -101,6 +154,7 @@ def explain_places(
     influences: Sequence[tuple[int, str, np.ndarray]] = (),
     popular_in_city: bool = False,
     place_index: np.ndarray | None = None,
+    paths: GraphPaths | None = None,
     *,
     vocabulary: Vocabulary,
     layouts: FeatureLayouts | None = None,
@@ -109,7 +163,9 @@ def explain_places(
 
     The array work runs once for all the places of a response (a serving hot path); the
     strings are assembled per place. `influences` are (place index, name, tag vector) of the
-    user's most influential past visits; `place_index` lets a place not cite itself.
+    user's most influential past visits; `place_index` lets a place not cite itself; `paths`
+    say which influential friend or past place leads to each place (cited after what the
+    request asked for, before tastes: it is how the GNN got there).
     `vocabulary` names the ids; `layouts` (default: the vocabulary's) locate them in the features.
     """
     feature_layouts = _layouts(vocabulary, layouts)
@@ -134,6 +190,7 @@ def explain_places(
             overlap = np.stack([past for _, _, past in influences])[:, None, :] * tags[None, :, :]  # (past, place, tag)
             common = overlap.argmax(-1)
             common_ok = np.take_along_axis(overlap, common[..., None], -1)[..., 0] > 0
+    friend, people = paths.through(place_index) if paths is not None else (np.full(n, -1), np.full(n, -1))
     out = []
     for j in range(n):
         reasons = _Reasons()
@@ -141,10 +198,18 @@ def explain_places(
             reasons.add(f"Has the {_words([tag_names[t] for t in asked[j][:2]])} you asked for")
         if wishes.time_slot is not None and slots[j] == wishes.time_slot:
             reasons.add(f"At its best in the {slot_names[slots[j]].replace('_', ' ')}, when you want to go")
+        cited = -1  # the past place already cited through its visitors
+        if paths is not None and friend[j] >= 0:
+            reasons.add(paths.friend_reason(int(friend[j])))
+        elif paths is not None and people[j] >= 0:
+            reasons.add(paths.people_reason(int(people[j])))
+            cited = int(paths.past[people[j]])
         if user_x is not None:
             if shared[j]:
                 reasons.add(f"Matches your interest in {_words([tag_names[t] for t in shared[j]])}")
             for i, (past, name, _) in enumerate(influences):
+                if past == cited:
+                    continue
                 if common_ok[i, j] and (place_index is None or past != place_index[j]):
                     reasons.add(f"Like {name}, which you went to ({tag_names[common[i, j]].replace('_', ' ')})")
                     break
@@ -214,6 +279,7 @@ def explain_places_from_history(
     z_places: np.ndarray,
     co_visitors: np.ndarray,
     names: PlaceNamer,
+    paths: GraphPaths | None = None,
 ) -> list[list[str]]:
     """Why each of `places` follows from the user's past places, for places with no content to cite.
 
@@ -222,11 +288,13 @@ def explain_places_from_history(
     (P, n) how many users went to both. "Because you went to X" cites the past place nearest in the
     embedding space (what the model calls alike), "Popular with people who go to Y" the past place
     sharing most visitors (a fact of the data, so only when there are some). A place never cites
-    itself; with no history (or nothing to cite) a place is popular in the city.
+    itself; with no history (or nothing to cite) a place is popular in the city. With `paths`, the
+    most influential friend who went there is cited after the nearest past place.
     """
     n = len(places)
+    friend = paths.through()[0] if paths is not None else np.full(n, -1)
     if not len(past) or not n:
-        return [[POPULAR_IN_CITY] for _ in range(n)]
+        return [[paths.friend_reason(int(f))] if paths is not None and f >= 0 else [POPULAR_IN_CITY] for f in friend]
     columns = np.arange(n)
     itself = np.asarray(past)[:, None] == np.asarray(places)[None, :]
     similarity = np.where(itself, -np.inf, _unit(z_past) @ _unit(z_places).T)
@@ -240,6 +308,8 @@ def explain_places_from_history(
         reasons = _Reasons()
         if closeness[j] > SIMILAR_MIN:
             reasons.add(f"Because you went to {names[int(past[nearest[j]])]}")
+        if paths is not None and friend[j] >= 0:
+            reasons.add(paths.friend_reason(int(friend[j])))
         if visitors[j] > 0:
             count = int(round(float(visitors[j])))
             many = f" ({count} of them go here)" if count > 1 else ""

@@ -255,10 +255,14 @@ def feature_table(id_name: str, ids: np.ndarray, x: np.ndarray, derive: tuple[st
 
 
 def user_feature_table(users: pa.Table, vocabulary: Vocabulary = BUILTIN, places: pa.Table | None = None) -> pa.Table:
-    """`places` (of every city) say which tastes history can tell; without them none are derived."""
+    """`places` (of every city) say which tastes history can tell; without them none are derived.
+    Users' display names, where the world has them, ride along (the graph keeps them for explanations)."""
     users = users.sort_by("user_id")
     derive = derivable_blocks(users, places)["user"] if places is not None else ()
-    return feature_table("user_id", users.column("user_id").to_numpy(), user_features(users, vocabulary), derive)
+    table = feature_table("user_id", users.column("user_id").to_numpy(), user_features(users, vocabulary), derive)
+    if contracts.DISPLAY_NAME in users.column_names:
+        table = table.append_column(contracts.DISPLAY_NAME, users.column(contracts.DISPLAY_NAME).cast(pa.string()))
+    return table
 
 
 def place_feature_table(places: pa.Table) -> pa.Table:

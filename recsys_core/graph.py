@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from recsys_core import contracts, features
@@ -42,6 +43,8 @@ class GraphBundle:
     # Feature blocks derived from the interactions ({"user": ("fine_pref", ...), "place": ("popularity",)}):
     # a model that is measured must see them re-derived from its training edges (`rederived`).
     derived: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per user index, the display name (None: the user has none); None: the world names no one.
+    user_names: list[str | None] | None = None
 
     def rederived(
         self, user_index: np.ndarray, place_index: np.ndarray, attended: np.ndarray
@@ -140,6 +143,7 @@ def build_hetero_graph(
     data[SOCIAL].edge_index = torch.from_numpy(np.stack([np.concatenate([su, sv]), np.concatenate([sv, su])]))
     data[SOCIAL].edge_attr = torch.from_numpy(np.concatenate([social_attr, social_attr]))
 
+    names = user_x.column(contracts.DISPLAY_NAME).to_pylist() if contracts.DISPLAY_NAME in user_x.column_names else None
     lu = _index_of(user_pos, friend_labels.column("user_u").to_numpy(), "user")
     lv = _index_of(user_pos, friend_labels.column("user_v").to_numpy(), "user")
     return GraphBundle(
@@ -149,6 +153,7 @@ def build_hetero_graph(
         friend_attend=torch.from_numpy(friend_labels.column("label_attend").to_numpy().astype(np.int64)),
         vocabulary=vocabulary,
         derived=derived,
+        user_names=names,
     )
 
 
@@ -216,13 +221,24 @@ def save_graph(bundle: GraphBundle, directory: Path) -> Path:
     bundle.vocabulary.save(directory)
     (directory / DERIVED_FILE).write_text(json.dumps(bundle.derived) + "\n")
     for node_type in ("user", "place"):
-        pd.DataFrame(
-            {
-                f"{node_type}_id": bundle.data[node_type].node_id.numpy(),
-                "index": np.arange(bundle.data[node_type].num_nodes),
-            }
-        ).to_parquet(directory / f"{node_type}_index.parquet", index=False)
+        columns = {
+            f"{node_type}_id": bundle.data[node_type].node_id.numpy(),
+            "index": np.arange(bundle.data[node_type].num_nodes),
+        }
+        if node_type == "user" and bundle.user_names is not None:  # strings: no tensor holds them
+            columns[contracts.DISPLAY_NAME] = pd.array(bundle.user_names, dtype="string")
+        pd.DataFrame(columns).to_parquet(directory / f"{node_type}_index.parquet", index=False)
     return path
+
+
+def _load_user_names(directory: Path) -> list[str | None] | None:
+    """The display names `save_graph` wrote beside the user id map; None for a graph without any."""
+    path = Path(directory) / "user_index.parquet"
+    if not path.exists() or contracts.DISPLAY_NAME not in pq.read_schema(path).names:
+        return None
+    table = pq.read_table(path, columns=["index", contracts.DISPLAY_NAME]).sort_by("index")
+    names: list[str | None] = table.column(contracts.DISPLAY_NAME).to_pylist()
+    return names
 
 
 def load_graph_tensors(directory: Path) -> dict[str, torch.Tensor]:
@@ -251,4 +267,10 @@ def load_graph(directory: Path) -> GraphBundle:
     vocabulary = Vocabulary.load(directory) if (Path(directory) / VOCABULARY_FILE).exists() else BUILTIN
     derived_file = Path(directory) / DERIVED_FILE
     derived = json.loads(derived_file.read_text()) if derived_file.exists() else {}
-    return GraphBundle(data=data, vocabulary=vocabulary, derived={k: tuple(v) for k, v in derived.items()}, **labels)
+    return GraphBundle(
+        data=data,
+        vocabulary=vocabulary,
+        derived={k: tuple(v) for k, v in derived.items()},
+        user_names=_load_user_names(directory),
+        **labels,
+    )

@@ -8,11 +8,13 @@ a file with its reasons.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
 from recsys_core import contracts, social
@@ -78,13 +80,18 @@ def check_schema(table: pa.Table, name: str, vocabulary: Vocabulary = BUILTIN) -
             report.add_table_level("schema", f"missing column {f.name} ({f.type})")
         elif table.schema.field(f.name).type != f.type:
             report.add_table_level("schema", f"column {f.name} is {table.schema.field(f.name).type}, expected {f.type}")
-    for extra in set(table.column_names) - set(expected.names):
+    for f in contracts.optional_fields(table, name):  # may be absent; where there, of its type
+        if table.schema.field(f.name).type != f.type:
+            report.add_table_level("schema", f"column {f.name} is {table.schema.field(f.name).type}, expected {f.type}")
+    optional = contracts.OPTIONAL_COLUMNS.get(name, {})
+    for extra in set(table.column_names) - set(expected.names) - set(optional):
         report.add_table_level("schema", f"unexpected column {extra}")
     return report.frame()
 
 
-def _null_rows(table: pa.Table, report: Report) -> None:
-    for name in table.column_names:
+def _null_rows(table: pa.Table, report: Report, optional: Iterable[str] = ()) -> None:
+    """Nulls in any column but the `optional` ones, where a null is "not known" (a user without a name)."""
+    for name in sorted(set(table.column_names) - set(optional), key=table.column_names.index):
         col = table.column(name)
         if col.null_count:
             report.add("not_null", np.asarray(col.is_null().to_numpy(zero_copy_only=False)), f"{name} is null")
@@ -136,7 +143,7 @@ def validate_users(users: pa.Table, city_id: int | None = None, vocabulary: Voca
     given = _given(users)
     ids = users.column("user_id").to_numpy(zero_copy_only=False)
     report = Report("users", ids)
-    _null_rows(users, report)
+    _null_rows(users, report, contracts.OPTIONAL_COLUMNS["users"])
     _unique(report, ids, "user_id")
     report.add("id_range", ids < 0, "user_id is negative")
     city = users.column("home_city_id").fill_null(pa.scalar(-1)).to_numpy()
@@ -160,7 +167,19 @@ def validate_users(users: pa.Table, city_id: int | None = None, vocabulary: Voca
         if name in given:
             v = users.column(name).fill_null(pa.scalar(np.nan)).to_numpy()
             report.add("non_negative", ~(np.isfinite(v) & (v >= 0)), f"{name} must be finite and >= 0")
+    if contracts.DISPLAY_NAME in users.column_names:
+        _check_display_names(users, report)
     return report.frame()
+
+
+def _check_display_names(users: pa.Table, report: Report) -> None:
+    """A name is optional per user (null: none), but one that is there is a short, printable name."""
+    names = users.column(contracts.DISPLAY_NAME)
+    length = pc.utf8_length(names).fill_null(0).to_numpy()
+    limit = contracts.MAX_DISPLAY_NAME_CHARS
+    report.add("display_name_length", length > limit, f"display_name is longer than {limit} characters")
+    blank = pc.equal(pc.utf8_trim_whitespace(names), pa.scalar("")).fill_null(False).to_numpy(zero_copy_only=False)
+    report.add("display_name_blank", blank, "display_name is empty (leave it null for a user without a name)")
 
 
 def _given(table: pa.Table) -> set[str]:

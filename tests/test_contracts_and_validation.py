@@ -146,7 +146,11 @@ def test_contract_schema_has_the_specified_columns_and_types(name):
 
 @pytest.mark.parametrize("name", list(SPEC))
 def test_generated_tables_have_the_contract_schema(world, name):
-    assert world[name].schema.equals(contracts.SCHEMAS[name])
+    expected = contracts.SCHEMAS[name]
+    for field in contracts.optional_fields(world[name], name):  # the synthetic users have names
+        expected = expected.append(field)
+    assert world[name].schema.equals(expected)
+    assert (contracts.DISPLAY_NAME in world[name].column_names) == (name == "users")
 
 
 @pytest.mark.parametrize(
@@ -576,3 +580,19 @@ def test_summarize_and_describe_count_violations_per_rule(world):
     assert summary["by_rule"] == {"neighborhood_range": 3, "sums_to_one": 1}
     text = validation.describe(violations)
     assert "neighborhood_range (3 rows)" in text and "sums_to_one (1 rows)" in text
+
+
+def test_display_names_are_optional_but_a_given_one_is_a_short_name(world):
+    users = world["users"]
+    assert validation.validate_users(users).empty
+    assert validation.validate_users(users.drop_columns([contracts.DISPLAY_NAME])).empty  # no names at all
+    assert validation.validate_users(edit_pylist(users, contracts.DISPLAY_NAME, 3, None)).empty  # one without
+    broken = edit_pylist(edit_pylist(users, contracts.DISPLAY_NAME, 4, "  "), contracts.DISPLAY_NAME, 9, "x" * 65)
+    violations = validation.validate_users(broken)
+    assert set(violations["rule"]) == {"display_name_blank", "display_name_length"}
+    assert flagged_rows(violations) == {4, 9}
+    index = users.schema.get_field_index(contracts.DISPLAY_NAME)
+    wrong_type = users.set_column(index, contracts.DISPLAY_NAME, pa.array(np.arange(users.num_rows)))
+    reasons = set(validation.check_schema(wrong_type, "users")["reason"])
+    assert "column display_name is int64, expected string" in reasons
+    assert contracts.conform(users, "users").column_names[-1] == contracts.DISPLAY_NAME  # kept by the contract

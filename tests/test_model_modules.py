@@ -321,6 +321,38 @@ def test_left_out_supervision_edges_pass_no_message(inputs):
     assert (net.last_edge_weights[INTERACTS][masked.edge_keep[INTERACTS] == 0] == 0).all()
 
 
+def test_left_out_supervision_edges_pass_no_message_through_gat(inputs):
+    """The GAT backbone honours `edge_keep` too: a left-out pair neither sends a message nor takes a
+    share of its destination's attention, as if the edge were not in the graph. `edge_keep` is in
+    CSR order and GAT works in edge_index order, so a mix-up of the two masks the wrong edges."""
+    torch.manual_seed(0)
+    config = ModelConfig(**SMALL, backbone="gat", gat_heads=2, n_layers=1, dropout=0.0)
+    net = HeteroBackbone(config, inputs.edge_dims()).eval()
+    h = {t: torch.randn(inputs.num_nodes[t], D) for t in ("user", "place")}
+    users, places = inputs.edge_index[INTERACTS]
+    degree = torch.bincount(users, minlength=inputs.num_nodes["user"])
+    left_out = torch.nonzero(degree[users] >= 2).flatten()[:5]
+    masked = inputs.without_interactions(left_out)
+    assert not torch.equal(masked.edge_keep[INTERACTS], masked.edge_keep[INTERACTS][inputs.relations[INTERACTS].order])
+    removed = GraphInputs.from_hetero(_without_edges(inputs, left_out))
+    with torch.no_grad():
+        full, leave_out = net(h, inputs), net(h, masked)
+        weights = {et: w.clone() for et, w in net.last_edge_weights.items()}
+        rebuilt = net(h, removed)
+    torch.testing.assert_close(leave_out["user"], rebuilt["user"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(leave_out["place"], rebuilt["place"], rtol=1e-5, atol=1e-5)
+    changed = (full["user"] - leave_out["user"]).abs().sum(-1) > 1e-6
+    assert set(torch.nonzero(changed).flatten().tolist()) == set(users[left_out].tolist())
+    changed_places = (full["place"] - leave_out["place"]).abs().sum(-1) > 1e-6
+    assert set(torch.nonzero(changed_places).flatten().tolist()) == set(places[left_out].tolist())
+    kept = torch.ones(users.shape[0], dtype=torch.bool)
+    kept[left_out] = False
+    for et in (INTERACTS, REV_INTERACTS):  # edge_index order, full length: 0 where left out, as rebuilt elsewhere
+        assert weights[et].shape == (users.shape[0],)
+        assert (weights[et][left_out] == 0).all()
+        torch.testing.assert_close(weights[et][kept], net.last_edge_weights[et], rtol=1e-5, atol=1e-6)
+
+
 def _without_edges(inputs: GraphInputs, edges: torch.Tensor):
     """The graph of `inputs` with interaction edges `edges` really removed (for the reference)."""
     from torch_geometric.data import HeteroData

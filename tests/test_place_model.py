@@ -13,6 +13,7 @@ from recsys_core.graph import INTERACTS, build_from_world
 from recsys_core.model.config import ModelConfig
 from recsys_core.ranking.blend import PlaceBlend
 from recsys_core.ranking.fit import (
+    CHEBYCF_DEFAULT,
     GFCF_DEFAULT,
     PlaceModelSettings,
     choose_weights,
@@ -164,9 +165,18 @@ def test_the_filter_keeps_gfcf_defaults_unless_a_sweep_is_clearly_better():
     assert set(inputs) == {"binary", "relative counts"}  # counts vary
     part, chosen, report = tune_filter(inputs, val, PlaceModelSettings(filter_k=64))
     best, default = report["best_on_validation"], report["default"]
-    assert default == {"input": GFCF_DEFAULT.input, "k": 64, "alpha": GFCF_DEFAULT.alpha}
+    gfcf = {"input": GFCF_DEFAULT.input, "k": 64, "alpha": GFCF_DEFAULT.alpha, "shape": "gfcf"}
+    chebycf = {**CHEBYCF_DEFAULT._asdict(), "k": 64}
+    assert default in (gfcf, chebycf)  # the better of the published settings on validation
+    published = report["published"]
+    assert set(published) == {"gfcf binary k=64 alpha=0.3", "chebycf binary k=64 alpha=0.2"}
+    assert published[f"{default['shape']} binary k=64 alpha={default['alpha']}"] == max(published.values())
     assert chosen._asdict() in (default, best)
-    assert part.low_left.shape[1] == chosen.k == report["k"] and part.alpha == chosen.alpha
+    sweep = report["validation_recall_by_setting"]
+    assert any("chebycf k=64 alpha=0.2" in label for label in sweep) and any("chebycf k=32" in label for label in sweep)
+    assert part.low_left.shape[1] == chosen.k == report["k"]
+    assert part.alpha == (chosen.alpha if chosen.shape == "gfcf" else 1.0)  # ChebyCF's weights sit in its factors
+    assert (part.spread is not None) == (chosen.shape == "chebycf")
     ones = train.copy()
     ones.data[:] = 1.0
     assert set(filter_inputs(ones)) == {"binary"}

@@ -219,10 +219,10 @@ def test_masking_the_supervision_edges_changes_training(bundle, split, trained):
 def test_node_vectors_start_at_zero_and_learn_where_there_are_pairs(bundle, split):
     """The hybrid model (features + a learned vector per node, `id_embeddings`) starts as the
     features-only model, and its vectors learn for the nodes with training pairs."""
-    hybrid = ModelConfig.for_world(bundle.vocabulary, **bundle.node_counts(), **SMALL_MODEL, id_embeddings=True)
+    hybrid = ModelConfig.for_world(bundle.vocabulary, **bundle.node_counts(), **SMALL_MODEL, id_embeddings="all")
     inputs = GraphInputs.from_hetero(training_graph(bundle, split))
     fresh = GraphRec(hybrid, inputs.edge_dims()).eval()
-    features_only = GraphRec(dataclasses.replace(hybrid, id_embeddings=False), inputs.edge_dims()).eval()
+    features_only = GraphRec(dataclasses.replace(hybrid, id_embeddings=""), inputs.edge_dims()).eval()
     missing, unexpected = fresh.load_state_dict(features_only.state_dict(), strict=False)
     assert set(missing) == {"node_vectors.user.weight", "node_vectors.place.weight"} and not unexpected
     with torch.no_grad():
@@ -239,6 +239,32 @@ def test_node_vectors_start_at_zero_and_learn_where_there_are_pairs(bundle, spli
         GraphRec(dataclasses.replace(hybrid, n_places=hybrid.n_places + 1), inputs.edge_dims()).check_fits(
             bundle.vocabulary, inputs
         )
+    places_only = GraphRec(dataclasses.replace(hybrid, id_embeddings="place"), inputs.edge_dims())
+    assert places_only.node_vectors is not None and set(places_only.node_vectors) == {"place"}
+    # a config saved when the option was a bool still loads
+    legacy = json.loads(hybrid.to_json()) | {"id_embeddings": True}
+    assert ModelConfig.from_json(json.dumps(legacy)).id_embeddings == "all"
+    with pytest.raises(ValueError, match="id_embeddings"):
+        dataclasses.replace(hybrid, id_embeddings="users")
+
+
+def test_place_offsets_start_at_zero_and_learn_for_places_with_pairs(bundle, split):
+    """A low-rank learned offset per place on its output embedding: none at first (the features'
+    model), then moved for the places the training pairs name."""
+    config = ModelConfig.for_world(bundle.vocabulary, **bundle.node_counts(), **SMALL_MODEL, place_offsets=2)
+    inputs = GraphInputs.from_hetero(training_graph(bundle, split))
+    fresh = GraphRec(config, inputs.edge_dims()).eval()
+    plain = GraphRec(dataclasses.replace(config, place_offsets=0), inputs.edge_dims()).eval()
+    fresh.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.embed(inputs)["place"], plain.embed(inputs)["place"])
+    result = train(bundle, split, config, dataclasses.replace(TRAIN, max_steps=3, eval_every=3))
+    assert result.model.place_offsets is not None and result.model.place_offsets.weight.shape[1] == 2
+    moved = result.model.place_offsets.weight.abs().sum(1) > 0
+    has_pairs = torch.bincount(inputs.edge_index[INTERACTS][1], minlength=moved.numel()) > 0
+    assert moved[has_pairs].float().mean() > 0.9
+    with pytest.raises(ValueError, match="place_offsets"):
+        dataclasses.replace(config, place_offsets=-1)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -48,7 +48,7 @@ SERVING: dict[str, Any] = dict(group_name="serving", owners=["team:ml"])
         "user_embeddings": AssetOut(
             **SERVING,
             kinds={"pytorch", "parquet"},
-            description="user_id, city_id, float32 embedding, influential past places.",
+            description="user_id, city_id, float32 embedding, influential past places and friends, display name.",
         ),
         "place_embeddings": AssetOut(
             **SERVING, kinds={"pytorch", "parquet"}, description="place_id, city_id, float32 embedding."

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from recsys_core.baselines._common import as_interactions, as_user_index
+from recsys_core.baselines.spectral import ChebyshevResponse
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class ItemItemFilter:
     top-256 Lanczos takes minutes, at the cost of slightly blurring the cut-off directions.
     Deterministic: the ARPACK start vector / the random projection come from ``seed``; tiny
     matrices use a dense SVD.
+
+    ``response`` (a `spectral.ChebyshevResponse`) makes it ChebyCF in its factored form: with
+    B = D_I^beta and the factored response (c, w_k) of the top-k eigenvalues s_k^2,
+    ``s_u = c (r_u B^-1 R~^T) R~ B + r_u B^-1 V_k^T diag(w_k + alpha) V_k B``.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class ItemItemFilter:
         seed: int = 0,
         svd: str = "arpack",
         power_iterations: int = 4,
+        response: ChebyshevResponse | None = None,
     ) -> None:
         if k < 0 or batch_users <= 0:
             raise ValueError("k must be >= 0 and batch_users > 0")
@@ -97,6 +103,7 @@ class ItemItemFilter:
         self.binarize = bool(binarize)
         self.batch_users = int(batch_users)
         self.seed = int(seed)
+        self.response = response
         self._R: sp.csr_matrix | None = None
         self.singular_values: np.ndarray | None = None
 
@@ -112,11 +119,13 @@ class ItemItemFilter:
         Rn.sort_indices()
         self._R = R
         self._Rn = Rn
-        self._RnT = Rn.T.tocsr()  # items x users, for CSR @ dense products
-        self._low_left = self._low_right = None
+        self._di = di
+        self._low_left: np.ndarray | None = None
+        self._low_right: np.ndarray | None = None
+        self._vt: np.ndarray | None = None
         self.singular_values = None
         k = min(self.k, min(n_users, n_items) - 1)
-        if self.alpha != 0.0 and k > 0:
+        if (self.alpha != 0.0 or self.response is not None) and k > 0:
             logger.info("ItemItemFilter: top-%d SVD of %d x %d normalized matrix (%d nnz)", k, n_users, n_items, Rn.nnz)
             if min(n_users, n_items) <= DENSE_SVD_MAX_SIDE:
                 _, s, vt = np.linalg.svd(Rn.toarray().astype(np.float64), full_matrices=False)
@@ -130,15 +139,42 @@ class ItemItemFilter:
                     random_state=self.seed,
                     return_singular_vectors="vh",  # type: ignore[arg-type]  # scipy-stubs: "v" for the documented "vh"
                 )
-            d_sqrt = np.sqrt(di)
             order = np.argsort(-np.asarray(s), kind="stable")  # strongest first, so truncated() can cut
             s, vt = np.asarray(s)[order], vt[order]
             self.singular_values = s.astype(np.float32)
-            # r_u D_I^{-1/2} V_k^T  (items x k)   and   V_k D_I^{1/2}  (k x items)
-            self._low_left = np.ascontiguousarray((vt.T * di_inv_sqrt[:, None]).astype(np.float32))
-            self._low_right = np.ascontiguousarray((vt * d_sqrt[None, :]).astype(np.float32))
+            self._vt = vt
+        self._build(k if self._vt is not None else 0)
         logger.info("ItemItemFilter: fitted in %.1fs", time.perf_counter() - t0)
         return self
+
+    def _item_power(self, power: float) -> np.ndarray:
+        """D_I^power, 0 for items without pairs."""
+        out = np.zeros(self._di.shape, np.float64)
+        pos = self._di > 0
+        out[pos] = self._di[pos] ** power
+        return out
+
+    def _build(self, k: int) -> None:
+        """The linear term's factors, and the low-rank factors of the top `k` directions."""
+        beta = self.response.degree_power if self.response is not None else 0.5
+        self._down, self._up = self._item_power(-beta), self._item_power(beta)
+        self._spread = self._out = self._Rn  # GF-CF: (r_u R~^T) R~
+        shape = np.ones(k)
+        self.low_weight = self.alpha  # the low-rank term's scalar weight
+        if self.response is not None:
+            lam = np.asarray(self.singular_values[:k] if k and self.singular_values is not None else [], np.float64)
+            c, response = self.response.factored(lam**2)
+            shape, self.low_weight = response + self.alpha, 1.0
+            self._spread = (self._Rn @ sp.diags(self._down.astype(np.float32))).tocsr()
+            self._out = (self._Rn @ sp.diags((c * self._up).astype(np.float32))).tocsr()
+        self._spread_t = self._spread.T.tocsr()  # items x users, for CSR @ dense products
+        self._out_t = self._spread_t if self._out is self._spread else self._out.T.tocsr()
+        self._low_left = self._low_right = None
+        if k and self._vt is not None and self.low_weight != 0.0 and np.any(shape):
+            vt = self._vt[:k]
+            # B^-1 V_k^T diag(shape)  (items x k)   and   V_k B  (k x items); GF-CF: B = D_I^{1/2}
+            self._low_left = np.ascontiguousarray((vt.T * self._down[:, None] * shape[None, :]).astype(np.float32))
+            self._low_right = np.ascontiguousarray((vt * self._up[None, :]).astype(np.float32))
 
     @property
     def weights(self) -> sp.csr_matrix | None:
@@ -147,18 +183,24 @@ class ItemItemFilter:
 
     @property
     def normalized(self) -> sp.csr_matrix:
-        """R~ = D_U^{-1/2} R D_I^{-1/2}."""
-        normalized: sp.csr_matrix = self._Rn
-        return normalized
+        """The linear term's second factor: R~ = D_U^{-1/2} R D_I^{-1/2} (ChebyCF: c R~ D_I^beta)."""
+        out: sp.csr_matrix = self._out
+        return out
+
+    @property
+    def spread(self) -> sp.csr_matrix:
+        """The linear term's first factor, r_u (this)^T: R~ (ChebyCF: R~ D_I^-beta)."""
+        out: sp.csr_matrix = self._spread
+        return out
 
     @property
     def low_left(self) -> np.ndarray | None:
-        """D_I^{-1/2} V_k^T (items x k), or None without an ideal low-pass."""
+        """D_I^{-1/2} V_k^T (items x k; ChebyCF: D_I^-beta V_k^T diag(w + alpha)), or None."""
         return self._low_left
 
     @property
     def low_right(self) -> np.ndarray | None:
-        """V_k D_I^{1/2} (k x items), or None without an ideal low-pass."""
+        """V_k D_I^{1/2} (k x items; ChebyCF: V_k D_I^beta), or None without an ideal low-pass."""
         return self._low_right
 
     def truncated(self, alpha: float, k: int) -> ItemItemFilter:
@@ -166,24 +208,31 @@ class ItemItemFilter:
         weighted ``alpha``: tuning both needs one SVD, not one per setting."""
         if self._R is None:
             raise RuntimeError("ItemItemFilter.truncated called before fit")
-        fitted = self._low_left.shape[1] if self._low_left is not None else 0
+        fitted = len(self._vt) if self._vt is not None else 0
         if not 0 <= k <= fitted:
             raise ValueError(f"k={k} is outside the fitted 0..{fitted} directions")
         other = copy.copy(self)
         other.alpha, other.k = float(alpha), int(k)
-        if k == 0 or alpha == 0.0 or self._low_left is None or self._low_right is None:
-            other._low_left = other._low_right = None
-        else:
-            other._low_left = np.ascontiguousarray(self._low_left[:, :k])
-            other._low_right = np.ascontiguousarray(self._low_right[:k])
+        other._build(int(k))
+        return other
+
+    def with_response(self, response: ChebyshevResponse | None) -> ItemItemFilter:
+        """The same fitted filter (the same SVD) with another response: GF-CF's (None) or ChebyCF's."""
+        if self._R is None:
+            raise RuntimeError("ItemItemFilter.with_response called before fit")
+        other = copy.copy(self)
+        other.response = response
+        other._build(self.k if self._vt is not None else 0)
         return other
 
     def low_pass_scores(self, users: np.ndarray) -> np.ndarray:
-        """The ideal low-pass term alone, unweighted: ``r_u D_I^{-1/2} V_k^T V_k D_I^{1/2}``."""
-        if self._low_left is None or self._low_right is None or self._R is None:
-            raise RuntimeError("ItemItemFilter.low_pass_scores needs a fitted filter with k > 0 and alpha != 0")
+        """The ideal pass over the top k directions alone, unweighted: ``r_u B^-1 V_k^T V_k B``."""
+        if self._vt is None or self._R is None or not self.k:
+            raise RuntimeError("ItemItemFilter.low_pass_scores needs a fitted filter with k > 0")
         users = as_user_index(users, self._R.shape[0])
-        return np.asarray((self._R[users] @ self._low_left) @ self._low_right, dtype=np.float32)
+        vt = self._vt[: self.k]
+        query = np.asarray(self._R[users] @ (vt.T * self._down[:, None]), np.float64)
+        return np.asarray(query @ (vt * self._up[None, :]), dtype=np.float32)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Filter scores (len(users), n_items), float32, computed in chunks of ``batch_users``."""
@@ -193,9 +242,9 @@ class ItemItemFilter:
         out = np.empty((len(users), self._R.shape[1]), dtype=np.float32)
         for b0 in range(0, len(users), self.batch_users):
             ru = self._R[users[b0 : b0 + self.batch_users]]
-            t = (ru @ self._RnT).toarray()  # chunk x users (sparse product, densified)
-            block = (self._RnT @ t.T).T  # = t @ R~ , chunk x items
+            t = (ru @ self._spread_t).toarray()  # chunk x users (sparse product, densified)
+            block = (self._out_t @ t.T).T  # = t @ R~ , chunk x items
             if self._low_left is not None:
-                block += self.alpha * ((ru @ self._low_left) @ self._low_right)
+                block += self.low_weight * ((ru @ self._low_left) @ self._low_right)
             out[b0 : b0 + ru.shape[0]] = block
         return out

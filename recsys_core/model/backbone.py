@@ -5,7 +5,8 @@ Two interchangeable backbones:
   turns an edge's features (rating, dwell, attendance, time of day, optional recency) into
   the weight of its message; sparse kernels keep a full-graph pass over ~1M edges cheap.
 - `gat`: PyG `GATConv` with edge features; it keeps the attention weights of the last pass
-  so explanations can name the interactions that weighed most.
+  so explanations can name the interactions and friends that weighed most. Edges a training
+  step leaves out (`GraphInputs.edge_keep`) are dropped before the attention, as `sage` weighs them 0.
 Both use residual connections and layer normalization per node type.
 """
 
@@ -53,6 +54,8 @@ class EdgeAwareConv(nn.Module):
 
 
 class GATRelation(nn.Module):
+    """PyG `GATConv` over one relation; its attention per edge is what explanations read."""
+
     def __init__(self, d: int, edge_dim: int, heads: int):
         super().__init__()
         from torch_geometric.nn import GATConv  # imported only when a GAT backbone is built
@@ -62,10 +65,30 @@ class GATRelation(nn.Module):
     def forward(
         self, h_src: torch.Tensor, h_dst: torch.Tensor, inputs: GraphInputs, edge_type: EdgeType
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out, (_, alpha) = self.conv(
-            (h_src, h_dst), inputs.edge_index[edge_type], inputs.edge_attr[edge_type], return_attention_weights=True
-        )
-        return out, alpha.mean(dim=-1)  # one weight per edge, in edge_index order
+        """Messages into every destination and one attention weight per edge, in edge_index order.
+
+        Edges `inputs.edge_keep` leaves out (a training step's supervision pairs) are dropped before
+        the convolution, so they pass no message and take no share of the softmax; their weight is 0."""
+        edge_index, edge_attr = inputs.edge_index[edge_type], inputs.edge_attr[edge_type]
+        kept = _kept_edges(inputs, edge_type)
+        if kept is not None:
+            edge_index, edge_attr = edge_index[:, kept], edge_attr[kept]
+        out, (_, alpha) = self.conv((h_src, h_dst), edge_index, edge_attr, return_attention_weights=True)
+        weights = alpha.mean(dim=-1)
+        if kept is not None:
+            weights = torch.zeros(kept.shape[0], dtype=weights.dtype).masked_scatter(kept, weights)
+        return out, weights
+
+
+def _kept_edges(inputs: GraphInputs, edge_type: EdgeType) -> torch.Tensor | None:
+    """Which edges pass messages, as a mask in edge_index order (None: all of them). `edge_keep`
+    is in the relation's CSR order, and CSR edge i is edge `order[i]` of edge_index."""
+    if inputs.edge_keep is None or edge_type not in inputs.edge_keep:
+        return None
+    order = inputs.relations[edge_type].order
+    kept = torch.zeros(order.shape[0], dtype=torch.bool)
+    kept[order] = inputs.edge_keep[edge_type] > 0
+    return kept
 
 
 class HeteroBackbone(nn.Module):

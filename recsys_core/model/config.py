@@ -32,6 +32,9 @@ def has_place_content(vocabulary: Vocabulary) -> bool:
     return bool(vocabulary.categories or vocabulary.tags)
 
 
+ID_EMBEDDINGS = ("", "place", "all")  # which node types of a feature world get a learned vector
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     d_model: int = 128
@@ -60,11 +63,17 @@ class ModelConfig:
     time_decay: bool = False
     # Linear taste path added to the output embeddings (see encoders.WideTaste).
     wide: bool = True
-    # With features: a learned vector per user and place too (zero at first, so a node without
-    # training pairs stays what its features and neighbours say), for what no column holds. Off by
-    # default: on world v2 they memorised the training pairs (validation Recall@20 0.30 at step 50,
-    # 0.18 by step 175) at the id embeddings' learning rate without weight decay.
-    id_embeddings: bool = False
+    # With features: a learned vector per node too (zero at first, so a node without training pairs
+    # stays what its features and neighbours say), for what no column holds. "place": per place
+    # only, so users stay inductive (what their history and friends pass them); "all": per user too.
+    # Off by default: on world v2 per-user vectors memorised the training pairs (validation
+    # Recall@20 0.30 at step 50, 0.18 by step 175).
+    id_embeddings: Literal["", "place", "all"] = ""
+    # With features: a learned offset per place added to its output embedding, of this rank
+    # (n_places x rank coefficients, zero at first, along `rank` learned directions; 0: none), so
+    # the retrieval score can carry what neither the place's columns nor its visitors' mean say
+    # (world v2's hidden quality and appeal) without passing it on as messages.
+    place_offsets: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -72,7 +81,11 @@ class ModelConfig:
             problems.append(f"backbone must be 'sage' or 'gat', got {self.backbone!r}")
         if self.backbone == "gat" and self.d_model % self.gat_heads:
             problems.append(f"d_model ({self.d_model}) must be divisible by gat_heads ({self.gat_heads})")
-        if (self.featureless or self.id_embeddings) and (self.n_users < 1 or self.n_places < 1):
+        if self.id_embeddings not in ID_EMBEDDINGS:
+            problems.append(f"id_embeddings must be one of {ID_EMBEDDINGS}, got {self.id_embeddings!r}")
+        if not 0 <= self.place_offsets <= self.d_model:
+            problems.append(f"place_offsets must be in [0, d_model], got {self.place_offsets}")
+        if (self.featureless or self.id_embeddings or self.place_offsets) and (self.n_users < 1 or self.n_places < 1):
             problems.append("featureless mode and id embeddings need n_users and n_places")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
@@ -88,7 +101,8 @@ class ModelConfig:
         else featureless (a learned vector per user and place, `n_users` and `n_places` of them):
         with nothing to read, a feature encoder would give every place the same vector."""
         if has_place_content(vocabulary):
-            counts = {"n_users": n_users, "n_places": n_places} if settings.get("id_embeddings") else {}
+            learned = settings.get("id_embeddings") or settings.get("place_offsets")
+            counts = {"n_users": n_users, "n_places": n_places} if learned else {}
             return cls.for_vocabulary(vocabulary, **{**counts, **settings})
         # Dropout off, as the real-data benchmark found best for id vectors.
         featureless = {"featureless": True, "n_users": n_users, "n_places": n_places, "wide": False, "dropout": 0.0}
@@ -103,6 +117,13 @@ class ModelConfig:
         ]
 
     @property
+    def node_vector_types(self) -> tuple[str, ...]:
+        """The node types with a learned vector beside their features (none when featureless)."""
+        if self.featureless:
+            return ()
+        return {"": (), "place": ("place",), "all": ("user", "place")}[self.id_embeddings]
+
+    @property
     def layouts(self) -> FeatureLayouts:
         """The feature layouts of the inputs this model reads."""
         return FeatureLayouts.for_sizes(self.n_categories, self.n_tags, self.n_vibes, self.n_neighborhoods)
@@ -114,4 +135,6 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         raw = json.loads(text)
         raw["head_hidden"] = tuple(raw["head_hidden"])
+        if isinstance(raw.get("id_embeddings"), bool):  # configs from before the node-type choice
+            raw["id_embeddings"] = "all" if raw["id_embeddings"] else ""
         return cls(**raw)

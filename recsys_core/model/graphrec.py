@@ -31,12 +31,18 @@ class GraphRec(nn.Module):
         else:
             self.encoders = nn.ModuleDict({"user": UserEncoder(config), "place": PlaceEncoder(config)})
         self.node_vectors: nn.ModuleDict | None = None
-        if config.id_embeddings and not config.featureless:
+        if config.node_vector_types:
             counts = {"user": config.n_users, "place": config.n_places}
-            tables = {t: nn.Embedding(n, config.d_model) for t, n in counts.items()}
+            tables = {t: nn.Embedding(counts[t], config.d_model) for t in config.node_vector_types}
             for table in tables.values():
                 nn.init.zeros_(table.weight)  # untrained nodes (no pairs) keep their features' vector
             self.node_vectors = nn.ModuleDict(tables)
+        self.place_offsets: nn.Embedding | None = None
+        self.offset_directions: nn.Linear | None = None
+        if config.place_offsets and not config.featureless:
+            self.place_offsets = nn.Embedding(config.n_places, config.place_offsets)
+            nn.init.zeros_(self.place_offsets.weight)  # a place without training pairs: its features' vector
+            self.offset_directions = nn.Linear(config.place_offsets, config.d_model, bias=False)
         self.backbone = HeteroBackbone(config, edge_dims)
         # Unnormalized output projections: the length of z_p can carry popularity.
         projections = {t: nn.Linear(config.d_model, config.d_model) for t in ("user", "place")}
@@ -55,7 +61,7 @@ class GraphRec(nn.Module):
         """Raise ValueError unless this model's widths are those of `vocabulary` (and of `inputs`' features)."""
         problems = self.config.vocabulary_mismatches(vocabulary)
         if inputs is not None:
-            if self.config.featureless or self.config.id_embeddings:
+            if self.config.featureless or self.config.id_embeddings or self.config.place_offsets:
                 counts = {"user": self.config.n_users, "place": self.config.n_places}
                 problems += [
                     f"{node}s: {inputs.num_nodes[node]} in the graph, {n} in the model"
@@ -73,10 +79,12 @@ class GraphRec(nn.Module):
         """Final embeddings of every user and place (full-graph pass)."""
         h = {t: self.encoders[t](inputs.x[t]) for t in ("user", "place")}
         if self.node_vectors is not None:
-            h = {t: h[t] + self.node_vectors[t].weight for t in h}
+            h = {t: h[t] + self.node_vectors[t].weight if t in self.node_vectors else h[t] for t in h}
         if self.config.n_layers:
             h = self.backbone(h, inputs)
         z = {t: self.project[t](h[t]) for t in h}
+        if self.place_offsets is not None and self.offset_directions is not None:
+            z["place"] = z["place"] + self.offset_directions(self.place_offsets.weight)
         if self.wide is not None:
             wide = self.wide(inputs.x)
             z = {t: z[t] + wide[t] for t in z}

@@ -30,15 +30,21 @@ class GraphInputs:
     # message passing (the pairs it is supervised on), None: every edge passes messages.
     edge_keep: dict[tuple[str, str, str], torch.Tensor] | None = None
 
-    def without_interactions(self, edges: torch.Tensor) -> GraphInputs:
-        """These inputs with interaction edges `edges` (positions in edge_index order) passing no
-        messages either way, so a step supervised on them cannot read the answer off the graph."""
+    def without_interactions(self, edges: torch.Tensor, places: torch.Tensor | None = None) -> GraphInputs:
+        """These inputs with interaction edges `edges` (positions in edge_index order), and every
+        interaction edge of `places`, passing no messages either way: a step supervised on them
+        cannot read the answer off the graph, and isolated places look like ones that just opened."""
         keep: dict[tuple[str, str, str], torch.Tensor] = {}
+        dropped = torch.ones(self.edge_index[INTERACTS].shape[1]) if INTERACTS in self.relations else None
+        if dropped is not None:
+            dropped[edges] = 0.0
+            if places is not None and len(places):
+                isolated = torch.zeros(self.num_nodes["place"], dtype=torch.bool)
+                isolated[places] = True
+                dropped[isolated[self.edge_index[INTERACTS][1]]] = 0.0
         for et in (INTERACTS, REV_INTERACTS):
-            if et in self.relations:
-                mask = torch.ones(self.edge_index[et].shape[1])
-                mask[edges] = 0.0
-                keep[et] = mask[self.relations[et].order]
+            if et in self.relations and dropped is not None:
+                keep[et] = dropped[self.relations[et].order]
         return dataclasses.replace(self, edge_keep=keep)
 
     @classmethod

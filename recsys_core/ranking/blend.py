@@ -112,6 +112,7 @@ class PlaceBlend:
             for j, part in enumerate(members):
                 arrays = (
                     (part.weights.data, part.normalized.data, part.low_left, part.low_right)
+                    + ((part.spread.data,) if part.spread is not None else ())
                     if isinstance(part, FilterPart)
                     else (part.user, part.item)
                 )
@@ -216,14 +217,24 @@ class PlaceBlend:
             for j, part in enumerate(members):
                 key = f"{group}/{j}"
                 if isinstance(part, FilterPart):
-                    for name, matrix in (("weights", part.weights), ("normalized", part.normalized)):
+                    matrices = {"weights": part.weights, "normalized": part.normalized}
+                    if part.spread is not None:
+                        matrices["spread"] = part.spread
+                    for name, matrix in matrices.items():
                         arrays |= {
                             f"{key}/{name}/data": matrix.data,
                             f"{key}/{name}/indices": matrix.indices,
                             f"{key}/{name}/indptr": matrix.indptr,
                         }
                     arrays |= {f"{key}/low_left": part.low_left, f"{key}/low_right": part.low_right}
-                    layout[group].append({"kind": "filter", "alpha": part.alpha, "shape": list(part.weights.shape)})
+                    layout[group].append(
+                        {
+                            "kind": "filter",
+                            "alpha": part.alpha,
+                            "shape": list(part.weights.shape),
+                            "matrices": list(matrices),
+                        }
+                    )
                 else:
                     arrays |= {f"{key}/user": part.user, f"{key}/item": part.item}
                     layout[group].append({"kind": "factors"})
@@ -256,7 +267,7 @@ class PlaceBlend:
                                 ),
                                 shape=shape,
                             )
-                            for name in ("weights", "normalized")
+                            for name in spec.get("matrices", ("weights", "normalized"))  # older blends: these two
                         }
                         groups[group].append(
                             FilterPart(
@@ -265,6 +276,7 @@ class PlaceBlend:
                                 arrays[f"{key}/low_left"],
                                 arrays[f"{key}/low_right"],
                                 float(spec["alpha"]),
+                                spread=matrices.get("spread"),
                             )
                         )
                     else:

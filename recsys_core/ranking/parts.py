@@ -131,7 +131,8 @@ class FactorPart:
 @dataclass
 class FilterPart:
     """GF-CF (`ItemItemFilter`) as arrays: ``s_u = (r_u R~^T) R~ + alpha (r_u L) U`` with
-    L = D_I^{-1/2} V_k^T (items x k) and U = V_k D_I^{1/2} (k x items)."""
+    L = D_I^{-1/2} V_k^T (items x k) and U = V_k D_I^{1/2} (k x items); ChebyCF's factored form
+    (`spectral`) has the same shape, with its own factors (`spread` the first)."""
 
     weights: sp.csr_matrix  # R: users x items, the interaction weights the filter was fit on
     normalized: sp.csr_matrix  # R~ = D_U^{-1/2} R D_I^{-1/2}
@@ -139,11 +140,16 @@ class FilterPart:
     low_right: F32  # (k, items)
     alpha: float
     stats: UserStats | None = None  # precomputed for every user (a served model's)
+    # The linear term's first factor where it is not `normalized` (ChebyCF: R~ D_I^-beta, with
+    # `normalized` c R~ D_I^beta): scores are (r_u spread^T) normalized.
+    spread: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         self.weights = sp.csr_matrix(self.weights, dtype=np.float32)
         self.normalized = sp.csr_matrix(self.normalized, dtype=np.float32)
-        self.normalized_t = self.normalized.T.tocsr()
+        if self.spread is not None:
+            self.spread = sp.csr_matrix(self.spread, dtype=np.float32)
+        self.normalized_t = (self.spread if self.spread is not None else self.normalized).T.tocsr()
         self.low_left = np.ascontiguousarray(self.low_left, np.float32).reshape(self.n_items, -1)
         self.low_right = np.ascontiguousarray(self.low_right, np.float32).reshape(-1, self.n_items)
 
@@ -164,7 +170,8 @@ class FilterPart:
         n_items = fitted.weights.shape[1]
         left = fitted.low_left if fitted.low_left is not None else np.zeros((n_items, 0), np.float32)
         right = fitted.low_right if fitted.low_right is not None else np.zeros((0, n_items), np.float32)
-        return cls(fitted.weights, fitted.normalized, left, right, fitted.alpha)
+        spread = fitted.spread if fitted.spread is not fitted.normalized else None
+        return cls(fitted.weights, fitted.normalized, left, right, fitted.low_weight, spread=spread)
 
     @property
     def n_items(self) -> int:

@@ -38,7 +38,7 @@ from recsys_core.ranking.parts import Moments
 from recsys_core.ranking.people import PeopleModel
 from recsys_core.recommend.fast_head import FastFriendHead, FastPlaceHead
 from recsys_core.recommend.limits import MAX_NAME_CHARS, MAX_TIME_SLOTS
-from recsys_core.retrieval.embeddings import embedding_matrix
+from recsys_core.retrieval.embeddings import FRIENDS, NAMES, embedding_matrix
 from recsys_core.retrieval.index import CityIndex
 from recsys_core.vocabulary import VOCABULARY_FILE, Vocabulary
 
@@ -48,6 +48,9 @@ SERVED_COLUMNS = {
     "user_embeddings": ["user_id", "city_id", "embedding", "influential_place_ids"],
     "place_embeddings": ["place_id", "city_id", "embedding"],
 }
+# Read where the table has them: an export from before friends and names has neither, and
+# is served as naming no one (no friend is cited, nobody by name).
+OPTIONAL_SERVED_COLUMNS = {"user_embeddings": [FRIENDS, NAMES], "place_embeddings": []}
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +203,13 @@ class ServingArtifacts:
     visitors: sp.csr_matrix  # place x user: `seen` transposed once at load, for co-visitation counts
     friends: sp.csr_matrix  # user x user: social edges
     influences: list[np.ndarray]  # per user: place indices that weighed most
+    # Per user, the friends (user indices) whose messages weighed most, heaviest first:
+    # `friend_flat[friend_bounds[u, 0]:friend_bounds[u, 1]]` (`influential_friends`).
+    friend_bounds: np.ndarray
+    friend_flat: np.ndarray
+    # Per user index, a display name or null; None: no names at all. (Not `pa.Array[...]`: the service's
+    # framework evaluates these annotations at run time, where pyarrow's classes take no parameters.)
+    user_names: pa.StringArray | None
     popularity: np.ndarray  # per place: log1p(interacting users), the cold-start prior
     place_names: PlaceNames
     place_indices: dict[int, CityIndex]
@@ -227,6 +237,19 @@ class ServingArtifacts:
     @property
     def cities(self) -> list[int]:
         return sorted(self.place_indices)
+
+    def influential_friends(self, user: int) -> np.ndarray:
+        """The user's friends (user indices) whose messages weighed most in the GNN, heaviest first."""
+        start, end = self.friend_bounds[user]
+        friends: np.ndarray = self.friend_flat[start:end]
+        return friends
+
+    def user_name(self, user: int) -> str | None:
+        """The user's display name, None where the world gives none."""
+        if self.user_names is None:
+            return None
+        name: str | None = self.user_names[user].as_py()
+        return name
 
     def user_index(self, user_id: int) -> int | None:
         return _position(self.user_ids, user_id)
@@ -274,7 +297,9 @@ class ServingArtifacts:
             ("place_embeddings", manifest.place_embeddings, place_ids, "place_id"),
         ):
             with _reading(name, ref):
-                table = pq.read_table(ref.target, columns=SERVED_COLUMNS[name])
+                present = set(pq.read_schema(ref.target).names)
+                optional = [c for c in OPTIONAL_SERVED_COLUMNS[name] if c in present]
+                table = pq.read_table(ref.target, columns=SERVED_COLUMNS[name] + optional)
                 rows = _align(table.column(id_column).to_numpy(), ids, name)
                 vectors = embedding_matrix(table)
             _check_dimension(name, ref, vectors.shape[1], dim)
@@ -362,6 +387,8 @@ class ServingArtifacts:
         offsets: np.ndarray = influence_ids.offsets.to_numpy()
         flat = np.searchsorted(place_ids, influence_ids.values.to_numpy().astype(np.int64))
         influences = [flat[offsets[r] : offsets[r + 1]] for r in u_rows]  # views: no copy per user
+        friend_bounds, friend_flat = _friend_lists(users, u_rows, user_ids)
+        names = _user_names(users, u_rows)
         n_users, n_places = len(user_ids), len(place_ids)
         ei = graph[f"edge/{'__'.join(INTERACTS)}/edge_index"].numpy()
         seen = sp.csr_matrix((np.ones(ei.shape[1], np.float32), (ei[0], ei[1])), shape=(n_users, n_places))
@@ -394,6 +421,9 @@ class ServingArtifacts:
             visitors=seen.T.tocsr(),
             friends=friends,
             influences=influences,
+            friend_bounds=friend_bounds,
+            friend_flat=friend_flat,
+            user_names=names,
             popularity=np.log1p(np.asarray(seen.sum(axis=0)).ravel()),
             place_names=PlaceNames(x_place, place_ids, vocabulary, layouts),
             place_indices=indices["place_index"],
@@ -407,6 +437,28 @@ class ServingArtifacts:
             x_user_np=x_user.numpy(),
             x_place_np=x_place,
         )
+
+
+def _user_names(users: pa.Table, u_rows: np.ndarray) -> pa.StringArray | None:
+    """The display names in graph order (one vectorised take); None for a table without them."""
+    if NAMES not in users.column_names:
+        return None
+    names = users.column(NAMES).combine_chunks().cast(pa.string()).take(pa.array(u_rows))
+    return cast("pa.StringArray", names)
+
+
+def _friend_lists(users: pa.Table, u_rows: np.ndarray, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each graph user's (start, end) in the flat array of influential friends (as user indices),
+    vectorised over the table; a table without the column (an older export) lists no friends."""
+    if FRIENDS not in users.column_names:
+        return np.zeros((len(u_rows), 2), np.int64), np.zeros(0, np.int64)
+    lists = cast("pa.ListArray[Any]", users.column(FRIENDS).combine_chunks())
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    ids = lists.values.to_numpy().astype(np.int64)
+    flat = np.searchsorted(user_ids, ids)
+    if len(ids) and not np.array_equal(user_ids[np.minimum(flat, len(user_ids) - 1)], ids):
+        raise ManifestError(f"user_embeddings: {FRIENDS} names users that are not in the graph")
+    return np.stack([offsets[u_rows], offsets[u_rows + 1]], axis=1), flat
 
 
 def _place_model_vectors(

@@ -4,7 +4,10 @@ context, explanations; popularity and profile fallbacks for cold users.
 
 Places with content (categories, tags) are explained by it; places without (interaction-only
 data) by the user's history: the past place nearest in the served embeddings, the past place
-sharing most visitors (`explain.explain_places_from_history`)."""
+sharing most visitors (`explain.explain_places_from_history`). Either way a place one of the
+user's most influential friends went to says so, by the friend's name where there is one, and
+a content explanation otherwise cites the influential past place whose visitors go there too
+(`explain.GraphPaths`, built per response from the load-time influence lists)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recsys_core.explain import Wishes, explain_places, explain_places_from_history
+from recsys_core.explain import GraphPaths, Wishes, explain_places, explain_places_from_history
 from recsys_core.model.config import has_place_content
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.place_ranking import rank_places, seen_places
@@ -136,6 +140,7 @@ def recommend_places(art: ServingArtifacts, query: PlaceQuery, explain: bool = T
             _influences(art, user),
             cold,
             top,
+            graph_paths(art, user, top),
             vocabulary=art.vocabulary,
             layouts=art.layouts,
         )
@@ -150,6 +155,69 @@ def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str,
         return []
     tags = art.layouts.place["fine_tag_vector"]
     return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions starts[i] .. starts[i] + lengths[i] - 1 of every i, concatenated, without a loop."""
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+
+
+def _rows(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column indices of `rows` of a CSR matrix, flat, and which of `rows` each came from: plain
+    numpy on the CSR arrays (scipy's row indexing costs more than the whole of a response's reasons)."""
+    rows = np.asarray(rows, np.int64)
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
+    return matrix.indices[_ranges(starts, lengths)], np.repeat(np.arange(len(rows)), lengths)
+
+
+def _went(art: ServingArtifacts, users: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """(len(users), len(places)) whether each user interacted with each place, in one pass over the
+    users' rows of `seen` (the users are a handful of influential friends)."""
+    went = np.zeros((len(users), len(places)), bool)
+    if not len(users) or not len(places):
+        return went
+    visited, owner = _rows(art.seen, users)
+    order = np.argsort(places, kind="stable")
+    position = np.minimum(np.searchsorted(places[order], visited), len(places) - 1)
+    hit = places[order][position] == visited
+    went[owner[hit], order[position[hit]]] = True
+    return went
+
+
+def _co_visitors(art: ServingArtifacts, user: int, past: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """(len(past), len(places)) how many users other than `user` went to both places: the places'
+    visitors looked up among the past places' sorted visitors, one join for all pairs."""
+    if not len(past) or not len(places):
+        return np.zeros((len(past), len(places)), np.float32)
+    theirs, source = _rows(art.visitors, past)
+    order = np.argsort(theirs, kind="stable")
+    theirs, source = theirs[order], source[order]
+    visitors, column = _rows(art.visitors, places)
+    others = visitors != user
+    visitors, column = visitors[others], column[others]
+    low = np.searchsorted(theirs, visitors, side="left")
+    matches = np.searchsorted(theirs, visitors, side="right") - low  # at most one per past place
+    pair = source[_ranges(low, matches)] * len(places) + np.repeat(column, matches)
+    counts = np.bincount(pair, minlength=len(past) * len(places)).astype(np.float32)
+    return counts.reshape(len(past), len(places))
+
+
+def graph_paths(art: ServingArtifacts, user: int | None, top: np.ndarray, co_visits: bool = True) -> GraphPaths | None:
+    """Which of the user's influential friends went to each of `top`, and (`co_visits`) how many other
+    users went to both it and each influential past place: the graph's paths to the places."""
+    if user is None:
+        return None
+    friends = art.influential_friends(user)
+    past = np.asarray(art.influences[user], np.int64) if co_visits else np.zeros(0, np.int64)
+    return GraphPaths(
+        friend_names=[art.user_name(int(f)) for f in friends],
+        friend_went=_went(art, friends, top),
+        past=past,
+        past_names=[art.place_names[int(p)] for p in past],
+        co_visitors=_co_visitors(art, user, past, top),
+        friendships=art.manifest.social_edges_are_friendships,
+    )
 
 
 def past_places(art: ServingArtifacts, user: int | None, cap: int = HISTORY_CAP) -> np.ndarray:
@@ -171,4 +239,5 @@ def _history_explanations(art: ServingArtifacts, user: int | None, top: np.ndarr
     else:
         co_visitors = np.zeros((len(past), len(top)), np.float32)
     z = art.z_place_np
-    return explain_places_from_history(past, top, z[past], z[top], co_visitors, art.place_names)
+    paths = graph_paths(art, user, top, co_visits=False)  # the history reasons count co-visitors themselves
+    return explain_places_from_history(past, top, z[past], z[top], co_visitors, art.place_names, paths)

@@ -2,8 +2,11 @@
 
 Embeddings come from the trained encoders + backbone over the *full* graph (held-out pairs
 included: serving should know everything that happened). Each user row also names the
-past places whose messages weighed most in the last message-passing layer (GAT attention
-or the edge-aware gate): the "because you went to ..." explanation.
+past places and the friends (social neighbours) whose messages weighed most in the last
+message-passing layer (GAT attention or the edge-aware gate), and the user's display name
+where the world has one: the "people who go to X go here" and "Priya, your friend, goes
+here" explanations. A table written before friends and names has neither column; the
+service reads it as naming no one.
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ import pyarrow.compute as pc
 import torch
 from numpy.typing import NDArray
 
-from recsys_core.graph import REV_INTERACTS, GraphBundle
+from recsys_core.graph import REV_INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
 
+EdgeType = tuple[str, str, str]
 N_INFLUENCES = 3
+# Friends kept per user: a recommended place is said to come through a friend only when one of
+# these went there, so a few more than places (a friend's weight says little of where they go).
+N_FRIEND_INFLUENCES = 5
+FRIENDS = "influential_friend_ids"
+NAMES = "display_name"
 
 
 def user_embedding_schema(dim: int) -> pa.Schema:
@@ -31,6 +40,8 @@ def user_embedding_schema(dim: int) -> pa.Schema:
             ("city_id", pa.int32()),
             ("embedding", pa.list_(pa.float32(), dim)),
             ("influential_place_ids", pa.list_(pa.int64())),
+            (FRIENDS, pa.list_(pa.int64())),  # heaviest first
+            (NAMES, pa.string()),  # null: the user has no name
         ]
     )
 
@@ -66,24 +77,55 @@ def top_influences(
     src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_dst: int, k: int = N_INFLUENCES
 ) -> list[np.ndarray]:
     """For every destination node, the (up to) k sources with the largest edge weight."""
+    offsets, flat = _top_sources(src, dst, weight, n_dst, k)
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(n_dst)]
+
+
+def _top_sources(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_dst: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`top_influences` as list offsets and flat sources (heaviest first, ties in edge order), with
+    no Python loop over the nodes: a million users' lists are a few sorts."""
     order = np.lexsort((-weight, dst))  # by destination, heaviest first
     dst_sorted, src_sorted = dst[order], src[order]
     starts = np.searchsorted(dst_sorted, np.arange(n_dst))
-    ends = np.searchsorted(dst_sorted, np.arange(n_dst), side="right")
-    return [src_sorted[s : min(e, s + k)] for s, e in zip(starts, ends, strict=True)]
+    rank = np.arange(len(dst_sorted)) - starts[dst_sorted]
+    kept = rank < k
+    counts = np.bincount(dst_sorted[kept], minlength=n_dst)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    flat: np.ndarray = src_sorted[kept]
+    return offsets, flat
 
 
-def _edge_weights(model: GraphRec, inputs: GraphInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(place index, user index, weight) of every place -> user message in the last layer."""
-    weights = model.backbone.last_edge_weights.get(REV_INTERACTS)
-    if weights is None:
+def _id_lists(offsets: np.ndarray, flat: np.ndarray, ids: np.ndarray) -> pa.ListArray[Any]:
+    """Per-node lists of node ids as an Arrow list column."""
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(ids[flat], pa.int64()))
+
+
+def _edge_weights(
+    model: GraphRec, inputs: GraphInputs, edge_type: EdgeType
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source index, destination index, weight) of every message of `edge_type` in the last layer
+    (none where the model passes no such messages, e.g. a model without social edges)."""
+    weights = model.backbone.last_edge_weights.get(edge_type)
+    if weights is None or edge_type not in inputs.relations:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     if model.config.backbone == "sage":  # gate weights come in the relation's CSR order
-        relation = inputs.relations[REV_INTERACTS]
+        relation = inputs.relations[edge_type]
         src, dst = relation.src, relation.dst
-    else:
-        src, dst = inputs.edge_index[REV_INTERACTS]
+    else:  # attention comes in edge_index order
+        src, dst = inputs.edge_index[edge_type]
+    if weights.shape[0] != src.shape[0]:
+        raise ValueError(f"{edge_type}: {weights.shape[0]} last-layer weights for {src.shape[0]} edges")
     return src.numpy(), dst.numpy(), weights.numpy()
+
+
+def _names(bundle: GraphBundle) -> pa.Array[Any]:
+    n = int(bundle.data["user"].num_nodes)
+    names = bundle.user_names if bundle.user_names is not None else [None] * n
+    if len(names) != n:
+        raise ValueError(f"{len(names)} user names for {n} users")
+    return pa.array(names, pa.string())
 
 
 @torch.no_grad()
@@ -96,15 +138,17 @@ def export_embeddings(model: GraphRec, bundle: GraphBundle, retrieval: np.ndarra
     z = model.embed(inputs)
     user_ids = bundle.data["user"].node_id.numpy()
     place_ids = bundle.data["place"].node_id.numpy()
-    src, dst, weight = _edge_weights(model, inputs)
-    influences = top_influences(src, dst, weight, len(user_ids))
+    places_in = _top_sources(*_edge_weights(model, inputs, REV_INTERACTS), len(user_ids), N_INFLUENCES)
+    friends_in = _top_sources(*_edge_weights(model, inputs, SOCIAL), len(user_ids), N_FRIEND_INFLUENCES)
     dim = z["user"].shape[1]
     users = pa.Table.from_arrays(
         [
             pa.array(user_ids, pa.int64()),
             pa.array(inputs.city["user"].numpy().astype(np.int32)),
             _vectors(z["user"]),
-            pa.array([place_ids[i].tolist() for i in influences], pa.list_(pa.int64())),
+            _id_lists(*places_in, place_ids),
+            _id_lists(*friends_in, user_ids),
+            _names(bundle),
         ],
         schema=user_embedding_schema(dim),
     )

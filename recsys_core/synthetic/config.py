@@ -224,7 +224,8 @@ class WorldConfig:
 
     def rng(self, city_id: int, stream: str) -> np.random.Generator:
         """An independent generator per (seed, city, table) so cities build in any order."""
-        streams = ("places", "users", "interactions", "social", "labels", "hidden", "friendships", "appeal")
+        # New streams go last: a stream's position is its seed, so the others keep theirs.
+        streams = ("places", "users", "interactions", "social", "labels", "hidden", "friendships", "appeal", "names")
         return np.random.default_rng([self.seed, city_id, streams.index(stream)])
 
 

@@ -1,4 +1,4 @@
-"""Synthetic users of one city: tastes, vibes, frequented neighbourhoods, activity."""
+"""Synthetic users of one city: tastes, vibes, frequented neighbourhoods, activity, a first name."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from numpy.typing import NDArray
 
 from recsys_core import contracts
 from recsys_core.synthetic.config import WorldConfig
+from recsys_core.synthetic.names import user_names
 from recsys_core.synthetic.places import TAG_CATEGORY_ONE_HOT
 from recsys_core.synthetic.sampling import top_k_mask
 from recsys_core.taxonomy import C_COARSE, C_VIBE, N_NEIGHBORHOODS_PER_CITY, VIBE_CATEGORY_AFFINITY, VIBE_TAGS
@@ -59,7 +60,7 @@ def generate_users(config: WorldConfig, city_id: int) -> pa.Table:
         pa.array(area_keys_flat, pa.int32()),
         pa.array(area_weights[area_rows, area_keys_flat], pa.float32()),
     )
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [
             pa.array(np.arange(lo, hi), pa.int64()),
             pa.array(np.full(n, city_id), pa.int32()),
@@ -72,6 +73,7 @@ def generate_users(config: WorldConfig, city_id: int) -> pa.Table:
         ],
         schema=contracts.USERS,
     )
+    return table.append_column(contracts.DISPLAY_NAME, user_names(config, city_id, n))  # the optional column
 
 
 def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:

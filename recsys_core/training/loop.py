@@ -78,7 +78,9 @@ def train(
         batch = sampler.pairs()
         # The step's supervision pairs pass no messages (unless configured to): a GNN that sees the
         # edge it is asked to predict learns to read it off the graph, which held-out pairs lack.
-        z = model.embed(inputs.without_interactions(batch) if config.mask_supervision_edges else inputs)
+        left_out = batch if config.mask_supervision_edges else batch[:0]
+        isolated = sampler.isolated_places()
+        z = model.embed(inputs.without_interactions(left_out, isolated) if len(left_out) + len(isolated) else inputs)
         places = place_loss(model, z, inputs, sampler, config, batch)
         loss = config.lambda_place * places
         friends = attend = torch.tensor(0.0)

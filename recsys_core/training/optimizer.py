@@ -17,15 +17,20 @@ from recsys_core.training.config import TrainConfig
 def build_optimizer(model: GraphRec, config: TrainConfig) -> torch.optim.Optimizer:
     """Dense layers, id embeddings and the linear taste path each get their own learning rate."""
     embeddings = list(model.encoders.parameters()) if model.config.featureless else []
-    if model.node_vectors is not None:
-        embeddings += list(model.node_vectors.parameters())
+    node_vectors = list(model.node_vectors.parameters()) if model.node_vectors is not None else []
+    if model.place_offsets is not None:
+        node_vectors += list(model.place_offsets.parameters())
     wide = [p for name, p in model.named_parameters() if "wide." in name]  # the linear feature paths
-    special = {id(p) for p in embeddings + wide}
+    special = {id(p) for p in embeddings + node_vectors + wide}
     groups: list[dict[str, Any]] = [
         {"params": [p for p in model.parameters() if id(p) not in special], "lr": config.lr}
     ]
     if embeddings:
         groups.append({"params": embeddings, "lr": config.lr_embeddings, "weight_decay": 0.0})
+    if node_vectors:
+        groups.append(
+            {"params": node_vectors, "lr": config.lr_embeddings, "weight_decay": config.node_vector_weight_decay}
+        )
     if wide:
         groups.append({"params": wide, "lr": config.lr_wide, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)

@@ -78,6 +78,13 @@ class TrainingSampler:
             return torch.multinomial(self.weights, self.config.batch_size, replacement=True, generator=self.g)
         return torch.randint(0, n, (self.config.batch_size,), generator=self.g)
 
+    def isolated_places(self) -> torch.Tensor:
+        """The places this step isolates (`isolate_place_share` of them; none draws nothing)."""
+        share = self.config.isolate_place_share
+        if share <= 0:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.nonzero(torch.rand(self.n_places, generator=self.g) < share).flatten()
+
     def city_pool(self, city: int) -> torch.Tensor:
         """A shared random sample of the city's places (with replacement)."""
         count = max(int(self.city_count[city]), 1)
