@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from recsys_core.explain import GraphPaths, Wishes, explain_places, explain_places_from_history
 from recsys_core.model.config import has_place_content
+from recsys_core.ranking.parts import spans
 from recsys_core.recommend.artifacts import ServingArtifacts
 from recsys_core.recommend.place_ranking import rank_places, seen_places
 from recsys_core.recommend.queries import CANDIDATES, NotFound, PlaceQuery, RequestError, check_time_slot, check_top_k
@@ -157,18 +158,13 @@ def _influences(art: ServingArtifacts, user: int | None) -> list[tuple[int, str,
     return [(int(i), art.place_names[i], art.x_place_np[i, tags]) for i in art.influences[user]]
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The positions starts[i] .. starts[i] + lengths[i] - 1 of every i, concatenated, without a loop."""
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-
-
 def _rows(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The column indices of `rows` of a CSR matrix, flat, and which of `rows` each came from: plain
     numpy on the CSR arrays (scipy's row indexing costs more than the whole of a response's reasons)."""
     rows = np.asarray(rows, np.int64)
     starts = matrix.indptr[rows].astype(np.int64)
     lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
-    return matrix.indices[_ranges(starts, lengths)], np.repeat(np.arange(len(rows)), lengths)
+    return matrix.indices[spans(starts, lengths)], np.repeat(np.arange(len(rows)), lengths)
 
 
 def _went(art: ServingArtifacts, users: np.ndarray, places: np.ndarray) -> np.ndarray:
@@ -198,7 +194,7 @@ def _co_visitors(art: ServingArtifacts, user: int, past: np.ndarray, places: np.
     visitors, column = visitors[others], column[others]
     low = np.searchsorted(theirs, visitors, side="left")
     matches = np.searchsorted(theirs, visitors, side="right") - low  # at most one per past place
-    pair = source[_ranges(low, matches)] * len(places) + np.repeat(column, matches)
+    pair = source[spans(low, matches)] * len(places) + np.repeat(column, matches)
     counts = np.bincount(pair, minlength=len(past) * len(places)).astype(np.float32)
     return counts.reshape(len(past), len(places))
 

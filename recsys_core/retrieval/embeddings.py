@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 from numpy.typing import NDArray
 
+from recsys_core import contracts
 from recsys_core.graph import REV_INTERACTS, SOCIAL, GraphBundle
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
@@ -30,7 +31,7 @@ N_INFLUENCES = 3
 # these went there, so a few more than places (a friend's weight says little of where they go).
 N_FRIEND_INFLUENCES = 5
 FRIENDS = "influential_friend_ids"
-NAMES = "display_name"
+NAMES = contracts.DISPLAY_NAME
 
 
 def user_embedding_schema(dim: int) -> pa.Schema:
