@@ -19,6 +19,8 @@ SECTIONS = {
     "graphrec_variants": "bench.graphrec_variants",
     "serving": "bench.serving_latency",
     "reload": "bench.reload_load",
+    "events": "bench.events_ingest",
+    "ab": "bench.ab_simulation",
 }
 
 

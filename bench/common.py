@@ -49,6 +49,26 @@ def write_section(name: str, figures: dict[str, object]) -> None:
     write_text_atomically(RESULTS, text, prefix=f".{RESULTS.name}-", mode=READABLE_BY_ALL)
 
 
+def publish_briefly_trained(config: Any, work: Path, steps: int) -> tuple[Path, Any]:
+    """A world (`WorldConfig`) and a GraphRec trained `steps` steps, published as a complete servable set
+    under `work/artifacts` (what the serving benchmarks measure does not depend on how well it ranks).
+    Returns the live manifest's path and the graph bundle."""
+    from recsys_core.graph import build_from_world
+    from recsys_core.model.config import ModelConfig
+    from recsys_core.retrieval.publish import publish
+    from recsys_core.synthetic.world import generate_world
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.pipeline import fit
+
+    bundle = build_from_world(generate_world(config))
+    trained = fit(
+        bundle,
+        ModelConfig.for_vocabulary(bundle.vocabulary),
+        TrainConfig(max_steps=steps, eval_every=steps, batch_size=8192, time_budget_s=60.0),
+    )
+    return publish(trained.model, bundle, work / "artifacts", version="bench"), bundle
+
+
 # --- the real service, for the serving benchmarks --------------------------------------------
 
 

@@ -20,15 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import free_port, rss_mib, start_server, wait_ready
-from recsys_core.graph import build_from_world
-from recsys_core.model.config import ModelConfig
-from recsys_core.retrieval.publish import publish
+from bench.common import free_port, publish_briefly_trained, rss_mib, start_server, wait_ready
 from recsys_core.synthetic.config import WorldConfig
-from recsys_core.synthetic.world import generate_world
 from recsys_core.taxonomy import FINE_TAGS
-from recsys_core.training.config import TrainConfig
-from recsys_core.training.pipeline import fit
 
 RATE, DURATION_S, SATURATION_S = 200.0, 30.0, 15.0
 
@@ -52,6 +46,29 @@ def _load(
     args += ["--rate", str(rate)] if rate else ["--concurrency", "8"]
     out = subprocess.run(args, check=True, capture_output=True, text=True)  # noqa: S603 - our own bench.loadgen
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _start_experiment(manifest: Path, port: int, timeout_s: float = 60.0) -> None:
+    """Publish a copy of the live version as the candidate of an experiment (share 0.5) and wait
+    until the service serves it."""
+    import dataclasses
+    import time
+    import urllib.request
+
+    from recsys_core.feedback.releases import ServingDirectory
+    from recsys_core.manifest import ServingManifest
+
+    releases = ServingDirectory(manifest.parent)
+    live = ServingManifest.read(manifest)
+    releases.publish(dataclasses.replace(live, version=f"{live.version}-candidate"), "candidate", candidate_share=0.5)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as response:  # noqa: S310 - loopback
+            experiment = json.loads(response.read()).get("experiment") or {}
+        if experiment.get("candidate_version"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the service never loaded the experiment's candidate")
 
 
 def measure(manifest: Path, user_ids: np.ndarray, work: Path, tags: list[str], setup: str) -> dict:
@@ -83,6 +100,12 @@ def measure(manifest: Path, user_ids: np.ndarray, work: Path, tags: list[str], s
             "places_saturation": _load(port, places, work, "places_sat", duration=SATURATION_S),
             "people_saturation": _load(port, people, work, "people_sat", duration=SATURATION_S),
             "rss_mib_after_load": round(rss_mib(server.pid), 1),
+        }
+        # An A/B experiment on: a candidate (a copy of live under another version) for half the users.
+        _start_experiment(manifest, port)
+        figures |= {
+            "places_at_200rps_experiment_on": _load(port, places, work, "places_ab", rate=RATE),
+            "rss_mib_two_versions": round(rss_mib(server.pid), 1),
             "targets": {"places_p50_ms": 3, "places_p99_ms": 20, "start_to_ready_s": 10},
             "setup": setup + ", 1 uvicorn worker, load generator in its own process, loopback",
         }
@@ -112,14 +135,7 @@ def main() -> None:
         user_ids = load_graph_tensors(served.graph.directory)["node/user/node_id"].numpy()
         figures = measure(manifest, user_ids, work, [], f"manifest {served.model_version} ({len(user_ids)} users)")
     else:
-        world = generate_world(WorldConfig())
-        bundle = build_from_world(world)
-        trained = fit(
-            bundle,
-            ModelConfig.for_vocabulary(bundle.vocabulary),
-            TrainConfig(max_steps=20, eval_every=20, batch_size=8192, time_budget_s=60.0),
-        )
-        manifest = publish(trained.model, bundle, work / "artifacts", version="bench")
+        manifest, bundle = publish_briefly_trained(WorldConfig(), work, steps=20)
         user_ids = bundle.data["user"].node_id.numpy()
         figures = measure(manifest, user_ids, work, list(FINE_TAGS), "default world (10k users, 10k places)")
     if args.out:

@@ -7,13 +7,22 @@ from pathlib import Path
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from recsys_assets.defs import automation, checks, graph, model, serving, world
+from recsys_assets.defs import automation, checks, feedback, graph, model, serving, world
 from recsys_assets.io_manager import ArtifactIOManager
-from recsys_assets.resources import InboxSettings, ServingSettings, TrainingSettings, WorldSource, recorded_settings
+from recsys_assets.resources import (
+    FeedbackSettings,
+    InboxSettings,
+    ServingSettings,
+    TrainingSettings,
+    WorldSource,
+    recorded_settings,
+)
+from recsys_core.feedback.store import EVENTS_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = os.environ.get("RECSYS_ARTIFACTS", str(PROJECT_ROOT / "var" / "artifacts"))
 INBOX = os.environ.get("RECSYS_INBOX", str(PROJECT_ROOT / "var" / "inbox"))
+EVENTS = os.environ.get(EVENTS_ENV, str(PROJECT_ROOT / "var" / "events"))
 
 
 def build_definitions(
@@ -22,23 +31,25 @@ def build_definitions(
     training: TrainingSettings | None = None,
     serving_settings: ServingSettings | None = None,
     inbox_directory: str = INBOX,
+    feedback_settings: FeedbackSettings | None = None,
 ) -> Definitions:
     """Resources not given are those `recsys materialize` recorded for $DAGSTER_HOME, else the defaults."""
     recorded_world, recorded_training = (
         recorded_settings() if world_source is None or training is None else (None, None)
     )
     return Definitions(
-        assets=load_assets_from_modules([world, graph, model, serving]),
+        assets=load_assets_from_modules([world, graph, model, serving, feedback]),
         asset_checks=load_asset_checks_from_modules([checks]),
-        jobs=automation.JOBS,
+        jobs=[*automation.JOBS, *feedback.JOBS],
         schedules=automation.SCHEDULES,
-        sensors=automation.SENSORS,
+        sensors=[*automation.SENSORS, *feedback.SENSORS],
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
             "world": world_source or recorded_world or WorldSource(),
             "training": training or recorded_training or TrainingSettings(),
             "serving": serving_settings or ServingSettings(artifact_root=artifact_root),
             "inbox_settings": InboxSettings(directory=inbox_directory),
+            "feedback": feedback_settings or FeedbackSettings(events_root=EVENTS),
         },
     )
 

@@ -10,6 +10,7 @@ the defaults.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,9 @@ from dagster import ConfigurableResource
 from recsys_core import contracts, sources
 from recsys_core.evaluation.protocol import MAX_TESTED_USERS
 from recsys_core.evaluation.split import SplitPolicy
+from recsys_core.feedback.online import OnlineSettings
+from recsys_core.feedback.releases import DEFAULT_CANDIDATE_SHARE, ServingDirectory
+from recsys_core.feedback.store import EventPaths
 from recsys_core.manifest import live_manifest_path
 from recsys_core.model.config import ModelConfig
 from recsys_core.ranking.fit import PlaceModelSettings
@@ -226,9 +230,41 @@ class ServingSettings(ConfigurableResource):
     batch_top_k: int = 20  # places per user in `batch_recommendations`
     # True for data with explicit friendships; a world source whose edges are bare pairs says so itself
     social_edges_are_friendships: bool = False
+    # live: a new manifest replaces the live one; candidate: it is A/B tested against live first
+    publish_as: Literal["live", "candidate"] = "live"
+    candidate_share: float = DEFAULT_CANDIDATE_SHARE  # of users an experiment sends to the candidate
 
     def live_manifest_path(self) -> Path:
         return live_manifest_path(self.artifact_root)
+
+    def releases(self) -> ServingDirectory:
+        """The live and candidate manifests, the experiment, the pin and the published history."""
+        return ServingDirectory(self.live_manifest_path().parent)
+
+
+class FeedbackSettings(ConfigurableResource):
+    """Where the service's feedback events are (`RECSYS_EVENTS`), how online metrics count them, and
+    whether a `promote` decision makes the candidate live by itself."""
+
+    events_root: str
+    k: int = OnlineSettings.k
+    window_days: int = OnlineSettings.window.days
+    confidence: float = OnlineSettings.confidence
+    min_impressions: int = OnlineSettings.min_impressions
+    auto_promote: bool = False
+    keep_versions: int = 10  # published manifests kept in the history (live, candidate, pinned always)
+    keep_runs: int = 3  # artifact runs kept per asset partition beyond those a kept manifest names
+
+    def paths(self) -> EventPaths:
+        return EventPaths(Path(self.events_root))
+
+    def online(self) -> OnlineSettings:
+        return OnlineSettings(
+            k=self.k,
+            window=dt.timedelta(days=self.window_days),
+            confidence=self.confidence,
+            min_impressions=self.min_impressions,
+        )
 
 
 class InboxSettings(ConfigurableResource):

@@ -15,12 +15,17 @@ from typing import Any
 
 from recsys_core.files import file_sha256, write_atomically
 
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE, CANDIDATE_FILE = "manifest.json", "candidate.json"
 
 
 def live_manifest_path(artifact_root: str | Path) -> Path:
     """Where the pipeline publishes the manifest the service follows."""
     return Path(artifact_root) / "serving" / MANIFEST_FILE
+
+
+def candidate_manifest_path(serving_dir: str | Path) -> Path:
+    """The candidate an experiment serves to its share of users, next to the live manifest."""
+    return Path(serving_dir) / CANDIDATE_FILE
 
 
 class ManifestError(RuntimeError):

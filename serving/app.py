@@ -27,14 +27,20 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_414_REQUEST_URI_TOO_LONG
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from recsys_core.manifest import live_manifest_path
+from recsys_core.feedback.experiment import CANDIDATE, experiment_path
+from recsys_core.feedback.store import EVENTS_ENV, EventPaths
+from recsys_core.manifest import candidate_manifest_path, live_manifest_path
 from recsys_core.recommend.queries import RequestError
+from serving import metrics
 from serving.config import ServiceSettings
 from serving.controllers import AdminController, OpsController, PeopleController, PlacesController, served
+from serving.feedback import EventsController, EventSink
+from serving.routing import ExperimentWatcher, Router
 from serving.schemas import ErrorBody
 from serving.state import ArtifactHolder
 
-DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "artifacts"
+PROJECT_VAR = Path(__file__).resolve().parent.parent / "var"
+DEFAULT_ARTIFACTS, DEFAULT_EVENTS = PROJECT_VAR / "artifacts", PROJECT_VAR / "events"
 MANIFEST_ENV, POLL_INTERVAL_ENV = "RECSYS_MANIFEST", "RECSYS_POLL_INTERVAL_S"
 
 
@@ -42,15 +48,19 @@ def default_manifest_path() -> Path:
     return Path(os.environ.get(MANIFEST_ENV, live_manifest_path(os.environ.get("RECSYS_ARTIFACTS", DEFAULT_ARTIFACTS))))
 
 
+def default_events_root() -> Path:
+    return Path(os.environ.get(EVENTS_ENV, DEFAULT_EVENTS))
+
+
 def _request_error(request: Request, exc: RequestError) -> Response:
     return Response(ErrorBody(exc.status, exc.message, exc.field), status_code=exc.status, media_type=MediaType.JSON)
 
 
 def _field(key: object) -> str | None:
-    """Litestar's error key -> the request field: `desired_tags[3]` -> `desired_tags`; `data` (the
-    whole body) -> None."""
-    match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", str(key or ""))
-    return match.group(0) if match and match.group(0) != "data" else None
+    """Litestar's error key -> the request field: `desired_tags[3]` -> `desired_tags`, but a field of
+    a list's item keeps the item's index (`events[3].user_id`); `data` (the whole body) -> None."""
+    match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(\[\d+\]\.[A-Za-z_][A-Za-z0-9_]*)?", str(key or ""))
+    return match.group(0) if match and match.group(1) != "data" else None
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -61,14 +71,22 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     problems = [p for p in problems if isinstance(p, dict) and p.get("message")]
     if problems:
         unknown = [re.search(r"unknown field `([^`]*)`", str(p["message"])) for p in problems]
-        fields = [_field(p.get("key")) or (u.group(1) if u else None) for p, u in zip(problems, unknown, strict=True)]
+        # an unknown field inside a list's item is named with the item: `events[3].surprise`
+        keys = [
+            f"{p.get('key')}.{u.group(1)}"
+            if u and re.fullmatch(r"\w+\[\d+\]", str(p.get("key") or ""))
+            else p.get("key")
+            for p, u in zip(problems, unknown, strict=True)
+        ]
+        fields = [_field(k) or (u.group(1) if u else None) for k, u in zip(keys, unknown, strict=True)]
         field = next((f for f in fields if f), None)
         detail = "; ".join(
             f"{p['key']}: {p['message']}" if _field(p.get("key")) else f"request body: {p['message']}" for p in problems
         )
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         limit = request.route_handler.resolve_request_max_body_size()
-        detail = f"request body is larger than {limit} bytes (RECSYS_MAX_BODY_BYTES)"
+        setting = " (RECSYS_MAX_BODY_BYTES)" if limit == request.app.state.settings.max_body_bytes else ""
+        detail = f"request body is larger than {limit} bytes{setting}"
     return Response(
         ErrorBody(exc.status_code, detail, field),
         status_code=exc.status_code,
@@ -113,33 +131,67 @@ class URLLengthLimit(ASGIMiddleware):
 
 
 def create_app(
-    manifest_path: Path | None = None, poll_interval_s: float = 2.0, settings: ServiceSettings | None = None
+    manifest_path: Path | None = None,
+    poll_interval_s: float = 2.0,
+    settings: ServiceSettings | None = None,
+    events_root: Path | None = None,
 ) -> Litestar:
-    """`settings` default to the environment (`ServiceSettings.from_env`)."""
+    """`settings` default to the environment (`ServiceSettings.from_env`). The candidate manifest
+    and the experiment file are looked for next to the live manifest."""
     settings = settings or ServiceSettings.from_env()
-    holder = ArtifactHolder(manifest_path or default_manifest_path(), poll_interval_s)
+    live_path = Path(manifest_path or default_manifest_path())
+    holder = ArtifactHolder(live_path, poll_interval_s)
+    candidate = ArtifactHolder(candidate_manifest_path(live_path.parent), poll_interval_s, CANDIDATE, optional=True)
+    experiment = ExperimentWatcher(experiment_path(live_path.parent))
+    router = Router(holder, candidate, experiment)
+    sink = EventSink(EventPaths(events_root or default_events_root()))
+
+    async def follow_experiment() -> None:
+        while True:
+            await asyncio.sleep(poll_interval_s)
+            experiment.refresh()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         torch.set_num_threads(1)  # one request is a few small matmuls: threads only add latency
         faiss.omp_set_num_threads(1)
+        experiment.refresh()
         await holder.reload()
-        watcher = asyncio.create_task(holder.watch())
+        await candidate.reload()
+        sink.open()
+        tasks = [
+            asyncio.create_task(job)
+            for job in (holder.watch(), candidate.watch(), follow_experiment(), sink.roll_forever())
+        ]
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(sink.close)
+            metrics.worker_exited()
 
     return Litestar(
-        route_handlers=[PlacesController, PeopleController, OpsController, AdminController],
+        route_handlers=[
+            PlacesController,
+            PeopleController,
+            EventsController,
+            OpsController,
+            AdminController,
+            metrics.MetricsController,
+        ],
         dependencies={
             "holder": Provide(lambda: holder, use_cache=True, sync_to_thread=False),
+            "candidate": Provide(lambda: candidate, use_cache=True, sync_to_thread=False),
+            "router": Provide(lambda: router, use_cache=True, sync_to_thread=False),
+            "sink": Provide(lambda: sink, use_cache=True, sync_to_thread=False),
             "serving": Provide(lambda: served(holder), sync_to_thread=False),
         },
         exception_handlers={RequestError: _request_error, HTTPException: _http_error},
-        middleware=[URLLengthLimit(settings.max_url_bytes)],
+        middleware=[URLLengthLimit(settings.max_url_bytes), metrics.REQUESTS.middleware],
         request_max_body_size=settings.max_body_bytes,
         request_class=GuardedRequest,
         cors_config=CORSConfig(

@@ -19,6 +19,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 # E402 below: these imports load numpy and faiss, so they must come after the variables are set.
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import uvicorn  # noqa: E402
@@ -26,6 +27,7 @@ import uvicorn  # noqa: E402
 from recsys_core.cli import Command  # noqa: E402
 from serving.app import MANIFEST_ENV, POLL_INTERVAL_ENV, create_app, default_manifest_path  # noqa: E402
 from serving.config import ServiceSettings  # noqa: E402
+from serving.metrics import MULTIPROC_ENV  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -58,11 +60,22 @@ def serve(
             create_app(path, poll_interval_s, settings), host=host, port=port, access_log=False, log_level="info"
         )
         return
-    # Worker processes import the app themselves (`main_app`), configured through the environment.
+    # Worker processes import the app themselves (`main_app`), configured through the environment;
+    # their metrics meet in one fresh directory (any worker's /metrics reports them all).
     os.environ[MANIFEST_ENV], os.environ[POLL_INTERVAL_ENV] = str(path), str(poll_interval_s)
+    os.environ[MULTIPROC_ENV] = str(_fresh_metrics_directory(os.environ.get(MULTIPROC_ENV)))
     uvicorn.run(
         "serving.app:main_app", factory=True, workers=workers, host=host, port=port, access_log=False, log_level="info"
     )
+
+
+def _fresh_metrics_directory(given: str | None) -> Path:
+    """The workers' shared metrics directory, emptied: samples of an earlier run would be summed in."""
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="recsys-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:

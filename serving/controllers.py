@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import os
 import re
+import uuid
 from typing import Annotated
 
 from litestar import Controller, Response, get, post, route
@@ -18,7 +19,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_503_SERVICE_UNAVAILABLE
 
-from recsys_core.recommend.artifacts import ServingArtifacts
+from recsys_core.feedback.releases import ReleaseError, ServingDirectory
 from recsys_core.recommend.limits import (
     DEFAULT_TOP_K,
     MAX_ID,
@@ -41,12 +42,15 @@ from recsys_core.recommend.queries import (
     is_name,
     tag_ids,
 )
+from serving.routing import Routed, Router
 from serving.schemas import (
     ErrorBody,
+    ExperimentInfo,
     Health,
     PeopleRequest,
     PeopleResponse,
     PersonItem,
+    PinInfo,
     PlaceItem,
     PlaceRequest,
     PlaceResponse,
@@ -68,6 +72,7 @@ TopK = Annotated[int, QueryParameter(ge=MIN_TOP_K, le=MAX_TOP_K, description=TOP
 Vocabulary = Annotated[list[str] | None, QueryParameter(description=LIST_HELP, max_items=MAX_LIST_ITEMS)]
 Current = NamedDependency[Served]
 Holder = NamedDependency[ArtifactHolder]
+Routes = NamedDependency[Router]
 # What a vocabulary value may look like before it is looked up: an id, or a name in any case with
 # spaces for underscores. Anything else (other scripts, control characters, punctuation) is
 # rejected here with a message saying so, rather than reported as an unknown name, unless it is
@@ -84,7 +89,8 @@ def errors(*codes: int) -> dict[int, ResponseSpec]:
         404: "An unknown user or place; `field` names it",
         413: "Request body larger than RECSYS_MAX_BODY_BYTES",
         414: "Path and query string longer than RECSYS_MAX_URL_BYTES",
-        503: "Artifacts not loaded yet",
+        429: "Too many events waiting for the disk; retry after the Retry-After header's seconds",
+        503: "Artifacts not loaded yet, or (events) the log cannot write",
     }
     return {code: ResponseSpec(ErrorBody, description=what[code], generate_examples=False) for code in codes}
 
@@ -123,7 +129,8 @@ def served(holder: ArtifactHolder) -> Served:
     return current
 
 
-def _places(art: ServingArtifacts, body: PlaceRequest) -> PlaceResponse:
+def _places(routed: Routed, body: PlaceRequest) -> PlaceResponse:
+    art = routed.served.artifacts
     vocabulary = art.vocabulary
     # The schema bounds the slot; which slots exist is the served vocabulary's, checked first as
     # the schema's check would be.
@@ -140,10 +147,11 @@ def _places(art: ServingArtifacts, body: PlaceRequest) -> PlaceResponse:
         top_k=body.top_k,
     )
     items = [PlaceItem(r.place_id, r.name, r.score, r.explanations) for r in recommend_places(art, query)]
-    return PlaceResponse(items, art.model_version)
+    return PlaceResponse(items, art.model_version, new_request_id(), routed.variant)
 
 
-def _people(art: ServingArtifacts, body: PeopleRequest) -> PeopleResponse:
+def _people(routed: Routed, body: PeopleRequest) -> PeopleResponse:
+    art = routed.served.artifacts
     query = PeopleQuery(
         user_id=body.user_id,
         city_id=body.city_id,
@@ -157,7 +165,13 @@ def _people(art: ServingArtifacts, body: PeopleRequest) -> PeopleResponse:
         PersonItem(r.user_id, r.compat_score, r.attend_prob, r.combined_score, r.explanations)
         for r in recommend_people(art, query)
     ]
-    return PeopleResponse(items, art.model_version)
+    return PeopleResponse(items, art.model_version, new_request_id(), routed.variant)
+
+
+def new_request_id() -> str:
+    """Unique per response (random, not derived from the request: two identical requests are two
+    impressions)."""
+    return uuid.uuid4().hex
 
 
 class GetAndPost(Controller):
@@ -183,6 +197,7 @@ class PlacesController(GetAndPost):
     def get_places(
         self,
         serving: Current,
+        router: Routes,
         user_id: UserId,
         city_id: OptionalId = None,
         time_slot: TimeSlot = None,
@@ -198,11 +213,11 @@ class PlacesController(GetAndPost):
             _split("desired_tags", desired_tags),
             top_k,
         )
-        return _places(serving.artifacts, body)
+        return _places(router.route(user_id, serving), body)
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
-    def post_places(self, serving: Current, data: JSONBody[PlaceRequest]) -> PlaceResponse:
-        return _places(serving.artifacts, data)
+    def post_places(self, serving: Current, router: Routes, data: JSONBody[PlaceRequest]) -> PlaceResponse:
+        return _places(router.route(data.user_id, serving), data)
 
 
 class PeopleController(GetAndPost):
@@ -217,6 +232,7 @@ class PeopleController(GetAndPost):
     def get_people(
         self,
         serving: Current,
+        router: Routes,
         user_id: UserId,
         city_id: OptionalId = None,
         target_place_id: OptionalId = None,
@@ -224,13 +240,13 @@ class PeopleController(GetAndPost):
         top_k: TopK = DEFAULT_TOP_K,
     ) -> PeopleResponse:
         return _people(
-            serving.artifacts,
+            router.route(user_id, serving),
             PeopleRequest(user_id, city_id, target_place_id, _split("activity_tags", activity_tags), top_k),
         )
 
     @post(sync_to_thread=False, status_code=200, summary="Same as GET, fields as a JSON body", responses=BODY_ERRORS)
-    def post_people(self, serving: Current, data: JSONBody[PeopleRequest]) -> PeopleResponse:
-        return _people(serving.artifacts, data)
+    def post_people(self, serving: Current, router: Routes, data: JSONBody[PeopleRequest]) -> PeopleResponse:
+        return _people(router.route(data.user_id, serving), data)
 
 
 class OpsController(Controller):
@@ -248,7 +264,7 @@ class OpsController(Controller):
         return Ready(True, served(holder).artifacts.manifest.version, detail=holder.last_error)
 
     @get("/version", sync_to_thread=False, summary="The manifest being served", responses=errors(414, 503))
-    def version(self, serving: Current, holder: Holder) -> VersionInfo:
+    def version(self, serving: Current, holder: Holder, router: Routes) -> VersionInfo:
         m = serving.artifacts.manifest
         return VersionInfo(
             version=m.version,
@@ -267,7 +283,35 @@ class OpsController(Controller):
                 **({"place_model": m.place_model.path} if m.place_model else {}),
             },
             worker_pid=os.getpid(),
+            experiment=_experiment_info(router),
+            experiment_error=router.experiment.last_error,
+            pinned=_pin_info(holder),
         )
+
+
+def _pin_info(holder: ArtifactHolder) -> PinInfo | None:
+    try:
+        pin = ServingDirectory(holder.manifest_path.parent).pin()
+    except ReleaseError as exc:
+        return PinInfo(version="?", reason=str(exc))
+    return PinInfo(pin.version, pin.reason) if pin else None
+
+
+def _experiment_info(router: Router) -> ExperimentInfo | None:
+    experiment = router.experiment.current
+    if experiment is None:
+        return None
+    candidate = router.candidate.current
+    manifest = candidate.artifacts.manifest if candidate else None
+    return ExperimentInfo(
+        name=experiment.name,
+        candidate_share=experiment.candidate_share,
+        enabled=experiment.enabled,
+        started_at=experiment.started_at,
+        candidate_version=manifest.version if manifest else None,
+        candidate_model_version=manifest.model_version if manifest else None,
+        candidate_last_reload_error=router.candidate.last_error,
+    )
 
 
 def admin_token_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
+from recsys_core.feedback.events import MAX_EVENTS_PER_BATCH, FeedbackEvent
 from recsys_core.recommend.limits import (
     DEFAULT_TOP_K,
     MAX_ID,
@@ -59,6 +60,8 @@ class PlaceItem(Struct):
 class PlaceResponse(Struct):
     recommendations: list[PlaceItem]
     model_version: str
+    request_id: str  # quote it, with `variant`, in the feedback events about this response
+    variant: str  # the manifest version that answered (live, or the experiment's candidate)
 
 
 class PeopleRequest(Struct, forbid_unknown_fields=True):
@@ -80,6 +83,8 @@ class PersonItem(Struct):
 class PeopleResponse(Struct):
     recommendations: list[PersonItem]
     model_version: str
+    request_id: str  # quote it, with `variant`, in the feedback events about this response
+    variant: str  # the manifest version that answered (live, or the experiment's candidate)
 
 
 class Health(Struct):
@@ -90,6 +95,21 @@ class Ready(Struct):
     ready: bool
     version: str | None
     detail: str | None = None
+
+
+class ExperimentInfo(Struct):
+    name: str
+    candidate_share: float
+    enabled: bool
+    started_at: str
+    candidate_version: str | None  # None: no candidate loaded, so everyone is on live
+    candidate_model_version: str | None
+    candidate_last_reload_error: str | None
+
+
+class PinInfo(Struct):
+    version: str
+    reason: str
 
 
 class VersionInfo(Struct):
@@ -103,6 +123,17 @@ class VersionInfo(Struct):
     last_reload_error: str | None
     artifacts: dict[str, str]
     worker_pid: int  # which worker process answered (`recsys serve --workers N` runs several)
+    experiment: ExperimentInfo | None = None
+    experiment_error: str | None = None  # an experiment file that could not be used (experiment off)
+    pinned: PinInfo | None = None  # live is pinned to this version (`recsys publish --pin`): nothing replaces it
+
+
+class EventBatch(Struct, forbid_unknown_fields=True):
+    events: Annotated[list[FeedbackEvent], Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
+class EventsAccepted(Struct):
+    accepted: int  # events now on disk
 
 
 class ErrorBody(Struct):

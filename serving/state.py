@@ -38,6 +38,7 @@ from pathlib import Path
 
 from recsys_core.manifest import ManifestError, ServingManifest
 from recsys_core.recommend.artifacts import ServingArtifacts
+from serving import metrics
 
 logger = logging.getLogger("serving.reload")
 
@@ -111,9 +112,15 @@ class Served:
 
 
 class ArtifactHolder:
-    def __init__(self, manifest_path: Path, poll_interval_s: float = 2.0):
+    """`arm`: which experiment arm this holder serves (metrics label). `optional`: a manifest that
+    is not there is no error, and one that goes away is unloaded (the candidate's, once it is
+    promoted or withdrawn)."""
+
+    def __init__(self, manifest_path: Path, poll_interval_s: float = 2.0, arm: str = "live", optional: bool = False):
         self.manifest_path = Path(manifest_path)
         self.poll_interval_s = poll_interval_s
+        self.arm = arm
+        self.optional = optional
         self.current: Served | None = None
         self.reloads = 0
         self.last_error: str | None = None
@@ -125,12 +132,34 @@ class ArtifactHolder:
         try:
             text = self.manifest_path.read_text()
         except FileNotFoundError:
+            if self.optional:
+                self._withdraw()
+                return None
             self.last_error = f"no serving manifest at {self.manifest_path} yet (run `make materialize`)"
             return None
         if text == self._seen_text and not force:
             return None
         self._seen_text = text
         return ServingManifest.from_json(text)
+
+    def _withdraw(self) -> None:
+        """An optional manifest went away: stop serving it."""
+        self.last_error, self._seen_text = None, None
+        if self.current is not None:
+            logger.info("%s manifest %s withdrawn; no longer serving %s", self.arm, self.manifest_path, self.version)
+            metrics.record_version(self.arm, self._labels(self.current), None)
+            self.current = None
+            self._trim_pending = True
+
+    @property
+    def version(self) -> str | None:
+        return self.current.artifacts.manifest.version if self.current else None
+
+    @staticmethod
+    def _labels(served: Served | None) -> tuple[str, str] | None:
+        if served is None:
+            return None
+        return served.artifacts.manifest.version, served.artifacts.manifest.model_version
 
     def load_if_changed(self, force: bool = False) -> bool:
         """Blocking: load a new manifest if there is one; True when a new version is live.
@@ -152,6 +181,7 @@ class ArtifactHolder:
                 artifacts = ServingArtifacts.load(manifest)
         except Exception as exc:  # whatever a bad manifest does, the current version keeps serving
             self.last_error = f"{type(exc).__name__}: {exc}"
+            metrics.RELOADS.labels(self.arm, "failed").inc()
             logger.error(
                 "serving manifest %s not loaded, keeping the current version: %s",
                 self.manifest_path,
@@ -161,6 +191,8 @@ class ArtifactHolder:
             return False
         previous = self.current
         self.current = Served(artifacts, dt.datetime.now(dt.UTC).isoformat())  # the atomic swap
+        metrics.RELOADS.labels(self.arm, "ok").inc()
+        metrics.record_version(self.arm, self._labels(previous), self._labels(self.current))
         replaced = previous.artifacts.manifest.version if previous else None
         # Requests in flight hold their own reference; the last one to return frees the old
         # version by reference counting (the artifacts hold no reference cycles).
@@ -176,7 +208,8 @@ class ArtifactHolder:
         if replaced is not None:
             self.reloads += 1
         logger.info(
-            "serving %s (%s), loaded in %.1fs%s",
+            "serving %s %s (%s), loaded in %.1fs%s",
+            self.arm,
             manifest.version,
             manifest.model_version,
             artifacts.loaded_in_s,

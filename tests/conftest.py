@@ -10,6 +10,8 @@ corrupt a table build a modified copy.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,12 @@ from recsys_core.synthetic.config import WorldConfig
 from recsys_core.synthetic.world import generate_world
 
 SMALL_WORLD: dict[str, Any] = dict(n_users=800, n_places=800)
+
+
+# Services and sensors the tests start log and read feedback events under a temporary directory,
+# never the project's var/events; set at import, before any module reads it (tests that look at
+# the events pass a directory of their own).
+os.environ["RECSYS_EVENTS"] = tempfile.mkdtemp(prefix="recsys-test-events-")
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +148,17 @@ def serving_artifacts(served_world):
     from recsys_core.recommend.artifacts import ServingArtifacts
 
     return ServingArtifacts.load(ServingManifest.read(served_world.manifest_path))
+
+
+@pytest.fixture(scope="module")
+def some_user(serving_artifacts) -> tuple[int, int]:
+    """(user id, home city) of a user with history in the biggest city."""
+    import numpy as np
+
+    art = serving_artifacts
+    city = int(np.bincount(art.user_city).argmax())
+    user = int(np.flatnonzero(art.user_city == city)[0])
+    return int(art.user_ids[user]), city
 
 
 @pytest.fixture(scope="module")

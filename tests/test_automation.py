@@ -31,6 +31,8 @@ def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
         "city_refresh",
         "ingest_interactions",
         "publish_manifest",
+        "daily_online_metrics",
+        "promote_candidate",
     }
     schedule = next(s for s in defs.schedules if s.name == "nightly_retrain")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "retrain"
@@ -40,6 +42,9 @@ def test_jobs_schedule_and_sensors_are_defined_and_on_by_default():
         "publish_when_indices_are_fresh": DefaultSensorStatus.RUNNING,
         "interactions_inbox": DefaultSensorStatus.RUNNING,
         "retrain_after_ingest": DefaultSensorStatus.RUNNING,
+        "event_days": DefaultSensorStatus.RUNNING,
+        "promote_when_decided": DefaultSensorStatus.RUNNING,  # acts only with FeedbackSettings.auto_promote
+        "feedback_to_inbox": DefaultSensorStatus.RUNNING,
     }
     retrain = {k.to_user_string() for k in defs.resolve_job_def("retrain").asset_layer.selected_asset_keys}
     assert retrain == set(stages.RETRAIN_ASSETS)  # no world tables: a retrain reuses the latest ones

@@ -109,7 +109,12 @@ def test_definitions_load():
     Definitions.validate_loadable(project_defs)
     keys = {key.to_user_string() for key in project_defs.resolve_all_asset_keys()}
     assert keys == set(
-        ["vocabulary"] + WORLD_ASSETS + GRAPH_ASSETS + ["trained_model", "model_evaluation"] + SERVING_ASSETS
+        ["vocabulary"]
+        + WORLD_ASSETS
+        + GRAPH_ASSETS
+        + ["trained_model", "model_evaluation"]
+        + SERVING_ASSETS
+        + ["online_metrics"]
     )
 
 

@@ -255,12 +255,19 @@ def serving_manifest(
         user_indices={str(i): _ref(context, _key("user_index"), s) for i, s in enumerate(vocabulary.city_slugs)},
         social_edges_are_friendships=serving.social_edges_are_friendships or world.edges_are_friendships(),
     )
-    live = manifest.write(serving.live_manifest_path())
-    context.log.info("published serving manifest %s (%s) at %s", manifest.version, manifest.model_version, live)
+    published = serving.releases().publish(manifest, serving.publish_as, serving.candidate_share)
+    context.log.info(
+        "published serving manifest %s (%s) as %s at %s",
+        manifest.version,
+        manifest.model_version,
+        published.target,
+        published.path,
+    )
     return Output(
         manifest,
         metadata={
-            "live_manifest": str(live),
+            "published_as": published.target,
+            "live_manifest": str(serving.live_manifest_path()),
             "model_version": manifest.model_version,
             "version": manifest.version,
             "indices": _index_sizes(context, vocabulary),
