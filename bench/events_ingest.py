@@ -151,18 +151,26 @@ def main() -> None:
         log.info("steady: %s", figures["steady"])
         figures["saturation"] = client.run(args.seconds, args.threads, None, 2)
         log.info("saturation: %s", figures["saturation"])
-        workers = psutil.Process(server.pid).children(recursive=True)
-        victim = next(w for w in workers if "multiprocessing" not in " ".join(w.cmdline()))
+        # uvicorn's workers are spawned processes (`spawn_main`); the other child is multiprocessing's tracker
+        workers = [
+            w for w in psutil.Process(server.pid).children(recursive=True) if "spawn_main" in " ".join(w.cmdline())
+        ]
+        killed: dict[str, int] = {}
 
         def kill_one() -> None:
             time.sleep(args.seconds / 3)
+            # the worker holding the most of the client's connections: requests are in flight on it
+            victim = max(workers, key=lambda w: sum(c.status == "ESTABLISHED" for c in w.net_connections()))
+            killed["pid"] = victim.pid
+            killed["connections"] = sum(c.status == "ESTABLISHED" for c in victim.net_connections())
             os.kill(victim.pid, signal.SIGKILL)
-            log.info("SIGKILLed worker %d", victim.pid)
+            log.info("SIGKILLed worker %d (%d client connections)", victim.pid, killed["connections"])
 
         killer = threading.Thread(target=kill_one)
         killer.start()
-        figures["kill"] = {"killed_worker": victim.pid, **client.run(args.seconds, args.threads, None, 3)}
+        burst = client.run(args.seconds, args.threads, None, 3)
         killer.join()
+        figures["kill"] = {"killed_worker": killed, **burst}
         log.info("kill: %s", figures["kill"])
     finally:
         server.send_signal(signal.SIGTERM)

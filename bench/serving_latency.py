@@ -103,6 +103,7 @@ def measure(manifest: Path, user_ids: np.ndarray, work: Path, tags: list[str], s
         }
         # An A/B experiment on: a candidate (a copy of live under another version) for half the users.
         _start_experiment(manifest, port)
+        _load(port, places, work, "warmup_ab", rate=100.0, duration=5.0)  # past the swap's clean-up
         figures |= {
             "places_at_200rps_experiment_on": _load(port, places, work, "places_ab", rate=RATE),
             "rss_mib_two_versions": round(rss_mib(server.pid), 1),

@@ -19,12 +19,16 @@ EMBEDDING_ASSETS = ("user_embeddings", "place_embeddings")
 INDEX_ASSETS = ("place_index", "user_index")
 MANIFEST_ASSETS = ("serving_manifest", "batch_recommendations")  # batch lines come from the published manifest
 RETRAIN_ASSETS = GRAPH_ASSETS + MODEL_ASSETS + EMBEDDING_ASSETS  # one run over all cities
+# Partitioned by event day and materialized from the service's events by the `event_days` sensor:
+# not a stage of a full run, which has no events to read.
+FEEDBACK_ASSETS = ("online_metrics",)
 
 ASSET_GROUPS: dict[str, tuple[str, ...]] = {
     "world": VOCABULARY_ASSETS + WORLD_ASSETS,
     "graph": GRAPH_ASSETS,
     "model": MODEL_ASSETS,
     "serving": EMBEDDING_ASSETS + INDEX_ASSETS + MANIFEST_ASSETS,
+    "feedback": FEEDBACK_ASSETS,
 }
 
 

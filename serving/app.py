@@ -191,7 +191,7 @@ def create_app(
             "serving": Provide(lambda: served(holder), sync_to_thread=False),
         },
         exception_handlers={RequestError: _request_error, HTTPException: _http_error},
-        middleware=[URLLengthLimit(settings.max_url_bytes), metrics.REQUESTS.middleware],
+        middleware=[URLLengthLimit(settings.max_url_bytes), metrics.RequestMetrics()],
         request_max_body_size=settings.max_body_bytes,
         request_class=GuardedRequest,
         cors_config=CORSConfig(

@@ -1,8 +1,7 @@
 """Prometheus metrics of the service (`GET /metrics`, text format).
 
-Requests, errors and latency by endpoint (the route's path template) and status come from
-Litestar's Prometheus middleware; the rest is the service's own: reloads, the served versions,
-events accepted and refused, experiment assignments.
+Requests, errors and latency by endpoint (the route's path template) and status (`RequestMetrics`),
+reloads, the served versions, events accepted and refused, experiment assignments.
 
 With several worker processes (`recsys serve --workers N`) each process writes its samples to
 files in `PROMETHEUS_MULTIPROC_DIR` (the serve command makes a fresh one) and a scrape of any
@@ -13,10 +12,22 @@ live worker (`pid` label). The variable must be set before `prometheus_client` i
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from litestar import Controller, MediaType, Response, get
-from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -24,14 +35,52 @@ PREFIX = "recsys"
 # Responses take milliseconds; the default buckets (5 ms .. 10 s) would put them all in one.
 LATENCY_BUCKETS: list[str | float] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
-REQUESTS = PrometheusConfig(
-    app_name=PREFIX,
-    prefix=PREFIX,
-    group_path=True,  # /recommend/places, not one series per query string
-    exclude_unhandled_paths=True,  # a scan of random paths does not grow the series
-    buckets=LATENCY_BUCKETS,
-    exclude=["/metrics"],
+REQUESTS = Counter(f"{PREFIX}_requests", "Requests by method, route and status", ["method", "path", "status_code"])
+REQUEST_ERRORS = Counter(
+    f"{PREFIX}_requests_error", "Requests answered 5xx, by method, route and status", ["method", "path", "status_code"]
 )
+LATENCY = Histogram(
+    f"{PREFIX}_request_duration_seconds",
+    "Time from the request's arrival to the end of its response, by method and route",
+    ["method", "path"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+class RequestMetrics(ASGIMiddleware):
+    """Counts and times every routed request by its route template (`/recommend/places`, never the
+    raw path, so a scan of random URLs adds no series). Lean on purpose: a request is a couple of
+    milliseconds, and Litestar's own Prometheus middleware built a Request object and looked its
+    labels up on every call."""
+
+    scopes = (ScopeType.HTTP,)
+    exclude_path_pattern = ("^/metrics$",)
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, sending)
+        finally:
+            key = (str(scope.get("method", "")), str(scope.get("path_template", "unrouted")), status)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(*key[:2]))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
+            if status >= 500:
+                REQUEST_ERRORS.labels(key[0], key[1], str(status)).inc()
+
 
 RELOADS = Counter(
     f"{PREFIX}_reloads", "Manifest loads by arm and outcome (ok: swapped in; failed: kept serving)", ["arm", "outcome"]

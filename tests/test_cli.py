@@ -16,6 +16,8 @@ def test_every_subcommand_is_registered_by_the_package_that_owns_it():
         "materialize": "recsys_assets.cli",
         "benchmark": "recsys_assets.cli",
         "serve": "serving.cli",
+        "publish": "recsys_core.feedback.commands",
+        "experiment": "recsys_core.feedback.commands",
     }
 
 

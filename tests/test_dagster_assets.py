@@ -38,6 +38,7 @@ GRAPH_CHECKS = {
 MODEL_CHECKS = {
     "trained_model_weights_finite": "trained_model",
     "model_beats_baselines": "model_evaluation",
+    "model_not_worse_than_served": "model_evaluation",
 }
 SERVING_ASSETS = [
     "user_embeddings",
@@ -355,6 +356,8 @@ def test_model_stage_trains_evaluates_and_runs_its_checks(materialized_world):
     # A 12-step model may or may not clear the gate; either way the figures it judged are recorded.
     # The default world's social edges are friendships: the gate judges the served people order.
     assert {"val_recall@20_place_model", "val_recall@20_required", "val_people_recall@20"} <= set(gate.metadata)
+    versus = evaluation(run, "model_not_worse_than_served")  # the first model of the instance: nothing served yet
+    assert versus.passed and "nothing is served yet" in versus.metadata["reason"].value
 
 
 def test_model_evaluation_artifact_compares_every_model_on_both_parts(materialized_world):

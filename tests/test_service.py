@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_core.features import PLACE_LAYOUT
 from recsys_core.manifest import ServingManifest
@@ -397,14 +398,17 @@ def test_every_worker_serves_and_follows_a_new_manifest(served_world, some_user,
     server, base = _start_recsys_serve(live, "--workers", "2", "--poll-interval", "0.2")
     workers = psutil.Process(server.pid).children(recursive=True)
     try:
+        asked = 0
 
         def versions_by_worker(want: str, timeout_s: float = 60.0) -> dict[int, str]:
+            nonlocal asked
             seen: dict[int, str] = {}
             deadline = time.time() + timeout_s
             while time.time() < deadline and not (len(seen) == 2 and set(seen.values()) == {want}):
                 info = _get_json(f"{base}/version")
                 seen[info["worker_pid"]] = info["model_version"]
                 assert _get_json(f"{base}/recommend/places?user_id={user_id}&top_k=3")["recommendations"]
+                asked += 1
             return seen
 
         before = versions_by_worker("graphrec-v1")
@@ -413,6 +417,19 @@ def test_every_worker_serves_and_follows_a_new_manifest(served_world, some_user,
         _republish(served_world.manifest_path, live, "v2", "graphrec-v2")
         after = versions_by_worker("graphrec-v2")
         assert after == {pid: "graphrec-v2" for pid in before}
+        # Whichever worker answers a scrape, it reports both workers' requests, and each one's version.
+        for _ in range(4):
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+                families = list(text_string_to_metric_families(r.read().decode()))
+            samples = [s for f in families for s in f.samples]
+            answered = sum(
+                s.value
+                for s in samples
+                if s.name == "recsys_requests_total" and s.labels["path"] == "/recommend/places"
+            )
+            assert answered == asked
+            served = {s.labels["pid"] for s in samples if s.name == "recsys_served_version" and s.value == 1}
+            assert served == {str(pid) for pid in before}
     finally:
         server.terminate()
         server.wait(timeout=30)

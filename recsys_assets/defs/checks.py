@@ -22,9 +22,10 @@ from recsys_assets.partitions import city_keys, city_of, city_partitions
 from recsys_assets.resources import ServingSettings
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
-from recsys_core.graph import GraphBundle, graph_problems
+from recsys_core.graph import GraphBundle, graph_problems, load_graph
 from recsys_core.ranking.blend import PlaceBlend
 from recsys_core.ranking.served import served_agreement
+from recsys_core.ranking.versus_served import ServedComparison, compare_with_served
 from recsys_core.retrieval.embeddings import city_rows, embedding_matrix, embedding_problems, index_column
 from recsys_core.retrieval.index import RECALL_TARGET, SERVED_TOP, CityIndex, recall_vs_exact
 from recsys_core.training.pipeline import TrainedModel
@@ -179,6 +180,39 @@ def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
     return AssetCheckResult(
         passed=passed,
         metadata={**figures, "validation comparison": MetadataValue.md(summary_markdown(model_evaluation, "val"))},
+    )
+
+
+@asset_check(
+    asset=model_assets.model_evaluation,
+    blocking=True,
+    additional_ins={"trained_model": AssetIn(), "hetero_graph": AssetIn()},
+    description="On test pairs the served version has not seen, with the pairs it has seen excluded from both "
+    "rankings: the new place model's Recall@20 is not below the live version's by more than 2 paired standard "
+    "errors (passes with the reason when nothing is live or too few pairs compare).",
+)
+def model_not_worse_than_served(
+    model_evaluation: Comparison, trained_model: TrainedModel, hetero_graph: GraphBundle, serving: ServingSettings
+) -> AssetCheckResult:
+    result = _versus_served(trained_model, hetero_graph, serving)
+    return AssetCheckResult(passed=result.passed, metadata=plain_metadata(result.figures()))
+
+
+def _versus_served(trained: TrainedModel, graph: GraphBundle, serving: ServingSettings) -> ServedComparison:
+    live = serving.releases().read("live")
+    if live is None:
+        return ServedComparison(True, "nothing is served yet: the first version has no one to beat")
+    if trained.place_model is None:
+        return ServedComparison(True, "not compared: the new model has no place model")
+    try:
+        served = TrainedModel.load(live.model.directory)
+        served_graph = load_graph(live.graph.directory)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return ServedComparison(False, f"the served version {live.version} cannot be loaded to compare with: {exc}")
+    if served.place_model is None:
+        return ServedComparison(True, f"not compared: the served version {live.version} has no place model")
+    return compare_with_served(
+        graph, trained.split, trained.place_model.selected, served.place_model.served, served_graph
     )
 
 

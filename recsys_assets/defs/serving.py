@@ -176,6 +176,7 @@ GATES = (
     ("hetero_graph", "hetero_graph_structure"),
     ("trained_model", "trained_model_weights_finite"),
     ("model_evaluation", "model_beats_baselines"),
+    ("model_evaluation", "model_not_worse_than_served"),
     ("user_embeddings", "user_embeddings_complete"),
     ("place_embeddings", "place_embeddings_complete"),
 )
