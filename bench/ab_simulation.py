@@ -37,7 +37,7 @@ import torch
 from litestar.testing import TestClient
 
 from recsys_core.evaluation.split import SplitPolicy, training_graph
-from recsys_core.feedback.online import OnlineSettings, decide, user_outcomes
+from recsys_core.feedback.online import OnlineSettings, experiment_decision
 from recsys_core.feedback.releases import ServingDirectory
 from recsys_core.feedback.store import EventPaths, read_events, roll_segments, stored_days
 from recsys_core.graph import build_from_world
@@ -199,7 +199,7 @@ def decisions_by_day(
         cut = run["start"] + dt.timedelta(days=day)
         shown = stored.filter(pc.less(stored.column("timestamp"), pa.scalar(cut, stamp)))
         impressions = shown.filter(pc.equal(shown.column("type"), pa.scalar("impression")))
-        decision = decide(user_outcomes(stored, settings, impressions_from=shown), live, candidate, settings)
+        decision = experiment_decision(stored, live, candidate, settings, until=cut)
         out.append(
             {
                 "day": day,

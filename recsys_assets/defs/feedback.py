@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -116,12 +115,6 @@ def _plot(arms: list[online.ArmMetrics], title: str) -> MetadataValue:
     return png_markdown(buffer.getvalue(), "online metrics")
 
 
-def _coverage(events: pa.Table, settings: online.OnlineSettings) -> dict[str, int]:
-    frame = events.select(["type", "variant", "place_id", "position"]).to_pandas()
-    shown = frame[(frame["type"] == "impression") & (frame["position"] < settings.k) & frame["place_id"].notna()]
-    return {str(k): int(v) for k, v in shown.groupby("variant")["place_id"].nunique().items()}
-
-
 @asset(
     **FEEDBACK,
     kinds={"parquet"},
@@ -137,7 +130,7 @@ def online_metrics(context: AssetExecutionContext, feedback: FeedbackSettings, s
     shown_today = read_events(paths.store, [day])
     window = read_events(paths.store, later)
     outcomes = online.user_outcomes(window, settings, impressions_from=shown_today)
-    coverage = _coverage(shown_today, settings)
+    coverage = online.shown_coverage(shown_today, settings)
     places = outcomes[outcomes["surface"] == online.PLACES]
     arms = [
         online.arm_metrics(places, v, coverage.get(v, 0), settings.confidence)
@@ -173,13 +166,9 @@ def _experiment_decision(
     if experiment is None or start is None or not experiment.candidate_version or start.date() > day:
         return None
     events = read_events(store, _days(start.date(), day + settings.window))
-    stamp = events.schema.field("timestamp").type
-    since = events.filter(pc.greater_equal(events.column("timestamp"), pa.scalar(start, stamp)))
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
-    shown = since.filter(pc.less(since.column("timestamp"), pa.scalar(end, stamp)))
-    outcomes = online.user_outcomes(since, settings, impressions_from=shown)
-    return online.decide(
-        outcomes, experiment.live_version, experiment.candidate_version, settings, _coverage(shown, settings)
+    return online.experiment_decision(
+        events, experiment.live_version, experiment.candidate_version, settings, until=end, since=start
     )
 
 

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 PLACES, PEOPLE = "places", "people"
@@ -244,3 +245,28 @@ def decide(
     if primary.ci_high < 0:
         return Decision(KEEP, f"candidate worse: {span}", surface, live, candidate, comparisons)
     return Decision(INCONCLUSIVE, f"no difference shown: {span}", surface, live, candidate, comparisons)
+
+
+def shown_coverage(events: pa.Table, settings: OnlineSettings) -> dict[str, int]:
+    """Per variant: the distinct places shown in the top k."""
+    frame = events.select(["type", "variant", "place_id", "position"]).to_pandas()
+    shown = frame[(frame["type"] == "impression") & (frame["position"] < settings.k) & frame["place_id"].notna()]
+    return {str(k): int(v) for k, v in shown.groupby("variant")["place_id"].nunique().items()}
+
+
+def experiment_decision(
+    events: pa.Table,
+    live_variant: str,
+    candidate_variant: str,
+    settings: OnlineSettings,
+    until: dt.datetime,
+    since: dt.datetime | None = None,
+) -> Decision:
+    """The decision as of `until`: the impressions from `since` (the experiment's start) to `until`,
+    with their clicks and conversions looked up in all of `events` from `since` on."""
+    stamp = events.schema.field("timestamp").type
+    if since is not None:
+        events = events.filter(pc.greater_equal(events.column("timestamp"), pa.scalar(since, stamp)))
+    shown = events.filter(pc.less(events.column("timestamp"), pa.scalar(until, stamp)))
+    outcomes = user_outcomes(events, settings, impressions_from=shown)
+    return decide(outcomes, live_variant, candidate_variant, settings, shown_coverage(shown, settings))
