@@ -54,18 +54,18 @@ class Router:
     def __init__(self, live: ArtifactHolder, candidate: ArtifactHolder, experiment: ExperimentWatcher):
         self.live, self.candidate, self.experiment = live, candidate, experiment
 
-    def arm(self, user_id: int) -> Arm:
-        experiment, candidate = self.experiment.current, self.candidate.current
-        if experiment is None or candidate is None:
-            return LIVE
-        if experiment.candidate_version and experiment.candidate_version != candidate.artifacts.manifest.version:
-            return LIVE  # the experiment is about another candidate than the one loaded
-        return experiment.arm(user_id)
-
     def route(self, user_id: int, live: Served) -> Routed:
-        """`live`: the live version this request already holds (one read of the reference)."""
-        arm = self.arm(user_id)
-        candidate = self.candidate.current if arm == CANDIDATE else None
-        routed = Routed(candidate, CANDIDATE) if candidate is not None else Routed(live, LIVE)
+        """`live`: the live version this request already holds (one read of the reference); the
+        experiment and the candidate are read once too, so a swap mid-request changes nothing."""
+        experiment, candidate = self.experiment.current, self.candidate.current
+        routed = Routed(live, LIVE)
+        # an experiment naming another candidate than the one loaded sends everyone to live
+        if (
+            experiment is not None
+            and candidate is not None
+            and experiment.candidate_version in ("", candidate.artifacts.manifest.version)
+            and experiment.arm(user_id) == CANDIDATE
+        ):
+            routed = Routed(candidate, CANDIDATE)
         metrics.ASSIGNMENTS.labels(routed.arm).inc()
         return routed
