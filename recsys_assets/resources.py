@@ -61,6 +61,7 @@ class WorldSource(ConfigurableResource):
     n_places: int = 10_000
     seed: int = 42
     world_version: str = "v2"  # the synthetic world: v2 (hidden tastes, friendships, time) or v1 (features only)
+    start_date: str = ""  # the synthetic world's first day (YYYY-MM-DD; "": WorldConfig's)
     location: str = ""  # directory, file or DSN of a non-synthetic source
     directory: str = ""  # `location`'s name before there were other sources than Parquet directories
 
@@ -77,8 +78,9 @@ class WorldSource(ConfigurableResource):
         return self._world().vocabulary
 
     def world_config(self) -> WorldConfig:
+        dates = {"start_date": self.start_date} if self.start_date else {}
         return WorldConfig.of_version(
-            self.world_version, n_users=self.n_users, n_places=self.n_places, seed=self.seed
+            self.world_version, n_users=self.n_users, n_places=self.n_places, seed=self.seed, **dates
         ).validate()
 
     def _world(self) -> CompletedWorld:
@@ -126,11 +128,15 @@ class WorldSource(ConfigurableResource):
         return self._of_users("friend_labels", users, "user_u")
 
 
-def world_source_from_spec(spec: str, n_users: int, n_places: int, seed: int, world_version: str = "v2") -> WorldSource:
+def world_source_from_spec(
+    spec: str, n_users: int, n_places: int, seed: int, world_version: str = "v2", start_date: str = ""
+) -> WorldSource:
     """`--source` as a WorldSource: "synthetic" (sized by the other options) or KIND:LOCATION."""
     kind, _, location = spec.partition(":")
     if kind == "synthetic" and not location:
-        source = WorldSource(n_users=n_users, n_places=n_places, seed=seed, world_version=world_version)
+        source = WorldSource(
+            n_users=n_users, n_places=n_places, seed=seed, world_version=world_version, start_date=start_date
+        )
         source.world_config()  # a bad size or version fails here, naming it
         return source
     if kind in sources.READERS and location:
@@ -180,6 +186,12 @@ class TrainingSettings(ConfigurableResource):
     # "random" (a share of each user's pairs) or "auto" (by time where the data's dates span it).
     split: Literal["auto", "time", "random"] = "auto"
     held_out_days: float = 14.0
+    # A retrain that new data started (`retrain_after_ingest` tags it RETRAIN_MODE_TAG=refresh) continues the
+    # served GraphRec for `refresh_steps` steps, and the evaluation's two-tower from its last weights, where
+    # the served model's configuration and a time split allow (`training.warm_start`); the nightly and manual
+    # retrains train from scratch. warm_start=False: every retrain from scratch.
+    warm_start: bool = True
+    refresh_steps: int = 30
     checkpoint_dir: str = ""  # "": <artifact root>/checkpoints (TrainConfig's "" means nowhere)
     # steps between checkpoints; 0: at every evaluation; -1 (this setting only): no checkpoints
     checkpoint_every: int = PIPELINE_TRAIN_CONFIG.checkpoint_every
@@ -202,16 +214,20 @@ class TrainingSettings(ConfigurableResource):
     def place_model_settings(self) -> PlaceModelSettings:
         return PlaceModelSettings(seed=self.seed, eval_users=self.place_eval_users, ials_budget_s=self.ials_budget_s)
 
-    def train_config(self, name: str = "graphrec", artifact_root: str | Path | None = None) -> TrainConfig:
+    def train_config(
+        self, name: str = "graphrec", artifact_root: str | Path | None = None, refresh: bool = False
+    ) -> TrainConfig:
         """The trainer's config; checkpoints of model `name` go to `<checkpoint_dir or
-        artifact_root/checkpoints>/<name>` (nowhere when neither is known or they are off)."""
+        artifact_root/checkpoints>/<name>` (nowhere when neither is known or they are off).
+        `refresh`: the steps of a warm-started retrain (`refresh_steps`, evaluated three times)."""
         root = self.checkpoint_dir or (Path(artifact_root) / "checkpoints" if artifact_root else "")
         directory = str(Path(root) / name) if root and self.checkpoint_every >= 0 else ""
+        steps = min(self.max_steps, self.refresh_steps) if refresh else self.max_steps
         return dataclasses.replace(
             PIPELINE_TRAIN_CONFIG,
-            max_steps=self.max_steps,
+            max_steps=steps,
             time_budget_s=self.time_budget_s,
-            eval_every=self.eval_every,
+            eval_every=min(self.eval_every, max(steps // 3, 1)) if refresh else self.eval_every,
             batch_size=self.batch_size,
             engagement_weighted=self.engagement_weighted,
             seed=self.seed,

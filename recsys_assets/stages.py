@@ -7,7 +7,23 @@ the tests. The asset definitions declare their group themselves; a test holds th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+# How often the sensors that carry new data through (inbox -> ingest -> retrain -> indices ->
+# publish, events -> metrics -> promote) look: each look is a cheap query of the instance, and on
+# the loop's path every tick of delay is seconds between a user's visit and a model that knows it.
+SENSOR_INTERVAL_S = 10
+# A retrain's mode, as a run tag: `refresh` (started by new data: warm-started where it can be,
+# `TrainingSettings.refresh_steps`) or absent (the nightly schedule, a launch from the UI: from scratch).
+RETRAIN_MODE_TAG = "recsys/retrain"
+REFRESH = "refresh"
+
+
+def is_refresh(run_tags: Mapping[str, str]) -> bool:
+    """Whether a run with these tags is a refresh retrain (see RETRAIN_MODE_TAG)."""
+    return run_tags.get(RETRAIN_MODE_TAG) == REFRESH
+
 
 VOCABULARY_ASSETS = ("vocabulary",)  # registers the city partitions: always first
 WORLD_ASSETS = ("places", "users", "interactions", "user_user_edges", "friend_labels")  # per city

@@ -18,9 +18,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, RunRequest, build_sensor_context, materialize
 from litestar.testing import TestClient
 
+from recsys_assets import stages
 from recsys_assets.definitions import build_definitions
 from recsys_assets.defs import automation
-from recsys_assets.io_manager import load_latest_table
+from recsys_assets.io_manager import latest_materialization, load_latest, load_latest_table
 from recsys_assets.materialize import materialize_all
 from recsys_assets.resources import InboxSettings, TrainingSettings, WorldSource, world_source_from_spec
 from recsys_core import inbox
@@ -180,3 +181,32 @@ def test_the_inbox_takes_files_shaped_like_the_sources_events(served):
     )
     assert result.success
     assert load_latest_table(served.instance, AssetKey("interactions"), [city]).num_rows == existing.num_rows + 4
+
+
+def test_a_refresh_retrain_continues_the_served_model_where_the_split_allows(served):
+    """A retrain that new data started (the inbox sensor's, tagged refresh) warm-starts GraphRec from
+    the served version and the two-tower from the last evaluation on data split by time; data split
+    at random trains from scratch, and the metadata says which and why. The gate runs either way."""
+    graph = load_latest(served.instance, AssetKey("hetero_graph"), [None])
+    live = ServingManifest.read(served.manifest)
+    result = materialize(
+        [*served.defs.assets, *served.defs.asset_checks],
+        selection=list(stages.RETRAIN_ASSETS),
+        instance=served.instance,
+        resources=served.defs.resources,
+        tags={stages.RETRAIN_MODE_TAG: stages.REFRESH},
+    )
+    assert result.success
+    checks = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert {"model_beats_baselines", "model_not_worse_than_served"} <= checks
+    model = latest_materialization(served.instance, AssetKey("trained_model")).asset_materialization.metadata
+    evaluation = latest_materialization(served.instance, AssetKey("model_evaluation")).asset_materialization.metadata
+    trained = load_latest(served.instance, AssetKey("trained_model"), [None])
+    if TRAINING.split_policy().resolved_mode(graph) == "time":
+        assert model["warm_start"].value == f"from served version {live.version}"
+        assert trained.history["step"].iloc[0] == 0 and trained.history["step"].max() <= TRAINING.refresh_steps
+        assert evaluation["two_tower_warm_start"].value == "from the last evaluation's two_tower"
+    else:
+        assert model["warm_start"].value.startswith("not used: the held-out pairs are drawn at random")
+        assert trained.history["step"].iloc[0] > 0 and trained.history["step"].max() == TRAINING.max_steps
+        assert evaluation["two_tower_warm_start"].value.startswith("not used:")

@@ -40,7 +40,10 @@ from recsys_assets.stages import (
     INDEX_ASSETS,
     INGEST_ASSETS,
     MANIFEST_ASSETS,
+    REFRESH,
     RETRAIN_ASSETS,
+    RETRAIN_MODE_TAG,
+    SENSOR_INTERVAL_S,
     WORLD_ASSETS,
 )
 from recsys_core import inbox
@@ -102,6 +105,7 @@ nightly_retrain = ScheduleDefinition(
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[retrain_job],
     request_job=city_indices_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="After a successful retrain, rebuild every city's indices from the new embeddings.",
 )
@@ -166,7 +170,7 @@ def publish_decision(instance) -> RunRequest | SkipReason:
 
 @sensor(
     job=publish_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="Publish a new serving manifest once all city indices are rebuilt from the latest embeddings.",
 )
@@ -176,7 +180,7 @@ def publish_when_indices_are_fresh(context: SensorEvaluationContext):
 
 @sensor(
     job=ingest_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="New interaction files per city (inbox/<city>/*.parquet|csv, with the columns the world's "
     "interactions came with): valid ones are appended, invalid ones moved to inbox/rejected/<city>/ "
@@ -220,11 +224,13 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[ingest_job],
     request_job=retrain_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
-    description="New events were appended: retrain (indices and the manifest follow).",
+    description="New events were appended: a refresh retrain (continues the served model where it can; "
+    "indices and the manifest follow).",
 )
 def retrain_after_ingest(context: RunStatusSensorContext):
-    return RunRequest(run_key=f"retrain-after-{context.dagster_run.run_id}")
+    return RunRequest(run_key=f"retrain-after-{context.dagster_run.run_id}", tags={RETRAIN_MODE_TAG: REFRESH})
 
 
 JOBS = [world_tables_job, retrain_job, city_indices_job, city_refresh_job, ingest_job, publish_job]

@@ -54,6 +54,7 @@ from recsys_assets.io_manager import latest_materialization, load_latest, load_l
 from recsys_assets.metadata import Metadata, markdown_table, png_markdown
 from recsys_assets.partitions import city_keys
 from recsys_assets.resources import FeedbackSettings, InboxSettings, ServingSettings
+from recsys_assets.stages import SENSOR_INTERVAL_S
 from recsys_core.feedback import online
 from recsys_core.feedback.experiment import read_experiment
 from recsys_core.feedback.interactions import drop_in_inbox, split_by_city, visits_as_interactions
@@ -193,7 +194,7 @@ def promote_candidate():
 
 @sensor(
     job=online_metrics_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="Roll closed event segments into Parquet, add a partition per event day, and compute the "
     "online metrics of days with new events (and the conversion window before them).",
@@ -229,6 +230,7 @@ def event_days(context: SensorEvaluationContext, feedback: FeedbackSettings):
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[online_metrics_job],
     request_job=promote_candidate,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="When the newest day's decision is `promote` and automatic promotion is on "
     "(FeedbackSettings.auto_promote), make the candidate live.",
@@ -249,7 +251,7 @@ def promote_when_decided(context: RunStatusSensorContext, feedback: FeedbackSett
 
 
 @sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="Visits from newly stored feedback files into the interactions inbox (one file per city), "
     "where the inbox sensor checks and appends them.",

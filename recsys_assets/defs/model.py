@@ -2,19 +2,33 @@
 
 import dataclasses
 import io
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dagster import AllPartitionMapping, AssetIn, MetadataValue, Output, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetKey, MetadataValue, Output, asset
 
+from recsys_assets.io_manager import latest_artifact_path
 from recsys_assets.metadata import plain_metadata, png_markdown
 from recsys_assets.resources import ServingSettings, TrainingSettings, WorldSource
+from recsys_assets.stages import is_refresh
 from recsys_core.evaluation.compare import PLACE_MODEL, Comparison, WorldTruth, compare, summary_markdown
 from recsys_core.graph import GraphBundle
+from recsys_core.model.config import ModelConfig
 from recsys_core.training.pipeline import TrainedModel, describe, fit, fit_served_model, train_config_for
+from recsys_core.training.warm_start import WarmStart, refresh_start
 
 MODEL: dict[str, Any] = dict(group_name="model", kinds={"pytorch"}, owners=["team:ml"])
 ALL_CITIES = AllPartitionMapping()
+
+
+def _last_baseline(context: AssetExecutionContext, name: str) -> tuple[Path, str]:
+    """The checkpoint of baseline `name` in the latest `model_evaluation`."""
+    directory = Comparison.baseline_directory(
+        latest_artifact_path(context.instance, AssetKey("model_evaluation"), None), name
+    )
+    return directory, f"the last evaluation's {name}"
 
 
 def _curve_png(trained: TrainedModel) -> MetadataValue:
@@ -26,7 +40,7 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
 
     history = trained.history
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(history["step"], history["loss"], label="training loss", color="tab:blue")
+    ax.plot(history["step"], history["loss"], label="training loss", color="tab:blue")  # no loss at a warm step 0
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if "val_recall@20" in history:
@@ -42,18 +56,52 @@ def _curve_png(trained: TrainedModel) -> MetadataValue:
     return png_markdown(buffer.getvalue(), "training curve")
 
 
+def _warm_start(
+    context: AssetExecutionContext,
+    training: TrainingSettings,
+    model_config: ModelConfig,
+    graph: GraphBundle,
+    saved: Callable[[], tuple[Path, str]],
+) -> tuple[WarmStart | None, str]:
+    """In a refresh retrain (and with warm starts on), the weights `saved()` names (a directory and
+    what to call it) as a warm start, else None; and what happened, for the run's metadata."""
+    if not is_refresh(context.run.tags):
+        return None, ""
+    if not training.warm_start:
+        return None, "not used: warm starts are off (TrainingSettings.warm_start)"
+    try:
+        directory, source = saved()
+    except FileNotFoundError as exc:
+        return None, f"not used: {exc}"
+    warm, reason = refresh_start(directory, model_config, graph, training.split_policy(), source)
+    if warm is None:
+        context.log.warning("refresh retrain trains from scratch: %s", reason)
+        return None, f"not used: {reason}"
+    return warm, reason
+
+
+def _served_model(serving: ServingSettings) -> tuple[Path, str]:
+    live = serving.releases().read("live")
+    if live is None:
+        raise FileNotFoundError("nothing is served yet")
+    return Path(live.model.directory), f"served version {live.version}"
+
+
 @asset(
     **MODEL,
     description="The place model: GraphRec trained multi-task on the graph with held-out val/test parts "
     "(best-by-validation weights; checkpointed while it trains, `resume: true` in the training resource continues "
     "a killed run), the graph filter and an iALS bag, blended with weights chosen on validation, then refit on "
-    "every pair for serving.",
+    "every pair for serving. A retrain that new data started continues the served GraphRec for "
+    "`refresh_steps` steps (metadata `warm_start` says from what, or why it trained from scratch).",
 )
 def trained_model(
-    hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings
+    context: AssetExecutionContext, hetero_graph: GraphBundle, training: TrainingSettings, serving: ServingSettings
 ) -> Output[TrainedModel]:
     model_config = training.graphrec_config(hetero_graph.vocabulary, **hetero_graph.node_counts())
-    config = train_config_for(model_config, training.train_config("graphrec", serving.artifact_root), hetero_graph)
+    warm, how = _warm_start(context, training, model_config, hetero_graph, lambda: _served_model(serving))
+    settings = training.train_config("graphrec", serving.artifact_root, refresh=warm is not None)
+    config = train_config_for(model_config, settings, hetero_graph)
     trained = fit_served_model(
         hetero_graph,
         model_config,
@@ -61,7 +109,9 @@ def trained_model(
         training.place_model_settings(),
         split_seed=training.seed,
         split_policy=training.split_policy(),
+        warm_start=warm,
     )
+    trained.warm_start = trained.warm_start or how
     info = describe(trained)
     plain = plain_metadata(info)
     place = trained.place_model
@@ -73,6 +123,7 @@ def trained_model(
             "train_seconds": plain["train_seconds"],
             "stopped_because": plain["stopped_because"],
             "resumed_from_step": plain["resumed_from_step"],
+            "warm_start": trained.warm_start or "no: trained from scratch",
             "steps": plain["steps"],
             "parameters": plain["parameters"],
             "val_pairs": len(trained.split.val_edges),
@@ -97,6 +148,7 @@ def trained_model(
     "generator's oracle on the same split (validation and test), by engagement tier; friends vs link heuristics.",
 )
 def model_evaluation(
+    context: AssetExecutionContext,
     trained_model: TrainedModel,
     hetero_graph: GraphBundle,
     users: pa.Table,
@@ -107,12 +159,16 @@ def model_evaluation(
     world: WorldSource,
 ) -> Output[Comparison]:
     tower_config = training.graphrec_config(hetero_graph.vocabulary, **hetero_graph.node_counts(), n_layers=0)
-    # A trained baseline: within the baseline budget, as MF-BPR and LightGCN are.
+    # A trained baseline: within the baseline budget, as MF-BPR and LightGCN are; a refresh continues the
+    # last evaluation's two-tower, as the place model continues the served GraphRec.
+    warm, how = _warm_start(context, training, tower_config, hetero_graph, lambda: _last_baseline(context, "two_tower"))
     tower_budget = dataclasses.replace(
-        training.train_config("two_tower", serving.artifact_root), time_budget_s=training.baseline_budget_s
+        training.train_config("two_tower", serving.artifact_root, refresh=warm is not None),
+        time_budget_s=training.baseline_budget_s,
     )
     tower_training = train_config_for(tower_config, tower_budget, hetero_graph)
-    two_tower = fit(hetero_graph, tower_config, tower_training, split=trained_model.split).model
+    tower_fit = fit(hetero_graph, tower_config, tower_training, split=trained_model.split, warm_start=warm)
+    two_tower = tower_fit.model
     # The oracle is the generator's own preferences: a world from any other source has none.
     truth = None
     if training.oracle and world.kind == "synthetic":
@@ -143,6 +199,7 @@ def model_evaluation(
             for label, values in trained_model.place_model.results(part).items()
         }
     headline["test graphrec friend compat ROC-AUC"] = comparison.friend_metric("test", "graphrec")
+    comparison.baseline_models["two_tower"] = two_tower
     return Output(
         comparison,
         metadata={
@@ -150,5 +207,6 @@ def model_evaluation(
             "test comparison": MetadataValue.md(summary_markdown(comparison, "test")),
             "validation comparison": MetadataValue.md(summary_markdown(comparison, "val")),
             "seconds": MetadataValue.json(comparison.seconds),
+            "two_tower_warm_start": tower_fit.warm_start or how or "no: trained from scratch",
         },
     )

@@ -27,6 +27,7 @@ from recsys_core.evaluation.served_ranking import local_matrix, score_city
 from recsys_core.evaluation.split import Split, training_graph
 from recsys_core.features import FeatureLayouts
 from recsys_core.graph import INTERACTS, SOCIAL, GraphBundle
+from recsys_core.model.checkpoint import save_checkpoint
 from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.synthetic.config import PreferenceWeights, WorldConfig
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 PEOPLE_COLUMNS = ["part", "model", "recall@20", "ndcg@20"]
+BASELINE_WEIGHTS = "weights"  # <comparison>/weights/<name>: a trained baseline's checkpoint
 PEOPLE_PARTS = {"validation": "val", "test": "test"}  # the people model's report -> the table's parts
 
 
@@ -61,6 +63,14 @@ class Comparison:
     friends: pd.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)
     people: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PEOPLE_COLUMNS))
+    # Trained baselines kept with the comparison (saved, not loaded back), so that the next
+    # evaluation can continue them instead of training them again (`training.warm_start`).
+    baseline_models: dict[str, GraphRec] = field(default_factory=dict)
+
+    @staticmethod
+    def baseline_directory(directory: Path, name: str) -> Path:
+        """Where a saved comparison keeps baseline `name`'s checkpoint."""
+        return Path(directory) / BASELINE_WEIGHTS / name
 
     def people_metric(self, part: str, model: str, metric: str = "recall@20") -> float:
         rows = self.people[(self.people["part"] == part) & (self.people["model"] == model)]
@@ -82,6 +92,8 @@ class Comparison:
         self.friends.to_parquet(directory / "friends.parquet", index=False)
         self.people.to_parquet(directory / "people.parquet", index=False)
         (directory / "seconds.json").write_text(json.dumps(self.seconds))
+        for name, model in self.baseline_models.items():
+            save_checkpoint(model, self.baseline_directory(directory, name))
         return directory / "places.parquet"
 
     @classmethod

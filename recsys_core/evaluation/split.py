@@ -5,7 +5,8 @@ Two ways to choose the held-out pairs (`SplitPolicy`):
   seen in the window before, as a service meets them (users who joined in the test window have
   no training history at all; places that opened then have no visits);
 - at random per user (a share of each user's pairs), for data without real timestamps.
-"auto" splits by time where the first-seen times span at least `MIN_WINDOWS` windows.
+"auto" splits by time where the first-seen times span at least `MIN_WINDOWS` windows and the
+validation and test windows each hold at least `MIN_WINDOW_SHARE` of the pairs.
 
 Held-out user-place pairs are removed from both interacts and rev_interacts, and the social
 edges of held-out friend-label pairs are removed too, so nothing the model is measured on
@@ -28,6 +29,7 @@ from recsys_core.graph import INTERACTS, REV_INTERACTS, SOCIAL, GraphBundle
 logger = logging.getLogger(__name__)
 MICROS_PER_DAY = 86_400 * 1_000_000
 MIN_WINDOWS = 3  # "auto" splits by time when the pairs' first-seen times span this many windows
+MIN_WINDOW_SHARE = 0.01  # ... and the validation and test windows each hold this share of the pairs
 SPLIT_MODES = ("auto", "time", "random")
 
 
@@ -59,7 +61,7 @@ def split_indices(bundle: GraphBundle, val_fraction: float = 0.1, test_fraction:
     n_val = np.minimum(n_val, np.maximum(counts - 1 - n_test, 0))
     is_test = rank < n_test
     is_val = (rank >= n_test) & (rank < n_test + n_val)
-    train_labels, val_labels, test_labels = _random_labels(bundle, rng, val_fraction, test_fraction)
+    train_labels, val_labels, test_labels = _random_labels(bundle, seed, val_fraction, test_fraction)
     return Split(
         train_edges=np.sort(order[~is_test & ~is_val]),
         val_edges=np.sort(order[is_val]),
@@ -71,11 +73,33 @@ def split_indices(bundle: GraphBundle, val_fraction: float = 0.1, test_fraction:
 
 
 def _random_labels(
-    bundle: GraphBundle, rng: np.random.Generator, val_fraction: float, test_fraction: float
+    bundle: GraphBundle, seed: int, val_fraction: float, test_fraction: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    labels = rng.permutation(bundle.friend_pairs.shape[1])
-    n_lv, n_lt = int(len(labels) * val_fraction), int(len(labels) * test_fraction)
-    return np.sort(labels[n_lv + n_lt :]), np.sort(labels[:n_lv]), np.sort(labels[n_lv : n_lv + n_lt])
+    """Each label pair's part by a seeded hash of its two user ids, not by a permutation of all
+    pairs: a pair keeps its part when other labels come and go (an ingest rebuilds the labels), so a
+    model warm-started after new data has never trained on a label it is now measured on."""
+    store = bundle.data["user"]
+    u, v = bundle.friend_pairs.numpy()
+    if "node_id" in store:  # by id; a graph built without the id map hashes its indices
+        ids = store.node_id.numpy()
+        u, v = ids[u], ids[v]
+    low, high = np.minimum(u, v).astype(np.uint64), np.maximum(u, v).astype(np.uint64)
+    share = _unit_hash(low, high, seed)
+    is_val = share < val_fraction
+    is_test = ~is_val & (share < val_fraction + test_fraction)
+    return np.flatnonzero(~is_val & ~is_test), np.flatnonzero(is_val), np.flatnonzero(is_test)
+
+
+def _unit_hash(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per (a, b) pair and seed (splitmix64 finalizer; stable across runs)."""
+    with np.errstate(over="ignore"):
+        x = a * np.uint64(0x9E3779B97F4A7C15) ^ (b + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0xBF58476D1CE4E5B9))
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def first_seen(bundle: GraphBundle) -> np.ndarray:
@@ -87,6 +111,20 @@ def first_seen(bundle: GraphBundle) -> np.ndarray:
     return out
 
 
+def _windows(first: np.ndarray, held_out_days: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair, whether it was first seen in the validation window and in the test window (the last)."""
+    window = held_out_days * MICROS_PER_DAY
+    end = int(first.max()) if len(first) else 0
+    is_test = first > end - window
+    return ~is_test & (first > end - 2 * window), is_test
+
+
+def _window_shares(first: np.ndarray, held_out_days: float) -> tuple[float, float]:
+    """The shares of pairs first seen in the validation and the test window."""
+    is_val, is_test = _windows(first, held_out_days)
+    return float(is_val.mean()), float(is_test.mean())
+
+
 def split_by_time(
     bundle: GraphBundle,
     held_out_days: float = 14.0,
@@ -95,15 +133,9 @@ def split_by_time(
     seed: int = 0,
 ) -> Split:
     """Test: pairs first seen in the last `held_out_days`; validation: in the window before;
-    training: the rest. Friend labels are split at random (they carry no time)."""
-    first = first_seen(bundle)
-    window = held_out_days * MICROS_PER_DAY
-    end = int(first.max()) if len(first) else 0
-    is_test = first > end - window
-    is_val = ~is_test & (first > end - 2 * window)
-    train_labels, val_labels, test_labels = _random_labels(
-        bundle, np.random.default_rng(seed), val_fraction, test_fraction
-    )
+    training: the rest. Friend labels are split at random by pair (they carry no time)."""
+    is_val, is_test = _windows(first_seen(bundle), held_out_days)
+    train_labels, val_labels, test_labels = _random_labels(bundle, seed, val_fraction, test_fraction)
     return Split(
         train_edges=np.flatnonzero(~is_test & ~is_val),
         val_edges=np.flatnonzero(is_val),
@@ -133,7 +165,12 @@ class SplitPolicy:
             return self.mode
         first = first_seen(bundle)
         span_days = (int(first.max()) - int(first.min())) / MICROS_PER_DAY if len(first) else 0.0
-        return "time" if span_days >= MIN_WINDOWS * self.held_out_days else "random"
+        if span_days < MIN_WINDOWS * self.held_out_days:
+            return "random"
+        # Dates that span the windows but leave one nearly empty (a world from long ago plus this
+        # week's events) would select and gate on a handful of pairs: split at random instead.
+        val, test = _window_shares(first, self.held_out_days)
+        return "time" if min(val, test) >= MIN_WINDOW_SHARE else "random"
 
     def apply(self, bundle: GraphBundle) -> Split:
         mode = self.resolved_mode(bundle)

@@ -34,6 +34,7 @@ from recsys_core.training.state import (
     save_training_state,
 )
 from recsys_core.training.validation import validation_recall, validation_users
+from recsys_core.training.warm_start import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,17 @@ Progress = Callable[[dict[str, float]], object]
 
 
 def train(
-    bundle: GraphBundle, split: Split, model_config: ModelConfig, config: TrainConfig, progress: Progress | None = None
+    bundle: GraphBundle,
+    split: Split,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    warm_start: WarmStart | None = None,
 ) -> TrainResult:
-    """Train with early stopping on validation Recall@20; returns the best model (by validation)."""
+    """Train with early stopping on validation Recall@20; returns the best model (by validation).
+
+    With `warm_start` (weights of this very configuration, `training.warm_start`), training
+    continues from them: they are evaluated at step 0 and selected unless a later step beats them."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     inputs = GraphInputs.from_hetero(training_graph(bundle, split), model_config.use_social, model_config.time_decay)
@@ -57,11 +66,19 @@ def train(
     selection = Selection()
     first_step, seconds_before = 1, 0.0
     checkpoints = bool(config.checkpoint_dir)
-    key = fingerprint(bundle, split, inputs, model_config, config) if checkpoints else ""
+    warm = warm_start.source if warm_start is not None else ""
+    key = fingerprint(bundle, split, inputs, model_config, config, warm) if checkpoints else ""
     saved = resumable_state(config.checkpoint_dir, key) if checkpoints and config.resume else None
     if saved is not None:
         first_step, seconds_before = restore_state(saved, model, optimizer, selection, result, sampler.g)
         logger.info("resuming training from step %d (checkpoint in %s)", saved["step"], config.checkpoint_dir)
+    elif warm_start is not None:
+        result.warm_start = _start_warm(model, warm_start, inputs)
+        if result.warm_start.startswith("from"):
+            recall = validation_recall(model, inputs, bundle, split, val_users, rerank_depth=config.eval_rerank_depth)
+            _select(model, optimizer, selection, result, 0, recall, config)
+            result.history.append({"step": 0, "seconds": time.perf_counter() - started, "val_recall@20": recall})
+            logger.info("warm start %s: val recall@20 %.4f before any step", warm_start.source, recall)
     every = config.checkpoint_every or config.eval_every
 
     def checkpoint(step: int) -> None:
@@ -137,6 +154,16 @@ def train(
     model.eval()
     result.seconds = seconds_before + time.perf_counter() - started
     return result
+
+
+def _start_warm(model: GraphRec, warm_start: WarmStart, inputs: GraphInputs) -> str:
+    """Load the warm weights into `model` when its edge widths are theirs; what happened, for the record."""
+    if warm_start.edge_dims != inputs.edge_dims():
+        reason = f"not used: {warm_start.source} has other edge feature widths; trained from scratch"
+        logger.warning("warm start %s", reason)
+        return reason
+    model.load_state_dict(warm_start.weights)
+    return f"from {warm_start.source}"
 
 
 def _select(

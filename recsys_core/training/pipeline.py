@@ -29,6 +29,7 @@ from recsys_core.ranking.people import PeopleFit, PeopleModel, fit_people_model
 from recsys_core.training.config import TrainConfig, for_id_embeddings
 from recsys_core.training.loop import Progress, train
 from recsys_core.training.state import TrainResult
+from recsys_core.training.warm_start import WarmStart
 from recsys_core.vocabulary import Vocabulary
 
 SPLIT_FILE = "split.pt"
@@ -51,6 +52,7 @@ class TrainedModel:
     stopped_because: str
     seconds: float
     resumed_from_step: int = 0  # the checkpoint step training continued from (0: from scratch)
+    warm_start: str = ""  # "from <source>": continued from those weights; else why not ("": a cold start asked)
     place_model: PlaceModelFit | None = None  # None: GraphRec alone (the two-tower baseline, old artifacts)
     people_model: PeopleFit | None = None  # None: no social graph (or GraphRec alone)
 
@@ -66,6 +68,7 @@ class TrainedModel:
                 "stopped_because": self.stopped_because,
                 "seconds": self.seconds,
                 "resumed_from_step": self.resumed_from_step,
+                "warm_start": self.warm_start,
             },
             vocabulary=self.vocabulary,  # vocabulary.json beside the weights, where serving reads it
         )
@@ -124,6 +127,7 @@ class TrainedModel:
             stopped_because=str(meta["stopped_because"]),
             seconds=float(meta["seconds"]),
             resumed_from_step=int(meta.get("resumed_from_step", 0)),
+            warm_start=str(meta.get("warm_start", "")),
             place_model=place_model,
             people_model=people_model,
         )
@@ -150,15 +154,16 @@ def fit(
     split_seed: int = 0,
     progress: Progress | None = None,
     split_policy: SplitPolicy | None = None,
+    warm_start: WarmStart | None = None,
 ) -> TrainedModel:
     """Split (unless given: by `split_policy`, else at random per user with `split_seed`), train
-    with early stopping, keep the best-by-validation weights.
+    with early stopping (from `warm_start`'s weights when given), keep the best-by-validation weights.
 
     `model_config` must be of the bundle's vocabulary (`ModelConfig.for_vocabulary(bundle.vocabulary, ...)`).
     """
     if split is None:
         split = split_policy.apply(bundle) if split_policy is not None else split_indices(bundle, seed=split_seed)
-    result: TrainResult = train(bundle, split, model_config, train_config, progress)
+    result: TrainResult = train(bundle, split, model_config, train_config, progress, warm_start)
     return TrainedModel(
         model=result.model,
         vocabulary=bundle.vocabulary,
@@ -170,6 +175,7 @@ def fit(
         stopped_because=result.stopped_because,
         seconds=result.seconds,
         resumed_from_step=result.resumed_from_step,
+        warm_start=result.warm_start,
     )
 
 
@@ -181,10 +187,18 @@ def fit_served_model(
     split_seed: int = 0,
     progress: Progress | None = None,
     split_policy: SplitPolicy | None = None,
+    warm_start: WarmStart | None = None,
 ) -> TrainedModel:
-    """GraphRec (`fit`), then the place model around it (`ranking.fit.fit_place_model`) on the same split."""
+    """GraphRec (`fit`, from `warm_start` when given), then the place model around it
+    (`ranking.fit.fit_place_model`) on the same split."""
     trained = fit(
-        bundle, model_config, train_config, split_seed=split_seed, progress=progress, split_policy=split_policy
+        bundle,
+        model_config,
+        train_config,
+        split_seed=split_seed,
+        progress=progress,
+        split_policy=split_policy,
+        warm_start=warm_start,
     )
     trained.place_model = fit_place_model(bundle, trained.split, trained.model, place_settings)
     trained.people_model = people_model_of(bundle, trained.split, place_settings.seed)
@@ -223,6 +237,7 @@ def describe(trained: TrainedModel) -> dict[str, object]:
         "stopped_because": trained.stopped_because,
         "train_seconds": round(trained.seconds, 1),
         "resumed_from_step": trained.resumed_from_step,
+        "warm_start": trained.warm_start,
         "parameters": int(sum(p.numel() for p in trained.model.parameters())),
         "model_config": json.loads(trained.model.config.to_json()),
         "held_out": {"val_pairs": int(len(trained.split.val_edges)), "test_pairs": int(len(trained.split.test_edges))},

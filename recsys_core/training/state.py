@@ -44,6 +44,7 @@ class TrainResult:
     stopped_because: str = ""
     seconds: float = 0.0
     resumed_from_step: int = 0  # 0: trained from scratch
+    warm_start: str = ""  # "from <source>" when it continued from saved weights, else why not ("": not asked)
 
 
 @dataclass
@@ -56,10 +57,17 @@ class Selection:
 
 
 def fingerprint(
-    bundle: GraphBundle, split: Split, inputs: GraphInputs, model_config: ModelConfig, config: TrainConfig
+    bundle: GraphBundle,
+    split: Split,
+    inputs: GraphInputs,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    warm_start: str = "",
 ) -> str:
-    """What a checkpoint must match to be resumed: graph, split, model and training settings."""
+    """What a checkpoint must match to be resumed: graph, split, model and training settings, and
+    the weights it started from (`warm_start`: their source, "" for a cold start)."""
     digest = hashlib.sha256(model_config.to_json().encode())
+    digest.update(warm_start.encode())
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_ONLY}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     # What training reads of the vocabulary beyond its sizes (in the model config) and the features.
