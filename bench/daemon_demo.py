@@ -269,6 +269,8 @@ class Demo:
             str(self.args.time_budget),
             "--baseline-budget",
             str(self.args.baseline_budget),
+            "--start-date",
+            self.args.start_date,
         ]
         log = self.work / "materialize.log"
         began = time.monotonic()
@@ -578,6 +580,8 @@ class Demo:
         if after != expected:
             raise StepFailed(f"{city} interactions have {after} rows, expected {expected}")
         version = self.served()
+        self.facts["warm_starts"] = self.warm_starts()
+        self.t.say("the retrain started from: " + "; ".join(f"{k}: {v}" for k, v in self.facts["warm_starts"].items()))
         self.facts.update(
             manifest_before=before,
             manifest_after=version["version"],
@@ -602,6 +606,18 @@ class Demo:
         )
         if version["version"] == served_before:
             raise StepFailed("the served version did not change")
+
+    def warm_starts(self) -> dict[str, str]:
+        """What the last retrain's GraphRec and two-tower started from (the assets' metadata)."""
+        from dagster import AssetKey
+
+        found = {}
+        for asset, key in (("trained_model", "warm_start"), ("model_evaluation", "two_tower_warm_start")):
+            event = self.opened.get_latest_materialization_event(AssetKey(asset))
+            materialization = event.asset_materialization if event else None
+            value = materialization.metadata.get(key) if materialization else None
+            found[asset] = str(getattr(value, "value", value)) if value is not None else "not recorded"
+        return found
 
     # -- step 5: a bad file
 
@@ -695,7 +711,7 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(the CPU was shared with other work, so timings are pessimistic). "
-        f"World: {args.users} users, {args.places} places; "
+        f"World: {args.users} users, {args.places} places from {args.start_date}; "
         f"training: {args.max_steps} steps (time limit {args.time_budget:.0f} s), "
         f"{args.baseline_budget:.0f} s per trained baseline, recorded for the daemon's retrain. "
         f"Everything under `{demo.work.relative_to(ROOT) if demo.work.is_relative_to(ROOT) else demo.work}/` "
@@ -729,6 +745,9 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
             "",
         ]
         lines += [
+            "The retrain started from: "
+            + "; ".join(f"`{asset}`: {value}" for asset, value in f.get("warm_starts", {}).items()),
+            "",
             "Runs the daemon started:",
             "",
             "| run | job | partition | started by | status | seconds |",
@@ -753,6 +772,10 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
     print(f"transcript written to {path}")
 
 
+def _weeks_ago(weeks: int) -> str:
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(weeks=weeks)).isoformat()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -771,6 +794,12 @@ def main(argv: list[str] | None = None) -> int:
         help="training time limit; high, so the step count decides and a busy CPU cannot fail the gate",
     )
     parser.add_argument("--baseline-budget", type=float, default=30, help="seconds per trained baseline")
+    parser.add_argument(
+        "--start-date",
+        default=_weeks_ago(13),
+        help="the world's first day (default: 13 weeks ago, so its 12 weeks end in the week before the "
+        "dropped events, which then fall in the time split's test window and the retrain warm-starts)",
+    )
     parser.add_argument("--city", default="zurich", help="the city whose inbox gets the files")
     parser.add_argument("--events", type=int, default=300, help="events in the valid file")
     parser.add_argument("--work-dir", default=str(ROOT / "var" / "daemon_demo"))

@@ -28,6 +28,12 @@ def _world_size_arguments(parser: argparse.ArgumentParser) -> None:
         help="the synthetic world: v2 (hidden tastes, friendships, late joiners, new places, drift) "
         "or v1 (preference from the profile columns alone)",
     )
+    parser.add_argument(
+        "--start-date",
+        default="",
+        help="the synthetic world's first day, YYYY-MM-DD (moved back to its Monday; default: WorldConfig's); "
+        "a world that ends near today lets events posted now join its time split",
+    )
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +48,10 @@ def _generate(args: argparse.Namespace) -> None:
     from recsys_core.synthetic.world import generate_world
     from recsys_core.vocabulary import BUILTIN
 
-    config = WorldConfig.of_version(args.world, n_users=args.users, n_places=args.places, seed=args.seed).validate()
+    dates = {"start_date": args.start_date} if args.start_date else {}
+    config = WorldConfig.of_version(
+        args.world, n_users=args.users, n_places=args.places, seed=args.seed, **dates
+    ).validate()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in generate_world(config).items():
@@ -80,7 +89,7 @@ def _materialize(args: argparse.Namespace) -> None:
     from recsys_assets.resources import TrainingSettings, record_settings, world_source_from_spec
 
     spec = f"parquet:{args.world_dir}" if args.world_dir else args.source
-    source = world_source_from_spec(spec, args.users, args.places, args.seed, args.world)
+    source = world_source_from_spec(spec, args.users, args.places, args.seed, args.world, args.start_date)
     knobs = {
         "max_steps": args.max_steps,
         "time_budget_s": args.time_budget,

@@ -140,6 +140,10 @@ def world_source_from_spec(
         source.world_config()  # a bad size or version fails here, naming it
         return source
     if kind in sources.READERS and location:
+        if start_date:
+            raise ValueError(
+                f"--start-date {start_date} sets the synthetic world's first day; --source {spec} has its own"
+            )
         if kind == "postgres":
             return WorldSource(kind="postgres", location=location, seed=seed)
         path = Path(location).expanduser().resolve()

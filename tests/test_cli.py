@@ -73,3 +73,19 @@ def test_generate_writes_the_world_and_its_vocabulary(tmp_path, capsys):
     assert main(["generate", "--out", str(tmp_path), "--users", "200", "--places", "200"]) == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"users.parquet", "places.parquet", "vocabulary.json"}
     assert Vocabulary.load(tmp_path) == BUILTIN
+
+
+def test_start_date_moves_the_synthetic_world_and_only_it(tmp_path, capsys):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    args = ["generate", "--out", str(tmp_path), "--users", "200", "--places", "200", "--start-date", "2026-09-09"]
+    assert main(args) == 0
+    first = pc.min(pq.read_table(tmp_path / "interactions.parquet").column("timestamp")).as_py()
+    assert first.date().isoformat() >= "2026-09-07"  # the world starts on that date's Monday
+    source = world_source_from_spec("synthetic", 800, 900, 3, start_date="2026-09-09")
+    assert source.world_config().start_date == "2026-09-09"
+    assert main(["materialize", "--start-date", "9 Sept"]) == 2
+    assert "start_date must be YYYY-MM-DD, got '9 Sept'" in capsys.readouterr().err
+    assert main(["materialize", "--source", f"parquet:{tmp_path}", "--start-date", "2026-09-09"]) == 2
+    assert "sets the synthetic world's first day" in capsys.readouterr().err
