@@ -611,11 +611,12 @@ class Demo:
         """What the last retrain's GraphRec and two-tower started from (the assets' metadata)."""
         from dagster import AssetKey
 
+        from recsys_assets.io_manager import latest_materialization
+
         found = {}
         for asset, key in (("trained_model", "warm_start"), ("model_evaluation", "two_tower_warm_start")):
-            event = self.opened.get_latest_materialization_event(AssetKey(asset))
-            materialization = event.asset_materialization if event else None
-            value = materialization.metadata.get(key) if materialization else None
+            record = latest_materialization(self.opened, AssetKey(asset))
+            value = record.asset_materialization.metadata.get(key) if record else None
             found[asset] = str(getattr(value, "value", value)) if value is not None else "not recorded"
         return found
 

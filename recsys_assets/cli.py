@@ -44,14 +44,12 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
-    from recsys_core.synthetic.config import WorldConfig
+    from recsys_assets.resources import world_source_from_spec
     from recsys_core.synthetic.world import generate_world
     from recsys_core.vocabulary import BUILTIN
 
-    dates = {"start_date": args.start_date} if args.start_date else {}
-    config = WorldConfig.of_version(
-        args.world, n_users=args.users, n_places=args.places, seed=args.seed, **dates
-    ).validate()
+    source = world_source_from_spec("synthetic", args.users, args.places, args.seed, args.world, args.start_date)
+    config = source.world_config()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in generate_world(config).items():
