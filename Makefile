@@ -79,8 +79,9 @@ bench: install
 	$(PY) -m bench
 
 # The schedule and sensors under the real daemon, end to end, in var/daemon_demo (its own
-# DAGSTER_HOME, artifacts and inbox): a small world, `dagster dev`, the service, a valid and a bad
-# inbox file. Writes docs/daemon_demo.md; exits non-zero if any step fails.
+# DAGSTER_HOME, artifacts, inbox and events): a small world, `dagster dev`, the service, a valid and a
+# bad inbox file, then the loop (simulated users -> events -> A/B decision -> promotion; visits ->
+# ingest -> retrain -> the next candidate). Writes docs/daemon_demo.md; exits non-zero if any step fails.
 # 2,500 users: on 800 the held-out friend pairs are ~150, and the quality gate's "friend ROC-AUC above
 # feature cosine" is a coin flip (the retrain after an ingest failed it once); on 2,500 (~1,000 pairs) it holds.
 DAEMON_DEMO_USERS ?= 2500

@@ -4,11 +4,9 @@ On a small world v2, three GraphRec versions are trained and published like any 
 publish`): `live` (a short training run), `better` (a long one) and `worse` (untrained). Each
 scenario serves live and one candidate side by side through the real service (in process: routing
 by the experiment's hash, request ids and variants in the responses, POST /events into the durable
-log, rolled into Parquet), and simulated users react to what they were shown:
-- a user is active on a day with probability `--active`, and asks for 10 places in their city;
-- they examine position r with probability 1 / (1 + r) ** 0.8 and, if examined, click with the
-  generator's own true preference, squashed per user: sigmoid(2 z - 3.5), z its z-score among the
-  city's places; a click leads to a visit (check-in) within a day with probability 0.5.
+log, rolled into Parquet), and simulated users react to what they were shown: a user is active on a
+day with probability `--active`, asks for 10 places in their city, and clicks and visits by
+`bench.click_model` (position and the generator's true preference).
 Then the online metrics (`recsys_core.feedback.online`, the code the `online_metrics` asset runs) are
 computed as of each simulated day, and the benchmark reports each scenario's final decision, the
 day and the number of events when the decision was first reached and stayed, and each version's
@@ -36,6 +34,8 @@ import numpy as np
 import torch
 from litestar.testing import TestClient
 
+from bench import click_model
+from bench.click_model import K, Users
 from recsys_core.evaluation.split import SplitPolicy, training_graph
 from recsys_core.feedback.online import OnlineSettings, experiment_decision
 from recsys_core.feedback.releases import ServingDirectory
@@ -47,47 +47,12 @@ from recsys_core.model.graphrec import GraphRec
 from recsys_core.model.inputs import GraphInputs
 from recsys_core.retrieval.publish import publish
 from recsys_core.synthetic.config import WorldConfig
-from recsys_core.synthetic.hidden import TruePreference
 from recsys_core.synthetic.world import generate_world
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.pipeline import fit
 from serving.app import create_app
 
 log = logging.getLogger("bench.ab")
-K = 10
-EXAMINE_POWER = 0.8
-CLICK_SLOPE, CLICK_OFFSET = 2.0, -3.5
-VISIT_AFTER_CLICK = 0.5
-
-
-def examine(positions: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + positions) ** EXAMINE_POWER
-
-
-class Users:
-    """The generator's truth, as click probabilities for what a user was shown."""
-
-    def __init__(self, config: WorldConfig, world: dict[str, Any]):
-        self.users = world["users"].sort_by("user_id")
-        self.places = world["places"].sort_by("place_id")
-        self.true = TruePreference(config, self.users, self.places)
-        self.user_ids = self.users.column("user_id").to_numpy()
-        self.place_ids = self.places.column("place_id").to_numpy()
-        self.user_city = self.users.column("home_city_id").to_numpy()
-        self.place_city = self.places.column("city_id").to_numpy()
-        self.day = float(config.weeks * 7)
-        self._z: dict[int, np.ndarray] = {}
-
-    def attraction(self, user: int, places: np.ndarray) -> np.ndarray:
-        """P(click | examined) of these place ids for the user (row index `user`)."""
-        if user not in self._z:
-            in_city = np.flatnonzero(self.place_city == self.user_city[user])
-            scores = self.true.scores(np.array([user]), in_city, self.day)[0]
-            z = np.full(len(self.place_ids), -10.0)
-            z[in_city] = (scores - scores.mean()) / (scores.std() + 1e-9)
-            self._z[user] = z
-        rows = np.searchsorted(self.place_ids, places)
-        return 1.0 / (1.0 + np.exp(-(CLICK_SLOPE * self._z[user][rows] + CLICK_OFFSET)))
 
 
 def train_versions(world: dict[str, Any], root: Path, live_steps: int, better_steps: int) -> dict[str, ServingManifest]:
@@ -139,30 +104,10 @@ def simulate(
                 stamp = at + dt.timedelta(seconds=int(rng.integers(0, 20 * 3600)))
                 body = client.get("/recommend/places", params={"user_id": user_id, "top_k": K}).json()
                 requests += 1
-                shown = np.array([r["place_id"] for r in body["recommendations"]], dtype=np.int64)
-                if not len(shown):
-                    continue
-                positions = np.arange(len(shown))
-                p_click = examine(positions) * users.attraction(int(user), shown)
-                expected.setdefault(body["variant"], []).append(float(p_click.sum() / K))
-                common = {"user_id": user_id, "request_id": body["request_id"], "variant": body["variant"]}
-                when = stamp.isoformat()
-                batch += [
-                    {"type": "impression", "place_id": int(p), "position": int(r), "timestamp": when, **common}
-                    for r, p in enumerate(shown)
-                ]
-                for place in shown[rng.random(len(shown)) < p_click]:
-                    batch.append({"type": "click", "place_id": int(place), "timestamp": when, **common})
-                    if rng.random() < VISIT_AFTER_CLICK:
-                        visit_at = min(stamp + dt.timedelta(hours=float(rng.uniform(1, 24))), end)
-                        batch.append(
-                            {
-                                "type": "visit",
-                                "user_id": user_id,
-                                "place_id": int(place),
-                                "timestamp": visit_at.isoformat(),
-                            }
-                        )
+                reactions, expected_ctr = users.react(int(user), body, stamp, end, rng)
+                if expected_ctr is not None:
+                    expected.setdefault(body["variant"], []).append(expected_ctr)
+                batch += reactions
             for i in range(0, len(batch), 1000):
                 response = client.post("/events", json={"events": batch[i : i + 1000]})
                 if response.status_code != 200:
@@ -242,11 +187,7 @@ def main() -> None:
     settings = OnlineSettings(k=K)
     figures: dict[str, Any] = {
         "world": {"users": args.users, "places": args.users, "version": "v2"},
-        "click_model": {
-            "examine": f"1 / (1 + position) ** {EXAMINE_POWER}",
-            "click_if_examined": f"sigmoid({CLICK_SLOPE} z {CLICK_OFFSET:+}), z: the true preference's z-score",
-            "visit_after_click": VISIT_AFTER_CLICK,
-        },
+        "click_model": click_model.DESCRIPTION,
         "days": args.days,
         "active_share": args.active,
         "candidate_share": 0.5,

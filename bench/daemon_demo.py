@@ -3,15 +3,20 @@
 Everything lives in its own directory (default `var/daemon_demo/`: its own DAGSTER_HOME,
 artifacts and inbox), so a real `make demo` under `var/` is never touched. Steps:
 
-1. materialize a small world with `recsys materialize` (the `make demo` path);
+1. materialize a small world with `recsys materialize` (the `make demo` path), recording the release
+   policy for the daemon: retrains are published as the candidate of an A/B test (`--candidate-share`)
+   and promoted automatically (with `--no-loop`: published live);
 2. list the schedule and the sensors with Dagster's CLI;
 3. start `dagster dev` (webserver + daemon) and the service (`recsys serve`) on free ports,
    and wait until the daemon is healthy and every sensor has ticked;
 4. drop a valid interactions file into one city's inbox and follow it through the daemon:
-   ingest -> retrain -> every city's indices -> publish -> the service serves the new version;
+   ingest -> refresh retrain -> every city's indices -> publish -> the service serves the new version;
 5. drop a deliberately bad file: it is moved to `rejected/` beside a reason file, no run starts
-   and the served version stays the same;
-6. write the transcript to docs/daemon_demo.md; exit 1 if any step failed.
+   and nothing published or served changes;
+6. the loop: simulated users use the service and post impressions, clicks and visits to
+   `POST /events`; the daemon turns them into online metrics and an A/B decision, promotes the
+   candidate, and carries the visits through the inbox into the next retrain and candidate;
+7. write the transcript to docs/daemon_demo.md; exit 1 if any step failed.
 
 Every subprocess is started in its own session and its whole process group is ended at exit.
 """
@@ -46,6 +51,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MARKER = ".daemon_demo"
 SENSORS = ("interactions_inbox", "retrain_after_ingest", "indices_after_retrain", "publish_when_indices_are_fresh")
+LOOP_SENSORS = ("event_days", "promote_when_decided", "feedback_to_inbox")
+PROMOTED = "promote_candidate succeeded (started by promote_when_decided)"
+RETRAINED = "retrain on the visits succeeded"
+MAX_CONCURRENT_RUNS = 3
+ENV_SHARED = ("DAGSTER_HOME", "RECSYS_ARTIFACTS", "RECSYS_INBOX", "RECSYS_EVENTS")  # this process reads them too
 
 
 class StepFailed(RuntimeError):
@@ -214,12 +224,17 @@ class Demo:
         self.home = self.work / "dagster_home"
         self.artifacts = self.work / "artifacts"
         self.inbox = self.work / "inbox"
+        self.events = self.work / "events"
         self.manifest = self.artifacts / "serving" / "manifest.json"
+        # With the loop, a retrain is published as the candidate of an A/B test beside live.
+        self.target = "candidate" if args.loop else "live"
+        self.sensors = SENSORS + (LOOP_SENSORS if args.loop else ())
         self.env = {
             **os.environ,
             "DAGSTER_HOME": str(self.home),
             "RECSYS_ARTIFACTS": str(self.artifacts),
             "RECSYS_INBOX": str(self.inbox),
+            "RECSYS_EVENTS": str(self.events),
             "PYTHONUNBUFFERED": "1",
             # One intra-op thread per process: the webserver, daemon, code server, service and runs share
             # two cores, and OpenMP threads spinning against each other only burn them.
@@ -243,13 +258,15 @@ class Demo:
             shutil.rmtree(self.work)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.work / MARKER).write_text("made by bench/daemon_demo.py; deleted by its next run\n")
-        # The local defaults (SQLite, queued runs launched as subprocesses), no telemetry, and patience
-        # for a code server that imports torch on a busy 2-core machine (the default gives up after 180 s).
+        # The local defaults (SQLite, queued runs launched as subprocesses), no telemetry, patience for a
+        # code server that imports torch on a busy 2-core machine (the default gives up after 180 s), and
+        # at most 3 runs at once: eight cities' ingests or indices queue instead of fighting for two cores.
         (self.home / "dagster.yaml").write_text(
             "telemetry:\n  enabled: false\ncode_servers:\n  local_startup_timeout: 900\n  reload_timeout: 900\n"
+            f"concurrency:\n  runs:\n    max_concurrent_runs: {MAX_CONCURRENT_RUNS}\n"
         )
-        os.environ.update({k: self.env[k] for k in ("DAGSTER_HOME", "RECSYS_ARTIFACTS", "RECSYS_INBOX")})
-        self.t.say(f"work dir {self.work} (DAGSTER_HOME, artifacts, inbox); the project's var/ is not touched")
+        os.environ.update({k: self.env[k] for k in ENV_SHARED})
+        self.t.say(f"work dir {self.work} (DAGSTER_HOME, artifacts, inbox, events); the project's var/ is not touched")
 
     def materialize(self) -> None:
         if self.args.reuse and self.manifest.exists():
@@ -272,6 +289,8 @@ class Demo:
             "--start-date",
             self.args.start_date,
         ]
+        if self.args.loop:  # the daemon's retrains are A/B tested, and a `promote` decision makes them live
+            cmd += ["--publish-as", "candidate", "--candidate-share", str(self.args.candidate_share), "--auto-promote"]
         log = self.work / "materialize.log"
         began = time.monotonic()
         with open(log, "w") as handle:
@@ -318,7 +337,7 @@ class Demo:
                 for ln in out.splitlines()
                 if ln.startswith(prefix) and ln.rstrip().endswith("[RUNNING]")
             ]
-        missing = [s for s in SENSORS if s not in running["sensor"]]
+        missing = [s for s in self.sensors if s not in running["sensor"]]
         if missing or "nightly_retrain" not in running["schedule"]:
             raise StepFailed(f"not listed as running: sensors {missing}, schedules {running['schedule']}")
 
@@ -352,7 +371,7 @@ class Demo:
 
         def every_sensor_ticked():
             ticks = self.sensor_ticks()
-            return ticks if all(ticks.get(s) for s in SENSORS) else None
+            return ticks if all(ticks.get(s) for s in self.sensors) else None
 
         ticks = wait_for(
             "a first tick of every sensor", every_sensor_ticked, 300, self.t, every_s=3, services=[dagster]
@@ -413,11 +432,31 @@ class Demo:
 
         return list(reversed(self.opened.get_run_records(filters=RunsFilter(created_after=since))))
 
-    def manifest_version(self) -> str | None:
+    def manifest_version(self, which: str = "live") -> str | None:
+        from recsys_core.manifest import candidate_manifest_path
+
+        path = self.manifest if which == "live" else candidate_manifest_path(self.manifest.parent)
         try:
-            return json.loads(self.manifest.read_text())["version"]
+            return json.loads(path.read_text())["version"]
         except (OSError, ValueError, KeyError):
             return None
+
+    def check_alive(self) -> None:
+        for service in self.services:
+            if not service.alive():
+                raise StepFailed(f"{service.name} exited:\n{service.tail()}")
+
+    def releases_now(self) -> tuple[str | None, str | None]:
+        """(live, candidate) manifest versions on disk."""
+        return self.manifest_version("live"), self.manifest_version("candidate")
+
+    def serves(self, version: str, which: str) -> bool:
+        """Does the service answer with `version` as live, or as the candidate of a running experiment?"""
+        body = self.served()
+        if which == "live":
+            return body["version"] == version
+        experiment = body.get("experiment") or {}
+        return bool(experiment.get("enabled")) and experiment.get("candidate_version") == version
 
     def report_runs(self, since: dt.datetime, seen: dict) -> list:
         records = self.runs_since(since)
@@ -529,7 +568,7 @@ class Demo:
 
         city, name = self.args.city, self.facts["good_file"]
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        before = self.manifest_version()
+        before = self.manifest_version(self.target)
         served_before = self.facts["served_before"]
         seen: dict = {}
         milestones: dict[str, float] = {}
@@ -563,15 +602,14 @@ class Demo:
                 mark("city_indices succeeded for all 8 cities")
             if any(job == "publish_manifest" for job, _ in done):
                 mark("publish_manifest succeeded")
-            current = self.manifest_version()
-            if current != before:
-                mark(f"new manifest {current} written")
-                if self.served()["version"] == current:
-                    mark(f"the service serves {current}")
+            current = self.manifest_version(self.target)
+            if current is not None and current != before:
+                mark(f"new {self.target} manifest {current} written")
+                if self.serves(current, self.target):
+                    share = f" to {self.args.candidate_share:.0%} of users" if self.target == "candidate" else ""
+                    mark(f"the service serves {current} as {self.target}{share}")
                     break
-            for service in self.services:
-                if not service.alive():
-                    raise StepFailed(f"{service.name} exited:\n{service.tail()}")
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise StepFailed(f"timed out after {self.args.timeout:.0f}s; reached: {list(milestones) or 'nothing'}")
             time.sleep(self.args.poll)
@@ -579,33 +617,39 @@ class Demo:
         expected = self.facts["existing_rows"] + self.facts["good_rows"]
         if after != expected:
             raise StepFailed(f"{city} interactions have {after} rows, expected {expected}")
-        version = self.served()
+        version, published = self.served(), self.manifest_version(self.target)
         self.facts["warm_starts"] = self.warm_starts()
         self.t.say("the retrain started from: " + "; ".join(f"{k}: {v}" for k, v in self.facts["warm_starts"].items()))
         self.facts.update(
             manifest_before=before,
-            manifest_after=version["version"],
+            manifest_after=published,
             served_after=version,
             milestones=milestones,
-            runs=[
-                (
-                    r.dagster_run.run_id[:8],
-                    r.dagster_run.job_name,
-                    r.dagster_run.tags.get("dagster/partition"),
-                    r.dagster_run.tags.get("dagster/sensor_name", "manual"),
-                    r.dagster_run.status.value,
-                    r.start_time,
-                    r.end_time,
-                )
-                for r in self.runs_since(since)
-            ],
+            runs=self.run_rows(since),
         )
+        experiment = version.get("experiment") or {}
         self.t.say(
-            f"{city} interactions: {self.facts['existing_rows']} -> {after} rows; served version "
-            f"{served_before} -> {version['version']} ({version['model_version']}), reloads={version['reloads']}"
+            f"{city} interactions: {self.facts['existing_rows']} -> {after} rows; live {version['version']} "
+            f"({version['model_version']}), candidate {experiment.get('candidate_version')}, "
+            f"reloads={version['reloads']}"
         )
-        if version["version"] == served_before:
-            raise StepFailed("the served version did not change")
+        if published in (None, served_before):
+            raise StepFailed("no new version was published")
+
+    def run_rows(self, since: dt.datetime) -> list[tuple]:
+        """(run, job, partition, started by, status, start, end) of the runs created since `since`."""
+        return [
+            (
+                r.dagster_run.run_id[:8],
+                r.dagster_run.job_name,
+                r.dagster_run.tags.get("dagster/partition"),
+                r.dagster_run.tags.get("dagster/sensor_name", "manual"),
+                r.dagster_run.status.value,
+                r.start_time,
+                r.end_time,
+            )
+            for r in self.runs_since(since)
+        ]
 
     def warm_starts(self) -> dict[str, str]:
         """What the last retrain's GraphRec and two-tower started from (the assets' metadata)."""
@@ -638,7 +682,7 @@ class Demo:
         bad = rows.set_column(0, "user_id", pa.array(users, pa.int64()))
         bad = bad.set_column(bad.schema.get_field_index("dwell_time"), "dwell_time", pa.array(dwell, pa.float32()))
         name = f"bad_events_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.csv"
-        manifest_before, served_before = self.manifest_version(), self.served()["version"]
+        manifest_before, served_before = self.releases_now(), self.served()["version"]
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         dropped = time.monotonic()
         path = self.drop(city, name, lambda p: pcsv.write_csv(bad, p))
@@ -683,7 +727,7 @@ class Demo:
         runs = self.runs_since(since)
         if runs:
             raise StepFailed("runs started after the bad file: " + ", ".join(r.dagster_run.job_name for r in runs))
-        manifest_after, served_after = self.manifest_version(), self.served()["version"]
+        manifest_after, served_after = self.releases_now(), self.served()["version"]
         if (manifest_after, served_after) != (manifest_before, served_before):
             raise StepFailed(
                 f"something changed: manifest {manifest_before} -> {manifest_after}, "
@@ -691,6 +735,142 @@ class Demo:
             )
         self.facts.update(bad_file=name, bad_reason=reason.name, bad_wait=rejected_after)
         self.t.say(f"{self.args.settle:.0f}s later: no run started, manifest and served version still {served_after}")
+
+    # -- step 6: the loop
+
+    def close_the_loop(self) -> None:
+        """Simulated users ask the service for places and click and visit by the generator's true
+        preference (`bench.click_model`), posting what they saw and did to POST /events. Under the
+        daemon, `event_days` rolls the events into Parquet and computes `online_metrics`, whose decision
+        `promote_when_decided` acts on; `feedback_to_inbox` drops the visits into the inbox, where they
+        are checked and ingested like any file, and the retrain that follows becomes the next candidate.
+        Traffic goes on in rounds until the experiment is decided (or --rounds are spent)."""
+        import numpy as np
+
+        from bench.click_model import Users
+        from recsys_assets.resources import recorded_settings
+        from recsys_core.synthetic.world import generate_world
+
+        source = recorded_settings(self.home).world
+        if source is None:
+            raise StepFailed(f"{self.home} has no recorded world to simulate users of")
+        config = source.world_config()
+        users = Users(config, generate_world(config))
+        rng = np.random.default_rng(11)
+        live, candidate = self.releases_now()
+        if candidate is None:
+            raise StepFailed("no candidate is served: nothing to A/B test")
+        self.t.say(f"experiment: live {live} vs candidate {candidate} ({self.args.candidate_share:.0%} of users)")
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        began = time.monotonic()
+        seen: dict = {}
+        milestones: dict[str, float] = {}
+        expected: dict[str, list[float]] = {}
+        counts = {"requests": 0, "events": 0, "visits": 0}
+        decisions: list[tuple[float, int, str, str]] = []
+
+        def mark(what: str) -> None:
+            if what not in milestones:
+                milestones[what] = time.monotonic() - began
+                self.t.say(f"-- {what} (+{milestones[what]:.0f}s after the first event)")
+
+        def watch() -> None:
+            self.report_runs(since, seen)
+            decision = self.latest_decision()
+            if decision and (not decisions or decisions[-1][2:] != decision):
+                decisions.append((time.monotonic() - began, counts["events"], *decision))
+                mark(f"online_metrics decided {decision[0]}")
+                self.t.say(f"online_metrics: {decision[0]} ({decision[1]})")
+            done = {(r.dagster_run.job_name, r.dagster_run.status.value) for r in self.runs_since(since)}
+            if ("promote_candidate", "SUCCESS") in done:
+                mark(PROMOTED)
+            now_live = self.manifest_version("live")
+            if now_live != live and now_live is not None and self.serves(now_live, "live"):
+                mark(f"the service serves {now_live} as live")
+                self.facts["loop_promoted"] = now_live
+            if ("ingest_interactions", "SUCCESS") in done:
+                mark("the visits were ingested (feedback_to_inbox -> inbox -> ingest_interactions)")
+            if ("retrain", "SUCCESS") in done:
+                mark(RETRAINED)
+            if ("publish_manifest", "SUCCESS") in done and RETRAINED in milestones:
+                mark(f"the retrain on the visits was published as {self.target} {self.manifest_version(self.target)}")
+
+        for round_number in range(1, self.args.rounds + 1):
+            if PROMOTED in milestones:  # decided and promoted while the last round settled
+                break
+            order = rng.permutation(len(users.user_ids))
+            batch: list[dict] = []
+            for row in order:
+                status, body = http_json(
+                    self.api(f"/recommend/places?user_id={int(users.user_ids[row])}&top_k={self.args.top_k}")
+                )
+                if status != 200:
+                    raise StepFailed(f"/recommend/places answered {status} for user {int(users.user_ids[row])}")
+                counts["requests"] += 1
+                now = dt.datetime.now(dt.UTC)
+                events, ctr = users.react(int(row), body, now, now, rng)  # visits stamped at the click
+                if ctr is not None:
+                    expected.setdefault(body["variant"], []).append(ctr)
+                batch += events
+                if len(batch) >= 900:
+                    self.post_events(batch, counts)
+                    batch = []
+            self.post_events(batch, counts)
+            mark(f"round {round_number}: {counts['requests']} requests, {counts['events']} events accepted")
+            watch()
+            if PROMOTED in milestones:
+                break
+            settle = time.monotonic() + self.args.round_wait
+            while time.monotonic() < settle:  # let the sensors roll this round in before deciding on more
+                watch()
+                time.sleep(self.args.poll)
+        deadline = time.monotonic() + self.args.timeout
+        while not (
+            PROMOTED in milestones
+            and "loop_promoted" in self.facts
+            and any(m.startswith("the retrain on the visits was published") for m in milestones)
+        ):
+            watch()
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise StepFailed(f"timed out; reached: {list(milestones)}; decisions: {decisions}")
+            time.sleep(self.args.poll)
+        from recsys_core.feedback.store import EventPaths
+
+        stored = sum(1 for _ in EventPaths(self.events).store.rglob("*.parquet"))
+        self.facts.update(
+            loop_live=live,
+            loop_candidate=candidate,
+            loop_milestones=milestones,
+            loop_counts=counts,
+            loop_expected={v: float(np.mean(x)) for v, x in expected.items()},
+            loop_decisions=decisions,
+            loop_stored_files=stored,
+            loop_runs=self.run_rows(since),
+        )
+
+    def post_events(self, batch: list[dict], counts: dict[str, int]) -> None:
+        if not batch:
+            return
+        status, body = http_json(self.api("/events"), {"events": batch}, timeout=30)
+        if status != 200 or not body or body.get("accepted") != len(batch):
+            raise StepFailed(f"POST /events answered {status} {body} for {len(batch)} events")
+        counts["events"] += len(batch)
+        counts["visits"] += sum(e["type"] == "visit" for e in batch)
+
+    def latest_decision(self) -> tuple[str, str] | None:
+        """(decision, reason) of the newest online_metrics materialization that has one."""
+        from dagster import AssetKey
+
+        from recsys_assets.io_manager import latest_materialization
+
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        record = latest_materialization(self.opened, AssetKey("online_metrics"), day)
+        meta = record.asset_materialization.metadata if record else {}
+        decision = meta.get("decision")
+        if decision is None:
+            return None
+        return str(decision.value), str(getattr(meta.get("decision reason"), "value", ""))
 
     def stop_all(self) -> None:
         for service in reversed(self.services):
@@ -713,10 +893,18 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(the CPU was shared with other work, so timings are pessimistic). "
         f"World: {args.users} users, {args.places} places from {args.start_date}; "
-        f"training: {args.max_steps} steps (time limit {args.time_budget:.0f} s), "
-        f"{args.baseline_budget:.0f} s per trained baseline, recorded for the daemon's retrain. "
-        f"Everything under `{demo.work.relative_to(ROOT) if demo.work.is_relative_to(ROOT) else demo.work}/` "
-        "(its own `DAGSTER_HOME`, `RECSYS_ARTIFACTS` and `RECSYS_INBOX`).",
+        f"training: {args.max_steps} GraphRec steps for the first version (time limit {args.time_budget:.0f} s), "
+        f"{args.baseline_budget:.0f} s per trained baseline, recorded for the daemon's retrains"
+        + (
+            f"; release policy: retrains are published as the candidate of an A/B test for "
+            f"{args.candidate_share:.0%} of users and promoted automatically. The first version is deliberately "
+            "under-trained: the refresh retrain continues it, so the candidate is truly better and the A/B test has "
+            "something to find. "
+            if args.loop
+            else "; retrains are published live. "
+        )
+        + f"Everything under `{demo.work.relative_to(ROOT) if demo.work.is_relative_to(ROOT) else demo.work}/` "
+        "(its own `DAGSTER_HOME`, `RECSYS_ARTIFACTS`, `RECSYS_INBOX` and `RECSYS_EVENTS`).",
         "",
         "## Steps",
         "",
@@ -739,10 +927,18 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
             *[f"| {what} | {seconds:.0f} |" for what, seconds in f["milestones"].items()],
             "",
         ]
+        served = f["served_after"]
+        experiment = served.get("experiment") or {}
         lines += [
-            f"Manifest `{f['manifest_before']}` → `{f['manifest_after']}`; "
-            f"the service's `/version` went from `{f['served_before']}` to `{f['served_after']['version']}` "
-            f"(model `{f['served_after']['model_version']}`, hot reloads: {f['served_after']['reloads']}).",
+            f"The {demo.target} manifest went from `{f['manifest_before']}` to `{f['manifest_after']}`; "
+            f"the service's `/version` then said live `{served['version']}` (model `{served['model_version']}`)"
+            + (
+                f", candidate `{experiment.get('candidate_version')}` for {experiment.get('candidate_share', 0):.0%} "
+                "of users"
+                if experiment.get("enabled")
+                else ""
+            )
+            + f"; hot reloads: {served['reloads']}.",
             "",
         ]
         lines += [
@@ -768,6 +964,41 @@ def write_report(path: Path, args: argparse.Namespace, demo: Demo, t: Transcript
             f"`{f.get('manifest_after', '')}`.",
             "",
         ]
+    if f.get("loop_milestones"):
+        counts, expected = f["loop_counts"], f["loop_expected"]
+        lines += [
+            "## The loop: events, the A/B decision, promotion, and the visits back into training",
+            "",
+            f"Live `{f['loop_live']}` against candidate `{f['loop_candidate']}` "
+            f"({args.candidate_share:.0%} of users by a hash of the user id). Simulated users (`bench/click_model.py`: "
+            "position and the generator's true preference) asked `/recommend/places` "
+            f"{counts['requests']} times and posted {counts['events']} events ({counts['visits']} visits) to "
+            f"`POST /events`; {f['loop_stored_files']} Parquet files reached the event store. Expected CTR@"
+            f"{args.top_k} under the click model (the truth, free of click noise): "
+            + ", ".join(f"`{v}` {x:.4f}" for v, x in sorted(expected.items()))
+            + f". Live after the loop: `{f.get('loop_promoted', '')}`.",
+            "",
+            "| milestone | seconds after the first event |",
+            "|---|---:|",
+            *[f"| {what} | {seconds:.0f} |" for what, seconds in f["loop_milestones"].items()],
+            "",
+            "Decisions of `online_metrics` as they changed:",
+            "",
+            "| seconds | events posted by then | decision | reason |",
+            "|---:|---:|---|---|",
+            *[f"| {at:.0f} | {n} | {d} | {why.replace('|', '/')} |" for at, n, d, why in f["loop_decisions"]],
+            "",
+            "Runs the daemon started in the loop:",
+            "",
+            "| run | job | partition | started by | status | seconds |",
+            "|---|---|---|---|---|---:|",
+            *[
+                f"| {run_id} | {job} | {partition or ''} | {origin} | {status} | "
+                f"{f'{end - start:.0f}' if start and end else ''} |"
+                for run_id, job, partition, origin, status, start, end in f["loop_runs"]
+            ],
+            "",
+        ]
     lines += ["## Listings and files", "", *t.sections, "## Progress log", "", "```text", *t.log, "```", ""]
     path.write_text("\n".join(lines))
     print(f"transcript written to {path}")
@@ -787,7 +1018,14 @@ def main(argv: list[str] | None = None) -> int:
         "friend ROC-AUCs on ~150 held-out pairs and passes or fails by chance",
     )
     parser.add_argument("--places", type=int, default=2500)
-    parser.add_argument("--max-steps", type=int, default=300, help="GraphRec training steps (materialize and retrain)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=5,
+        help="GraphRec training steps of the first version (and of a full retrain). Few on purpose: the refresh "
+        "retrain after new data continues it for TrainingSettings.refresh_steps, so the candidate is truly better "
+        "and the A/B test has something to find (the report gives both versions' expected CTR)",
+    )
     parser.add_argument(
         "--time-budget",
         type=float,
@@ -809,6 +1047,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=45, help="seconds to watch for runs after the bad file")
     parser.add_argument("--poll", type=float, default=3)
     parser.add_argument("--reuse", action="store_true", help="keep an earlier demo's materialized world")
+    parser.add_argument(
+        "--loop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish retrains as A/B candidates with automatic promotion, and close the loop with simulated "
+        "users (--no-loop: retrains go live, as `make demo` sets it up)",
+    )
+    parser.add_argument(
+        "--candidate-share", type=float, default=0.5, help="users the experiment sends to the candidate"
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="at most this many rounds of traffic (every user once)")
+    parser.add_argument("--round-wait", type=float, default=60, help="seconds the sensors get after each round")
+    parser.add_argument("--top-k", type=int, default=10, help="places per simulated request (impressions)")
     args = parser.parse_args(argv)
     command = (
         "make daemon-demo"
@@ -833,6 +1084,10 @@ def main(argv: list[str] | None = None) -> int:
         _run_step(t, f"drop a valid file into inbox/{args.city}/", demo.drop_valid_file)
         _run_step(t, "valid file -> ingest -> retrain -> indices -> publish -> served", demo.follow_valid_file)
         _run_step(t, "a bad file is rejected with its reason; nothing changes", demo.drop_and_follow_bad_file)
+        if args.loop:
+            _run_step(
+                t, "the loop: events -> online metrics -> promote; visits -> ingest -> retrain", demo.close_the_loop
+            )
         ok = True
     except (Exception, KeyboardInterrupt) as exc:
         t.say(f"demo FAILED: {exc!r}"[:4000])

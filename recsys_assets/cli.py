@@ -76,6 +76,16 @@ def _materialize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, help="seconds a training may take before it stops early")
     parser.add_argument("--baseline-budget", type=float, help="seconds per trained baseline in the evaluation")
     parser.add_argument("--resume", action="store_true", help="continue a killed training from its last checkpoint")
+    parser.add_argument(
+        "--publish-as",
+        choices=["live", "candidate"],
+        help="how the daemon's retrains reach users: live (default) replaces the served model; candidate serves "
+        "it beside live to --candidate-share of users for an A/B test (with nothing live it goes live)",
+    )
+    parser.add_argument("--candidate-share", type=float, help="share of users an experiment sends to the candidate")
+    parser.add_argument(
+        "--auto-promote", action="store_true", help="make the candidate live when online_metrics decides promote"
+    )
     _world_size_arguments(parser)
 
 
@@ -84,7 +94,7 @@ def _materialize(args: argparse.Namespace) -> None:
 
     from recsys_assets.definitions import build_definitions
     from recsys_assets.materialize import materialize_all
-    from recsys_assets.resources import TrainingSettings, record_settings, world_source_from_spec
+    from recsys_assets.resources import ReleasePolicy, TrainingSettings, record_settings, world_source_from_spec
 
     spec = f"parquet:{args.world_dir}" if args.world_dir else args.source
     source = world_source_from_spec(spec, args.users, args.places, args.seed, args.world, args.start_date)
@@ -95,13 +105,16 @@ def _materialize(args: argparse.Namespace) -> None:
         "resume": args.resume or None,
     }
     training = TrainingSettings(**{k: v for k, v in knobs.items() if v is not None})
+    policy = {"publish_as": args.publish_as, "candidate_share": args.candidate_share, "auto_promote": args.auto_promote}
+    release = ReleasePolicy(**{k: v for k, v in policy.items() if v not in (None, False)})
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "var" / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     # The daemon's runs on this instance (`make dagster`) continue this world with these settings.
-    recorded = record_settings(source, training, home)
+    recorded = record_settings(source, training, home, release)
     with DagsterInstance.get() as instance:
-        materialize_all(build_definitions(world_source=source, training=training), instance, args.cities)
-    print(f"materialized; DAGSTER_HOME={home} (world and training settings recorded in {recorded.name})")
+        defs = build_definitions(world_source=source, training=training, release=release)
+        materialize_all(defs, instance, args.cities)
+    print(f"materialized; DAGSTER_HOME={home} (world, training and release settings recorded in {recorded.name})")
 
 
 def _benchmark_arguments(parser: argparse.ArgumentParser) -> None:

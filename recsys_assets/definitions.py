@@ -12,6 +12,7 @@ from recsys_assets.io_manager import ArtifactIOManager
 from recsys_assets.resources import (
     FeedbackSettings,
     InboxSettings,
+    ReleasePolicy,
     ServingSettings,
     TrainingSettings,
     WorldSource,
@@ -32,11 +33,13 @@ def build_definitions(
     serving_settings: ServingSettings | None = None,
     inbox_directory: str = INBOX,
     feedback_settings: FeedbackSettings | None = None,
+    release: ReleasePolicy | None = None,
 ) -> Definitions:
-    """Resources not given are those `recsys materialize` recorded for $DAGSTER_HOME, else the defaults."""
-    recorded_world, recorded_training = (
-        recorded_settings() if world_source is None or training is None else (None, None)
-    )
+    """Resources not given are those `recsys materialize` recorded for $DAGSTER_HOME, else the defaults.
+    The release policy sets how the serving and feedback resources publish and promote unless those
+    resources are given whole."""
+    recorded = recorded_settings()
+    release = release or recorded.release or ReleasePolicy()
     return Definitions(
         assets=load_assets_from_modules([world, graph, model, serving, feedback]),
         asset_checks=load_asset_checks_from_modules([checks]),
@@ -45,11 +48,14 @@ def build_definitions(
         sensors=[*automation.SENSORS, *feedback.SENSORS],
         resources={
             "io_manager": ArtifactIOManager(root=artifact_root),
-            "world": world_source or recorded_world or WorldSource(),
-            "training": training or recorded_training or TrainingSettings(),
-            "serving": serving_settings or ServingSettings(artifact_root=artifact_root),
+            "world": world_source or recorded.world or WorldSource(),
+            "training": training or recorded.training or TrainingSettings(),
+            "serving": serving_settings
+            or ServingSettings(
+                artifact_root=artifact_root, publish_as=release.publish_as, candidate_share=release.candidate_share
+            ),
             "inbox_settings": InboxSettings(directory=inbox_directory),
-            "feedback": feedback_settings or FeedbackSettings(events_root=EVENTS),
+            "feedback": feedback_settings or FeedbackSettings(events_root=EVENTS, auto_promote=release.auto_promote),
         },
     )
 

@@ -1,10 +1,10 @@
 """Resources: the world source (synthetic, or data from files or PostgreSQL), training settings, serving settings.
 
-`recsys materialize` records the world source and training settings it ran with beside the
-Dagster instance (`$DAGSTER_HOME/recsys_settings.json`); the code location that `dagster dev`
-loads on that instance reads them back, so the daemon's runs (a nightly retrain, an inbox
-ingest, a city refresh from the UI) continue the same world with the same settings instead of
-the defaults.
+`recsys materialize` records the world source, training settings and release policy it ran with
+beside the Dagster instance (`$DAGSTER_HOME/recsys_settings.json`); the code location that
+`dagster dev` loads on that instance reads them back, so the daemon's runs (a nightly retrain, an
+inbox ingest, a city refresh from the UI) continue the same world with the same settings, and
+publish the way the operator chose, instead of the defaults.
 """
 
 from __future__ import annotations
@@ -241,6 +241,26 @@ class TrainingSettings(ConfigurableResource):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ReleasePolicy:
+    """How a newly built model reaches users: straight to live, or as an A/B candidate beside live
+    that a `promote` decision of `online_metrics` makes live by itself when `auto_promote` is on.
+    With nothing live yet, a candidate is published live (there is nothing to compare it with)."""
+
+    publish_as: Literal["live", "candidate"] = "live"
+    candidate_share: float = DEFAULT_CANDIDATE_SHARE  # of users an experiment sends to the candidate
+    auto_promote: bool = False
+
+    def __post_init__(self) -> None:
+        if self.publish_as not in ("live", "candidate"):
+            raise ValueError(f"publish_as must be 'live' or 'candidate', got {self.publish_as!r}")
+        if not 0 < self.candidate_share < 1:
+            raise ValueError(f"candidate_share must be between 0 and 1 (exclusive), got {self.candidate_share!r}")
+
+
+_RELEASE = ReleasePolicy()
+
+
 class ServingSettings(ConfigurableResource):
     """How serving artifacts are built and where the live manifest is published."""
 
@@ -251,8 +271,8 @@ class ServingSettings(ConfigurableResource):
     # True for data with explicit friendships; a world source whose edges are bare pairs says so itself
     social_edges_are_friendships: bool = False
     # live: a new manifest replaces the live one; candidate: it is A/B tested against live first
-    publish_as: Literal["live", "candidate"] = "live"
-    candidate_share: float = DEFAULT_CANDIDATE_SHARE  # of users an experiment sends to the candidate
+    publish_as: Literal["live", "candidate"] = _RELEASE.publish_as
+    candidate_share: float = _RELEASE.candidate_share  # of users an experiment sends to the candidate
 
     def live_manifest_path(self) -> Path:
         return live_manifest_path(self.artifact_root)
@@ -271,7 +291,7 @@ class FeedbackSettings(ConfigurableResource):
     window_days: int = OnlineSettings.window.days
     confidence: float = OnlineSettings.confidence
     min_impressions: int = OnlineSettings.min_impressions
-    auto_promote: bool = False
+    auto_promote: bool = _RELEASE.auto_promote
     keep_versions: int = 10  # published manifests kept in the history (live, candidate, pinned always)
     keep_runs: int = 3  # artifact runs kept per asset partition beyond those a kept manifest names
 
@@ -306,24 +326,38 @@ def _fields(resource: ConfigurableResource) -> dict[str, object]:
     return {name: getattr(resource, name) for name in type(resource).model_fields}
 
 
-def record_settings(world: WorldSource, training: TrainingSettings, home: str | Path | None = None) -> Path:
-    """Write the world source and training settings an instance was materialized with."""
+@dataclasses.dataclass(frozen=True)
+class RecordedSettings:
+    """What `recsys materialize` ran an instance with; None where nothing is recorded."""
+
+    world: WorldSource | None = None
+    training: TrainingSettings | None = None
+    release: ReleasePolicy | None = None
+
+
+def record_settings(
+    world: WorldSource, training: TrainingSettings, home: str | Path | None = None, release: ReleasePolicy = _RELEASE
+) -> Path:
+    """Write the world source, training settings and release policy an instance was materialized with."""
     path = settings_path(home)
     if path is None:
         raise ValueError("DAGSTER_HOME is not set: nowhere to record the settings")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"world": _fields(world), "training": _fields(training)}, indent=2) + "\n")
+    record = {"world": _fields(world), "training": _fields(training), "release": dataclasses.asdict(release)}
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
 
-def recorded_settings(home: str | Path | None = None) -> tuple[WorldSource | None, TrainingSettings | None]:
-    """The recorded world source and training settings of the instance at `home`, or (None, None)."""
+def recorded_settings(home: str | Path | None = None) -> RecordedSettings:
+    """The recorded settings of the instance at `home`; all None if nothing is recorded. A record
+    from before release policies were recorded has none (the defaults apply)."""
     path = settings_path(home)
     if path is None or not path.exists():
-        return None, None
+        return RecordedSettings()
     try:
         raw = json.loads(path.read_text())
-        return WorldSource(**raw["world"]), TrainingSettings(**raw["training"])
+        release = ReleasePolicy(**raw["release"]) if "release" in raw else None
+        return RecordedSettings(WorldSource(**raw["world"]), TrainingSettings(**raw["training"]), release)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"{path} is not a valid settings record ({exc}); delete it or run `recsys materialize`"

@@ -61,17 +61,13 @@ class RequestMetrics(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
-        status = 500
+        status, recorded = 500, False
 
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await next_app(scope, receive, sending)
-        finally:
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             key = (str(scope.get("method", "")), str(scope.get("path_template", "unrouted")), status)
             series = self._series.get(key)
             if series is None:
@@ -80,6 +76,21 @@ class RequestMetrics(ASGIMiddleware):
             series[1].observe(time.perf_counter() - started)
             if status >= 500:
                 REQUEST_ERRORS.labels(key[0], key[1], str(status)).inc()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Counted before the last byte leaves: a client that has its answer finds it counted
+                # by the next scrape, whichever worker answers that.
+                record()
+            await send(message)
+
+        try:
+            await next_app(scope, receive, sending)
+        finally:
+            record()  # a request that failed before its response ended
 
 
 RELOADS = Counter(

@@ -78,6 +78,54 @@ def test_a_successful_retrain_requests_every_citys_indices():
     assert len({r.run_key for r in requests}) == len(CITY_SLUGS)
 
 
+def test_ingests_that_a_pending_retrain_will_read_share_it():
+    """Eight cities' inbox files in one go start one retrain: an ingest is covered by a retrain that is
+    queued or was created after the ingest ended; a retrain that may have read the tables already, or
+    that failed, covers nothing."""
+    from dagster import DagsterRun, DagsterRunStatus
+    from dagster._core.utils import make_new_run_id
+
+    @op
+    def append():
+        return None
+
+    @job
+    def ingest_interactions():
+        append()
+
+    instance = DagsterInstance.ephemeral()
+
+    def retrain_run(status: DagsterRunStatus) -> str:
+        run = DagsterRun(job_name=automation.retrain_job.name, run_id=make_new_run_id(), status=status)
+        instance.add_run(run)
+        return run.run_id
+
+    def after(ingest):
+        context = build_run_status_sensor_context(
+            sensor_name="retrain_after_ingest",
+            dagster_event=ingest.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=ingest.dagster_run,
+        )
+        return automation.retrain_after_ingest(context)
+
+    retrain_run(DagsterRunStatus.SUCCESS)  # an earlier retrain, done before the data arrived
+    first = ingest_interactions.execute_in_process(instance=instance)
+    requested = after(first)
+    assert isinstance(requested, RunRequest) and requested.tags[stages.RETRAIN_MODE_TAG] == stages.REFRESH
+    retrain_run(DagsterRunStatus.FAILURE)
+    assert isinstance(after(first), RunRequest)  # a failed retrain trained nothing
+    started = retrain_run(DagsterRunStatus.STARTED)  # created after the first ingest ended
+    skipped = after(first)
+    assert isinstance(skipped, SkipReason) and started[:8] in skipped.skip_message
+
+    second = ingest_interactions.execute_in_process(instance=instance)
+    assert isinstance(after(second), RunRequest)  # the started retrain may have read the tables before it
+    queued = retrain_run(DagsterRunStatus.NOT_STARTED)  # (a QUEUED run needs a code location to be made)
+    skipped = after(second)
+    assert isinstance(skipped, SkipReason) and queued[:8] in skipped.skip_message
+
+
 def _materialized(instance, asset: str, partition: str | None = None) -> None:
     instance.report_runless_asset_event(AssetMaterialization(asset_key=AssetKey(asset), partition=partition))
 
@@ -151,7 +199,7 @@ def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(
     daemon must regenerate that world (same size and seed) and retrain with the same settings, not the defaults."""
     import recsys_assets.materialize
     from recsys_assets.definitions import build_definitions
-    from recsys_assets.resources import TrainingSettings, WorldSource, recorded_settings
+    from recsys_assets.resources import ReleasePolicy, TrainingSettings, WorldSource, recorded_settings
     from recsys_core import cli
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
@@ -175,7 +223,9 @@ def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(
     ]
     assert cli.main(argv) == 0
 
-    world, training = recorded_settings(tmp_path)
+    recorded = recorded_settings(tmp_path)
+    world, training = recorded.world, recorded.training
+    assert recorded.release == ReleasePolicy()  # nothing asked: new models go live, nothing promotes itself
     assert (world.n_users, world.n_places, world.seed, world.kind) == (400, 320, 7, "synthetic")
     assert (training.max_steps, training.time_budget_s, training.batch_size) == (
         30,
@@ -187,3 +237,33 @@ def test_the_daemons_code_location_continues_the_world_recsys_materialize_built(
         assert location.resources["training"].max_steps == 30
     # Resources given explicitly (tests, `recsys materialize` itself) win over the record.
     assert build_definitions(str(tmp_path / "a"), WorldSource(n_users=160)).resources["world"].n_users == 160
+
+
+def test_the_release_policy_is_recorded_and_the_daemon_publishes_and_promotes_by_it(tmp_path, monkeypatch, capsys):
+    """`recsys materialize --publish-as candidate --candidate-share 0.3 --auto-promote`: the daemon's later
+    retrains are A/B tested on 30 % of users and promote themselves; a share outside (0, 1) is refused
+    before anything is recorded."""
+    import recsys_assets.materialize
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.resources import ReleasePolicy, recorded_settings, settings_path
+    from recsys_core import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    materialized = []
+    monkeypatch.setattr(
+        recsys_assets.materialize, "materialize_all", lambda defs, instance, cities: materialized.append(defs)
+    )
+    assert cli.main(["materialize", "--candidate-share", "1.5", "--publish-as", "candidate"]) == 2
+    assert "candidate_share must be between 0 and 1" in capsys.readouterr().err
+    assert not materialized and not settings_path(tmp_path).exists()
+
+    argv = ["materialize", "--users", "400", "--publish-as", "candidate", "--candidate-share", "0.3", "--auto-promote"]
+    assert cli.main(argv) == 0
+    assert recorded_settings(tmp_path).release == ReleasePolicy("candidate", 0.3, auto_promote=True)
+    for location in (materialized[0], build_definitions(str(tmp_path / "artifacts"))):  # the CLI's run and the daemon's
+        serving, feedback = location.resources["serving"], location.resources["feedback"]
+        assert (serving.publish_as, serving.candidate_share, feedback.auto_promote) == ("candidate", 0.3, True)
+    # Without the flags the defaults are recorded again: a policy does not outlive the materialize that set it.
+    assert cli.main(["materialize", "--users", "400"]) == 0
+    assert recorded_settings(tmp_path).release == ReleasePolicy()
+    assert build_definitions(str(tmp_path / "artifacts")).resources["serving"].publish_as == "live"

@@ -148,6 +148,8 @@ def test_a_tie_is_inconclusive_and_a_pinned_live_refuses_promotion(loop):
 
 
 def test_visits_go_into_each_city_inbox_and_pass_its_checks(materialized_world, tmp_path):
+    """Each tick takes every newly stored file, drops one file per city (one ingest each), and counts a
+    check-in stored twice once."""
     instance = materialized_world.instance
     places = load_latest_table(instance, AssetKey("places"), _cities(instance))
     users = load_latest_table(instance, AssetKey("users"), _cities(instance))
@@ -159,9 +161,12 @@ def test_visits_go_into_each_city_inbox_and_pass_its_checks(materialized_world, 
     visits = [
         FeedbackEvent("visit", int(user_ids[i]), at, place_id=int(place_ids[i * 7 % len(place_ids)])) for i in range(40)
     ]
-    visits.append(visits[0])  # the same check-in twice: one interaction
     clicks = [FeedbackEvent("click", int(user_ids[0]), at, request_id="r", variant="v", place_id=int(place_ids[0]))]
-    log.append(visits + clicks).result(timeout=10)
+    log.append(visits[:25] + clicks).result(timeout=10)
+    log.close()
+    roll_segments(paths)
+    log = EventLog(LogSettings(paths.log))  # a second stored file, with the same check-in again: one interaction
+    log.append([*visits[25:], visits[0]]).result(timeout=10)
     log.close()
     roll_segments(paths)
     feedback = FeedbackSettings(events_root=str(paths.root))
@@ -170,6 +175,7 @@ def test_visits_go_into_each_city_inbox_and_pass_its_checks(materialized_world, 
     result = feedback_defs.feedback_to_inbox(context)
     assert "40 visits" in result.skip_message
     dropped = sorted(Path(box.directory).glob("*/feedback-*.parquet"))
+    assert len({f.parent for f in dropped}) == len(dropped)  # both stored files in one inbox file per city
     assert dropped and sum(inbox.read_interactions_file(f).num_rows for f in dropped) == 40
     for file in dropped:
         table = inbox.read_interactions_file(file)

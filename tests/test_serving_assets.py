@@ -46,6 +46,34 @@ def test_manifest_names_every_city_index_with_the_city_row_counts(served_world, 
     assert manifest.model_version == f"graphrec-{manifest.model.sha256[:12]}-blend-{manifest.place_model.sha256[:8]}"
 
 
+def test_a_candidate_release_policy_publishes_beside_live_for_an_experiment(
+    served_world, dagster_materialize, tmp_path
+):
+    """Publishing as candidate: the first manifest of a serving directory goes live (nothing to compare
+    it with); the next is the candidate of a new experiment with the policy's share, and live stays."""
+    from recsys_assets.definitions import build_definitions
+    from recsys_assets.resources import ReleasePolicy
+    from recsys_core.feedback.experiment import read_experiment
+    from recsys_core.feedback.releases import ServingDirectory
+
+    world, training = served_world.defs.resources["world"], served_world.defs.resources["training"]
+    defs = build_definitions(str(tmp_path), world, training, release=ReleasePolicy("candidate", 0.3))
+    releases = ServingDirectory(tmp_path / "serving")
+
+    def publish() -> str:
+        run = dagster_materialize(defs, served_world.instance, ["serving_manifest"])
+        return run.asset_materializations_for_node("serving_manifest")[0].metadata["published_as"].value
+
+    assert publish() == "live" and releases.read("candidate") is None
+    first = releases.read("live")
+    assert publish() == "candidate"
+    experiment = read_experiment(releases.experiment)
+    candidate = releases.read("candidate")
+    assert releases.read("live").version == first.version != candidate.version
+    assert experiment.enabled and experiment.candidate_share == 0.3
+    assert (experiment.live_version, experiment.candidate_version) == (first.version, candidate.version)
+
+
 def test_manifest_is_not_published_when_upstream_checks_never_passed(served_world, tmp_path):
     """A fresh instance knows the artifacts' paths but has no passing check on record: no manifest."""
     from recsys_assets.definitions import build_definitions

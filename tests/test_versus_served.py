@@ -66,3 +66,38 @@ def test_users_the_served_version_lacks_are_left_out(trained):
     fewer.data["user"].node_id = users + 10**9  # none of today's users existed then
     none = compare_with_served(graph, model.split, selected, selected, fewer)
     assert none.passed and none.pairs == 0 and everyone.pairs > 0
+
+
+class Exposed:
+    """A served version whose visits came from its own impressions: the pairs it showed rank first."""
+
+    def __init__(self, blend, users: np.ndarray, places: np.ndarray):
+        self.blend, self.n_users, self.n_items = blend, blend.n_users, blend.n_items
+        self.boost = np.zeros((blend.n_users, blend.n_items), np.float32)
+        self.boost[users, places] = 1e6
+
+    def dense(self, rows: np.ndarray) -> np.ndarray:
+        return self.blend.dense(rows) + self.boost[rows]
+
+
+def test_pairs_a_served_version_showed_are_not_judged(trained):
+    """The loop's trap: held-out visits that followed the served version's impressions make it look far
+    better than any retrain. Left out of both rankings and the count, the same model ties again."""
+    from recsys_core.evaluation import protocol
+    from recsys_core.ranking.versus_served import _cities
+
+    model, graph = trained
+    selected, older = model.place_model.selected, _trained_on_training_pairs(graph, model.split)
+    truth = protocol.PlaceTruth.from_split(graph, model.split, "test", _cities(graph, "user"), _cities(graph, "place"))
+    half = slice(0, len(truth.held_user) // 2)
+    served = Exposed(selected, truth.held_user[half], truth.held_place[half])  # graph and older share node order
+    users, places = graph.data["user"].node_id.numpy(), graph.data["place"].node_id.numpy()
+    shown = (users[truth.held_user[half]], places[truth.held_place[half]])
+
+    fooled = compare_with_served(graph, model.split, selected, served, older)
+    assert not fooled.passed and fooled.served_recall > fooled.candidate_recall, fooled.reason
+    fair = compare_with_served(graph, model.split, selected, served, older, shown=shown)
+    assert fair.passed and fair.difference == 0.0 and 0 < fair.pairs < fooled.pairs, fair.reason
+    assert "shown by a served version left out" in fair.reason
+    unseen = compare_with_served(graph, model.split, selected, selected, older, shown=(users[:0], places[:0]))
+    assert unseen.pairs == fooled.pairs

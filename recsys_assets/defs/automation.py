@@ -187,11 +187,17 @@ def publish_when_indices_are_fresh(context: SensorEvaluationContext):
     "with a .reason.txt.",
 )
 def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSettings):
-    requests, rejected = [], []
+    requests, rejected, waiting = [], [], []
     cities = city_keys(context.instance)
     for city in cities:
         files = inbox.pending_files(Path(inbox_settings.directory), city)
         if not files:
+            continue
+        # One ingest per city at a time: two would each append to the same latest table, and the later
+        # would drop the other's rows. The files wait in the inbox and the next run takes them all.
+        in_flight = _ingest_in_flight(context, city)
+        if in_flight is not None:
+            waiting.append(f"{city} ({len(files)} file(s) wait for ingest {in_flight[:8]})")
             continue
         try:
             users = load_latest_table(context.instance, AssetKey("users"), [city])
@@ -200,6 +206,7 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
         except FileNotFoundError as exc:
             context.log.info("inbox for %s waits: %s", city, exc)
             continue
+        accepted = []
         for path in files:
             result = inbox.triage(
                 path,
@@ -210,14 +217,30 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
                 inbox.given_columns(existing.empty_table()),
             )
             if result.accepted:
-                config = {"ops": {"interactions": {"config": {"append_file": str(result.destination)}}}}
-                requests.append(RunRequest(run_key=str(result.destination), partition_key=city, run_config=config))
+                accepted.append(str(result.destination))
             else:
                 rejected.append(f"{city}/{path.name}: {result.problems[0]}")
                 context.log.warning("rejected %s/%s: %s", city, path.name, "; ".join(result.problems[:3]))
+        if accepted:
+            config = {"ops": {"interactions": {"config": {"append_files": accepted}}}}
+            requests.append(RunRequest(run_key=accepted[0], partition_key=city, run_config=config))
     if requests:
         return requests
-    return SkipReason("rejected: " + " | ".join(rejected) if rejected else "no new files")
+    parts = ([f"rejected: {' | '.join(rejected)}"] if rejected else []) + (
+        [f"waiting: {', '.join(waiting)}"] if waiting else []
+    )
+    return SkipReason("; ".join(parts) or "no new files")
+
+
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def _ingest_in_flight(context: SensorEvaluationContext, city: str) -> str | None:
+    """The id of an ingest of `city` that has not finished, if any."""
+    records = context.instance.get_run_records(
+        RunsFilter(job_name=ingest_job.name, statuses=IN_FLIGHT, tags={"dagster/partition": city}), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
 
 
 @run_status_sensor(
@@ -230,7 +253,29 @@ def interactions_inbox(context: SensorEvaluationContext, inbox_settings: InboxSe
     "indices and the manifest follow).",
 )
 def retrain_after_ingest(context: RunStatusSensorContext):
-    return RunRequest(run_key=f"retrain-after-{context.dagster_run.run_id}", tags={RETRAIN_MODE_TAG: REFRESH})
+    ingest = context.dagster_run.run_id
+    covering = _retrain_covering(context, ingest)
+    if covering is not None:
+        return SkipReason(f"retrain {covering[:8]} has not read the data yet: it includes ingest {ingest[:8]}")
+    return RunRequest(run_key=f"retrain-after-{ingest}", tags={RETRAIN_MODE_TAG: REFRESH})
+
+
+# A run in these states has not begun a step, so it will read the latest tables when it does.
+NOT_YET_READING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+
+
+def _retrain_covering(context: RunStatusSensorContext, ingest_run_id: str) -> str | None:
+    """A retrain that will read the tables this ingest appended to: queued, or created after the ingest
+    ended (it reads the tables only once it runs). New data arriving in several cities at once (the
+    feedback visits of a day land in every city's inbox) then costs one retrain, not one per city."""
+    ingest = context.instance.get_run_record_by_id(ingest_run_id)
+    ended = ingest.end_time if ingest else None
+    for record in context.instance.get_run_records(RunsFilter(job_name=retrain_job.name), limit=20):
+        status, created = record.dagster_run.status, record.create_timestamp.timestamp()
+        trained_nothing = status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+        if status in NOT_YET_READING or (ended is not None and created > ended and not trained_nothing):
+            return record.dagster_run.run_id
+    return None
 
 
 JOBS = [world_tables_job, retrain_job, city_indices_job, city_refresh_job, ingest_job, publish_job]

@@ -19,9 +19,10 @@ from recsys_assets.defs import world as world_assets
 from recsys_assets.io_manager import load_latest_table
 from recsys_assets.metadata import plain_metadata, violations_metadata
 from recsys_assets.partitions import city_keys, city_of, city_partitions
-from recsys_assets.resources import ServingSettings
+from recsys_assets.resources import FeedbackSettings, ServingSettings
 from recsys_core import contracts, features, validation
 from recsys_core.evaluation.compare import Comparison, quality_gate, summary_markdown
+from recsys_core.feedback.store import shown_pairs
 from recsys_core.graph import GraphBundle, graph_problems, load_graph
 from recsys_core.ranking.blend import PlaceBlend
 from recsys_core.ranking.served import served_agreement
@@ -187,18 +188,25 @@ def model_beats_baselines(model_evaluation: Comparison) -> AssetCheckResult:
     asset=model_assets.model_evaluation,
     blocking=True,
     additional_ins={"trained_model": AssetIn(), "hetero_graph": AssetIn()},
-    description="On test pairs the served version has not seen, with the pairs it has seen excluded from both "
-    "rankings: the new place model's Recall@20 is not below the live version's by more than 2 paired standard "
+    description="On test pairs the served version has not seen, with the pairs it has seen and the pairs a served "
+    "version showed (impressions: their visits followed its ranking) excluded from both rankings: the new place "
+    "model's Recall@20 is not below the live version's by more than 2 paired standard "
     "errors (passes with the reason when nothing is live or too few pairs compare).",
 )
 def model_not_worse_than_served(
-    model_evaluation: Comparison, trained_model: TrainedModel, hetero_graph: GraphBundle, serving: ServingSettings
+    model_evaluation: Comparison,
+    trained_model: TrainedModel,
+    hetero_graph: GraphBundle,
+    serving: ServingSettings,
+    feedback: FeedbackSettings,
 ) -> AssetCheckResult:
-    result = _versus_served(trained_model, hetero_graph, serving)
+    result = _versus_served(trained_model, hetero_graph, serving, feedback)
     return AssetCheckResult(passed=result.passed, metadata=plain_metadata(result.figures()))
 
 
-def _versus_served(trained: TrainedModel, graph: GraphBundle, serving: ServingSettings) -> ServedComparison:
+def _versus_served(
+    trained: TrainedModel, graph: GraphBundle, serving: ServingSettings, feedback: FeedbackSettings
+) -> ServedComparison:
     live = serving.releases().read("live")
     if live is None:
         return ServedComparison(True, "nothing is served yet: the first version has no one to beat")
@@ -212,7 +220,12 @@ def _versus_served(trained: TrainedModel, graph: GraphBundle, serving: ServingSe
     if served.place_model is None:
         return ServedComparison(True, f"not compared: the served version {live.version} has no place model")
     return compare_with_served(
-        graph, trained.split, trained.place_model.selected, served.place_model.served, served_graph
+        graph,
+        trained.split,
+        trained.place_model.selected,
+        served.place_model.served,
+        served_graph,
+        shown=shown_pairs(feedback.paths().store),
     )
 
 

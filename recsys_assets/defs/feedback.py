@@ -173,9 +173,14 @@ def _experiment_decision(
     )
 
 
+# Ahead of the ingests and retrains in the run queue: a decision and its promotion take seconds and
+# should not wait for a retrain to finish.
+AHEAD_IN_QUEUE = {"dagster/priority": "10"}
+
 online_metrics_job = define_asset_job(
     "daily_online_metrics",
     executor_def=in_process_executor,
+    tags=AHEAD_IN_QUEUE,
     selection=AssetSelection.assets(online_metrics),
     description="One day's online metrics and the experiment's decision as of that day.",
 )
@@ -187,7 +192,10 @@ def promote(context: OpExecutionContext, serving: ServingSettings) -> None:
     context.log.info("promoted %s (%s) to live", manifest.version, manifest.model_version)
 
 
-@job(description="The candidate becomes live (refused while live is pinned); everyone is back on one version.")
+@job(
+    tags=AHEAD_IN_QUEUE,
+    description="The candidate becomes live (refused while live is pinned); everyone is back on one version.",
+)
 def promote_candidate():
     promote()
 
@@ -279,13 +287,13 @@ def feedback_to_inbox(context: SensorEvaluationContext, feedback: FeedbackSettin
         return SkipReason(f"feedback waits for the world's tables: {exc}")
     places = places.sort_by("place_id")
     place_ids, place_cities = places.column("place_id").to_numpy(), places.column("city_id").to_numpy()
+    # Every new file's visits in one table, then one inbox file per city: a tick costs each city one ingest.
+    visits = visits_as_interactions(pa.concat_tables([read_event_file(paths.store / name) for name in new]))
+    stem = f"{new[0]}..{Path(new[-1]).name}".replace("/", "-").replace(".parquet", "")
     dropped = 0
-    for name in new:
-        visits = visits_as_interactions(read_event_file(paths.store / name))
-        for city, table in split_by_city(visits, place_ids, place_cities).items():
-            stem = name.replace("/", "-").removesuffix(".parquet")
-            drop_in_inbox(table, Path(inbox_settings.directory), vocabulary.city_slugs[city], stem)
-            dropped += table.num_rows
+    for city, table in split_by_city(visits, place_ids, place_cities).items():
+        drop_in_inbox(table, Path(inbox_settings.directory), vocabulary.city_slugs[city], stem)
+        dropped += table.num_rows
     context.update_cursor(json.dumps(sorted((done | set(new)) & set(files))))
     return SkipReason(f"{dropped} visits from {len(new)} files dropped into the inbox")
 

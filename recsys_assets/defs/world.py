@@ -73,9 +73,9 @@ def places(context: AssetExecutionContext, world: WorldSource, vocabulary: Vocab
 
 
 class InteractionsConfig(Config):
-    """Set by the inbox sensor: append this accepted file to the city's latest interactions."""
+    """Set by the inbox sensor: append these accepted files, in order, to the city's latest interactions."""
 
-    append_file: str = ""
+    append_files: list[str] = []
 
 
 @asset(
@@ -93,33 +93,39 @@ def interactions(
     places: pa.Table,
 ) -> Output[pa.Table]:
     appended: Metadata = {}
-    if not config.append_file:
+    if not config.append_files:
         table = world.interactions(city_of(context, vocabulary), users, places)
     else:
-        table, added = _with_new_events(context, Path(config.append_file), users, places)
-        appended = {"appended_file": MetadataValue.path(config.append_file), "appended_rows": added}
+        table, added = _with_new_events(context, [Path(f) for f in config.append_files], users, places)
+        appended = {"appended_files": [Path(f).name for f in config.append_files], "appended_rows": added}
     return Output(
         table, metadata={**table_metadata(table, ("attended", "implicit_rating", "time_of_day_bucket")), **appended}
     )
 
 
 def _with_new_events(
-    context: AssetExecutionContext, path: Path, users: pa.Table, places: pa.Table
+    context: AssetExecutionContext, paths: list[Path], users: pa.Table, places: pa.Table
 ) -> tuple[pa.Table, int]:
-    """Latest interactions + the file's events (and how many); the file is validated again first, so
-    an invalid one fails the run before anything is written."""
+    """Latest interactions + the files' events (and how many); every file is validated again first, so
+    an invalid one fails the run before anything is written (and none of the batch is applied)."""
     from recsys_assets.io_manager import load_latest_table
 
-    existing = load_latest_table(context.instance, context.assets_def.key, [context.partition_key])
-    try:
-        new = inbox.read_interactions_file(path, inbox.given_columns(existing))
-    except ValueError as exc:
-        raise Failure(description=f"{path.name} not appended: {exc}") from exc
-    problems = inbox.problems_of(new, users.column("user_id").to_numpy(), places.column("place_id").to_numpy())
-    if problems:
-        raise Failure(description=f"{path.name} not appended: " + "; ".join(problems[:10]))
-    context.log.info("appending %d events from %s to %d existing", new.num_rows, path.name, existing.num_rows)
-    return inbox.append(existing, new), new.num_rows
+    table = existing = load_latest_table(context.instance, context.assets_def.key, [context.partition_key])
+    user_ids, place_ids = users.column("user_id").to_numpy(), places.column("place_id").to_numpy()
+    for path in paths:
+        try:
+            new = inbox.read_interactions_file(path, inbox.given_columns(existing))
+        except ValueError as exc:
+            raise Failure(description=f"{path.name} not appended (nor the rest of its batch): {exc}") from exc
+        problems = inbox.problems_of(new, user_ids, place_ids)
+        if problems:
+            raise Failure(
+                description=f"{path.name} not appended (nor the rest of its batch): " + "; ".join(problems[:10])
+            )
+        table = inbox.append(table, new)
+    added = table.num_rows - existing.num_rows
+    context.log.info("appending %d events from %d file(s) to %d existing", added, len(paths), existing.num_rows)
+    return table, added
 
 
 @asset(

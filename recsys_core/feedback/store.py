@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -154,6 +155,22 @@ def stored_days(store: Path) -> list[dt.date]:
         except ValueError:
             continue
     return sorted(days)
+
+
+def shown_pairs(store: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, place ids) of every place impression stored: what the served versions showed."""
+    users, places = [], []
+    for day in stored_days(store):
+        for file in sorted(day_directory(store, day).glob("*.parquet")):
+            table = pq.read_table(file, columns=["type", "user_id", "place_id"], schema=EVENTS_SCHEMA)
+            table = table.filter(
+                pc.and_(pc.equal(table.column("type"), "impression"), pc.is_valid(table.column("place_id")))
+            )
+            users.append(table.column("user_id").to_numpy())
+            places.append(table.column("place_id").to_numpy())
+    if not users:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(users), np.concatenate(places)
 
 
 def read_event_file(path: Path) -> pa.Table:
