@@ -164,7 +164,7 @@ def shown_pairs(store: Path) -> tuple[np.ndarray, np.ndarray]:
         for file in sorted(day_directory(store, day).glob("*.parquet")):
             table = pq.read_table(file, columns=["type", "user_id", "place_id"], schema=EVENTS_SCHEMA)
             table = table.filter(
-                pc.and_(pc.equal(table.column("type"), "impression"), pc.is_valid(table.column("place_id")))
+                pc.and_(pc.equal(table.column("type"), pa.scalar("impression")), pc.is_valid(table.column("place_id")))
             )
             users.append(table.column("user_id").to_numpy())
             places.append(table.column("place_id").to_numpy())
