@@ -80,6 +80,16 @@ class Transcript:
     def section(self, title: str, body: str, lang: str = "text") -> None:
         self.sections.append(f"### {title}\n\n```{lang}\n{body.rstrip()}\n```\n")
 
+    def milestone_recorder(self, milestones: dict[str, float], began: float, since: str):
+        """mark(what): record and say the first time `what` is reached, in seconds after `since`."""
+
+        def mark(what: str) -> None:
+            if what not in milestones:
+                milestones[what] = time.monotonic() - began
+                self.say(f"-- {what} (+{milestones[what]:.0f}s after {since})")
+
+        return mark
+
     def prose(self, title: str, body: str) -> None:
         self.sections.append(f"### {title}\n\n{body.rstrip()}\n")
 
@@ -575,10 +585,7 @@ class Demo:
         began = time.monotonic()
         deadline = began + self.args.timeout
 
-        def mark(what: str) -> None:
-            if what not in milestones:
-                milestones[what] = time.monotonic() - began
-                self.t.say(f"-- {what} (+{milestones[what]:.0f}s after the drop)")
+        mark = self.t.milestone_recorder(milestones, began, "the drop")
 
         accepted_dir = self.inbox / "accepted" / city
         while True:
@@ -769,19 +776,16 @@ class Demo:
         counts = {"requests": 0, "events": 0, "visits": 0}
         decisions: list[tuple[float, int, str, str]] = []
 
-        def mark(what: str) -> None:
-            if what not in milestones:
-                milestones[what] = time.monotonic() - began
-                self.t.say(f"-- {what} (+{milestones[what]:.0f}s after the first event)")
+        mark = self.t.milestone_recorder(milestones, began, "the first event")
 
         def watch() -> None:
-            self.report_runs(since, seen)
+            records = self.report_runs(since, seen)
             decision = self.latest_decision()
             if decision and (not decisions or decisions[-1][2:] != decision):
                 decisions.append((time.monotonic() - began, counts["events"], *decision))
                 mark(f"online_metrics decided {decision[0]}")
                 self.t.say(f"online_metrics: {decision[0]} ({decision[1]})")
-            done = {(r.dagster_run.job_name, r.dagster_run.status.value) for r in self.runs_since(since)}
+            done = {(r.dagster_run.job_name, r.dagster_run.status.value) for r in records}
             if ("promote_candidate", "SUCCESS") in done:
                 mark(PROMOTED)
             now_live = self.manifest_version("live")
